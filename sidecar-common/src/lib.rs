@@ -1,0 +1,470 @@
+//! Types shared by the sidecar daemon and its eBPF programs.
+//!
+//! Everything here crosses the kernel/user boundary through BPF maps or globals, so every type
+//! is `#[repr(C)]` with explicit padding (no implicit holes whose contents the kernel would
+//! compare or hash), and every map slot or counter index is an enum, never a bare number.
+#![no_std]
+
+/// Names of the maps in the eBPF object. The kernel truncates map names to 15 bytes, so they
+/// are short; the eBPF crate declares each map with exactly these names.
+pub mod map_names {
+    /// `ArrayOfMaps` with one slot holding the active epoch (an `Array<u32, 1>`).
+    pub const EPOCH: &str = "EPOCH";
+    /// Per-process fadvise counters, one map per epoch.
+    pub const FADVISE_COUNTS: [&str; 2] = ["FADV_CNT_0", "FADV_CNT_1"];
+    pub const FADVISE_OVERFLOW: [&str; 2] = ["FADV_OVF_0", "FADV_OVF_1"];
+    pub const PAGE_CACHE_COUNTS: [&str; 2] = ["PC_CNT_0", "PC_CNT_1"];
+    pub const PAGE_CACHE_OVERFLOW: [&str; 2] = ["PC_OVF_0", "PC_OVF_1"];
+    pub const RECLAIM_COUNTS: [&str; 2] = ["RCL_CNT_0", "RCL_CNT_1"];
+    pub const RECLAIM_OVERFLOW: [&str; 2] = ["RCL_OVF_0", "RCL_OVF_1"];
+    pub const HOST_COUNTERS: [&str; 2] = ["HOST_0", "HOST_1"];
+    pub const PROCESSES: [&str; 2] = ["PROC_0", "PROC_1"];
+    /// Per-thread state, not per interval: never drained.
+    pub const FADVISE_IN_FLIGHT: &str = "FADV_INFLIGHT";
+    pub const READ_STATE: &str = "READ_STATE";
+    pub const RECLAIM_IN_FLIGHT: &str = "RCL_INFLIGHT";
+    pub const GAUGES: &str = "GAUGES";
+}
+
+/// Names of the globals (`.rodata`) that userspace sets before loading.
+pub mod global_names {
+    pub const FADVISE_LAYOUT: &str = "FADVISE_LAYOUT";
+    pub const FILEMAP_LAYOUT: &str = "FILEMAP_LAYOUT";
+    pub const VMSCAN_LAYOUT: &str = "VMSCAN_LAYOUT";
+}
+
+/// `posix_fadvise` advice, as the `advice` label reports it.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Advice {
+    Normal = 0,
+    Random = 1,
+    Sequential = 2,
+    WillNeed = 3,
+    DontNeed = 4,
+    NoReuse = 5,
+    /// Any value the kernel does not define (the call fails with EINVAL).
+    Other = 6,
+}
+
+impl Advice {
+    pub const COUNT: usize = 7;
+    pub const ALL: [Advice; Self::COUNT] = [
+        Advice::Normal,
+        Advice::Random,
+        Advice::Sequential,
+        Advice::WillNeed,
+        Advice::DontNeed,
+        Advice::NoReuse,
+        Advice::Other,
+    ];
+
+    /// Maps the syscall's raw `advice` argument. The numbering is the kernel's
+    /// (include/uapi/linux/fadvise.h): s390x alone numbers DONTNEED and NOREUSE 6 and 7.
+    #[inline(always)]
+    pub const fn from_raw(raw: u64, s390x_numbering: bool) -> Advice {
+        match raw {
+            0 => Advice::Normal,
+            1 => Advice::Random,
+            2 => Advice::Sequential,
+            3 => Advice::WillNeed,
+            4 if !s390x_numbering => Advice::DontNeed,
+            5 if !s390x_numbering => Advice::NoReuse,
+            6 if s390x_numbering => Advice::DontNeed,
+            7 if s390x_numbering => Advice::NoReuse,
+            _ => Advice::Other,
+        }
+    }
+
+    pub const fn from_slot(slot: u32) -> Option<Advice> {
+        if (slot as usize) < Self::COUNT {
+            Some(Self::ALL[slot as usize])
+        } else {
+            None
+        }
+    }
+
+    /// The `advice` label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Advice::Normal => "normal",
+            Advice::Random => "random",
+            Advice::Sequential => "sequential",
+            Advice::WillNeed => "willneed",
+            Advice::DontNeed => "dontneed",
+            Advice::NoReuse => "noreuse",
+            Advice::Other => "other",
+        }
+    }
+}
+
+/// Key of the per-process fadvise map: one entry per (process, advice) seen in an interval.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FadviseKey {
+    pub tgid: u32,
+    /// An [`Advice`] slot.
+    pub advice: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FadviseCounts {
+    pub calls: u64,
+    /// Calls that returned 0.
+    pub successes: u64,
+}
+
+/// Key of the per-process maps that need nothing but the process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProcessKey {
+    pub tgid: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageCacheCounts {
+    /// Pages the read path asked for (mm_filemap_get_pages ranges, one per read call).
+    pub requested_pages: u64,
+    /// Pages this process added to the cache for a file it then read: read misses.
+    pub missed_pages: u64,
+    /// Every page this process added to the page cache (reads, writes, faults).
+    pub added_pages: u64,
+    /// Pages removed from the page cache while this process was running.
+    pub evicted_pages: u64,
+}
+
+/// Which kind of reclaim stalled a task.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReclaimKind {
+    /// Global direct reclaim (mm_vmscan_direct_reclaim_begin/end).
+    Direct = 0,
+    /// Reclaim of a memory cgroup at its limit (mm_vmscan_memcg_reclaim_begin/end).
+    Memcg = 1,
+}
+
+impl ReclaimKind {
+    pub const COUNT: usize = 2;
+    pub const ALL: [ReclaimKind; Self::COUNT] = [ReclaimKind::Direct, ReclaimKind::Memcg];
+
+    pub const fn from_raw(raw: u8) -> Option<ReclaimKind> {
+        match raw {
+            0 => Some(ReclaimKind::Direct),
+            1 => Some(ReclaimKind::Memcg),
+            _ => None,
+        }
+    }
+}
+
+/// Number of log2 latency buckets. Bucket `b` holds stalls of `[2^(b-1), 2^b)` ns (bucket 0
+/// holds 0 ns); the last bucket also holds everything longer.
+pub const LATENCY_BUCKETS: usize = 40;
+
+/// The latency bucket of a stall of `ns` nanoseconds: its bit length, capped.
+/// Written without loops or `leading_zeros` so that it compiles to a handful of BPF
+/// instructions on every ISA version.
+#[inline(always)]
+pub const fn latency_bucket(ns: u64) -> u32 {
+    let mut v = ns;
+    let mut bits = 0u32;
+    if v >= 1 << 32 {
+        v >>= 32;
+        bits += 32;
+    }
+    if v >= 1 << 16 {
+        v >>= 16;
+        bits += 16;
+    }
+    if v >= 1 << 8 {
+        v >>= 8;
+        bits += 8;
+    }
+    if v >= 1 << 4 {
+        v >>= 4;
+        bits += 4;
+    }
+    if v >= 1 << 2 {
+        v >>= 2;
+        bits += 2;
+    }
+    if v >= 1 << 1 {
+        v >>= 1;
+        bits += 1;
+    }
+    bits += v as u32;
+    if bits as usize >= LATENCY_BUCKETS {
+        (LATENCY_BUCKETS - 1) as u32
+    } else {
+        bits
+    }
+}
+
+/// Exclusive upper bound, in ns, of latency bucket `b` (`None` for the last, open bucket).
+pub const fn latency_bucket_upper_ns(b: u32) -> Option<u64> {
+    if (b as usize) + 1 >= LATENCY_BUCKETS {
+        None
+    } else {
+        Some(1u64 << b)
+    }
+}
+
+/// Key of the per-process reclaim map: sparse, one entry per (process, kind, bucket) used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReclaimKey {
+    pub tgid: u32,
+    /// A [`ReclaimKind`].
+    pub kind: u8,
+    /// A latency bucket, see [`latency_bucket`].
+    pub bucket: u8,
+    pub _pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReclaimCounts {
+    pub episodes: u64,
+    pub stalled_ns: u64,
+}
+
+/// Index into the reclaim overflow array.
+#[inline(always)]
+pub const fn reclaim_overflow_slot(kind: ReclaimKind, bucket: u32) -> u32 {
+    kind as u32 * LATENCY_BUCKETS as u32 + bucket
+}
+
+pub const RECLAIM_OVERFLOW_SLOTS: usize = ReclaimKind::COUNT * LATENCY_BUCKETS;
+
+/// Host-wide counters, one slot each in the per-epoch `HOST_*` per-CPU arrays.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HostCounter {
+    /// Sum of nr_scanned over mm_vmscan_lru_shrink_inactive.
+    LruPagesScanned = 0,
+    /// Sum of nr_reclaimed over mm_vmscan_lru_shrink_inactive.
+    LruPagesReclaimed = 1,
+    KswapdWakeups = 2,
+    /// Events counted in an overflow slot because their map was full.
+    FadviseOverflowEvents = 3,
+    PageCacheOverflowEvents = 4,
+    ReclaimOverflowEvents = 5,
+    /// Processes whose comm could not be recorded (the process map was full).
+    ProcessOverflowEvents = 6,
+    /// Tracepoint fields that could not be read (a layout bug; should stay 0).
+    FieldReadErrors = 7,
+}
+
+impl HostCounter {
+    pub const COUNT: usize = 8;
+    pub const ALL: [HostCounter; Self::COUNT] = [
+        HostCounter::LruPagesScanned,
+        HostCounter::LruPagesReclaimed,
+        HostCounter::KswapdWakeups,
+        HostCounter::FadviseOverflowEvents,
+        HostCounter::PageCacheOverflowEvents,
+        HostCounter::ReclaimOverflowEvents,
+        HostCounter::ProcessOverflowEvents,
+        HostCounter::FieldReadErrors,
+    ];
+}
+
+/// Gauges, in a per-CPU array that is never cleared: the sum over CPUs is the value (an
+/// increment and its decrement may land on different CPUs).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GaugeSlot {
+    DirectReclaimInProgress = 0,
+}
+
+impl GaugeSlot {
+    pub const COUNT: usize = 1;
+}
+
+pub const COMM_LEN: usize = 16;
+
+/// What the kernel recorded of a process the first time it counted it in an interval, so
+/// that processes that exit before the drain can still be classified by `comm`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Per-thread read-path state (READ_STATE), keyed by pid_tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadState {
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
+    /// The last mm_filemap_get_pages range of this thread; `u64::MAX` when none.
+    pub index: u64,
+    pub last_index: u64,
+    /// Pages this thread added for `ino` since its last get_pages on that file.
+    pub pending_missed_pages: u64,
+}
+
+/// Key of RECLAIM_IN_FLIGHT: a thread inside a reclaim episode of one kind.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReclaimInFlightKey {
+    pub pid_tgid: u64,
+    pub kind: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Marks a tracepoint field that this kernel does not have.
+pub const ABSENT_FIELD: u32 = u32::MAX;
+
+/// Offsets of the fields the fadvise programs read, from the tracefs format files.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FadviseLayout {
+    /// sys_enter_fadvise64 `advice`.
+    pub enter_advice: u32,
+    /// sys_exit_fadvise64 `ret`.
+    pub exit_ret: u32,
+    /// Non-zero when the kernel numbers DONTNEED/NOREUSE 6/7 (s390x).
+    pub s390x_numbering: u32,
+    pub _pad: u32,
+}
+
+impl FadviseLayout {
+    pub const UNSET: FadviseLayout = FadviseLayout {
+        enter_advice: ABSENT_FIELD,
+        exit_ret: ABSENT_FIELD,
+        s390x_numbering: 0,
+        _pad: 0,
+    };
+}
+
+/// Offsets of the filemap tracepoint fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FilemapLayout {
+    pub get_pages_ino: u32,
+    pub get_pages_dev: u32,
+    pub get_pages_index: u32,
+    pub get_pages_last_index: u32,
+    pub add_ino: u32,
+    pub add_dev: u32,
+    /// `ABSENT_FIELD` on kernels whose event predates large folios (one page per event).
+    pub add_order: u32,
+    pub delete_order: u32,
+}
+
+impl FilemapLayout {
+    pub const UNSET: FilemapLayout = FilemapLayout {
+        get_pages_ino: ABSENT_FIELD,
+        get_pages_dev: ABSENT_FIELD,
+        get_pages_index: ABSENT_FIELD,
+        get_pages_last_index: ABSENT_FIELD,
+        add_ino: ABSENT_FIELD,
+        add_dev: ABSENT_FIELD,
+        add_order: ABSENT_FIELD,
+        delete_order: ABSENT_FIELD,
+    };
+}
+
+/// Offsets of the vmscan tracepoint fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmscanLayout {
+    pub shrink_nr_scanned: u32,
+    pub shrink_nr_reclaimed: u32,
+}
+
+impl VmscanLayout {
+    pub const UNSET: VmscanLayout = VmscanLayout {
+        shrink_nr_scanned: ABSENT_FIELD,
+        shrink_nr_reclaimed: ABSENT_FIELD,
+    };
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+
+    // SAFETY: all of these are #[repr(C)] plain data with explicit padding and no pointers.
+    unsafe impl aya::Pod for FadviseKey {}
+    unsafe impl aya::Pod for FadviseCounts {}
+    unsafe impl aya::Pod for ProcessKey {}
+    unsafe impl aya::Pod for PageCacheCounts {}
+    unsafe impl aya::Pod for ReclaimKey {}
+    unsafe impl aya::Pod for ReclaimCounts {}
+    unsafe impl aya::Pod for ProcessInfo {}
+    unsafe impl aya::Pod for ReadState {}
+    unsafe impl aya::Pod for ReclaimInFlightKey {}
+    unsafe impl aya::Pod for FadviseLayout {}
+    unsafe impl aya::Pod for FilemapLayout {}
+    unsafe impl aya::Pod for VmscanLayout {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    #[test]
+    fn shared_types_have_no_implicit_padding() {
+        assert_eq!(size_of::<FadviseKey>(), 8);
+        assert_eq!(size_of::<FadviseCounts>(), 16);
+        assert_eq!(size_of::<ProcessKey>(), 4);
+        assert_eq!(size_of::<PageCacheCounts>(), 32);
+        assert_eq!(size_of::<ReclaimKey>(), 8);
+        assert_eq!(size_of::<ReclaimCounts>(), 16);
+        assert_eq!(size_of::<ReadState>(), 40);
+        assert_eq!(size_of::<ReclaimInFlightKey>(), 16);
+        assert_eq!(size_of::<FadviseLayout>(), 16);
+        assert_eq!(size_of::<FilemapLayout>(), 32);
+        assert_eq!(size_of::<VmscanLayout>(), 8);
+        assert!(align_of::<ReadState>() <= 8);
+    }
+
+    #[test]
+    fn latency_bucket_is_bit_length() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(1), 1);
+        assert_eq!(latency_bucket(2), 2);
+        assert_eq!(latency_bucket(3), 2);
+        assert_eq!(latency_bucket(4), 3);
+        assert_eq!(latency_bucket(1023), 10);
+        assert_eq!(latency_bucket(1024), 11);
+        for shift in 0..39u32 {
+            let ns = 1u64 << shift;
+            assert_eq!(latency_bucket(ns), shift + 1, "2^{shift}");
+            assert_eq!(latency_bucket(ns * 2 - 1), shift + 1, "2^{}-1", shift + 1);
+        }
+        assert_eq!(latency_bucket(u64::MAX), (LATENCY_BUCKETS - 1) as u32);
+    }
+
+    #[test]
+    fn bucket_bounds_contain_their_values() {
+        for ns in [0u64, 1, 7, 1000, 123_456_789, 1 << 37] {
+            let b = latency_bucket(ns);
+            if let Some(upper) = latency_bucket_upper_ns(b) {
+                assert!(ns < upper, "{ns} < {upper}");
+            }
+            if b > 0 {
+                let lower = latency_bucket_upper_ns(b - 1).unwrap();
+                assert!(ns >= lower, "{ns} >= {lower}");
+            }
+        }
+    }
+
+    #[test]
+    fn advice_numbering_follows_the_kernel() {
+        assert_eq!(Advice::from_raw(4, false), Advice::DontNeed);
+        assert_eq!(Advice::from_raw(5, false), Advice::NoReuse);
+        assert_eq!(Advice::from_raw(6, false), Advice::Other);
+        assert_eq!(Advice::from_raw(6, true), Advice::DontNeed);
+        assert_eq!(Advice::from_raw(4, true), Advice::Other);
+        assert_eq!(Advice::from_raw(u64::MAX, false), Advice::Other);
+        for (slot, advice) in Advice::ALL.iter().enumerate() {
+            assert_eq!(*advice as usize, slot);
+            assert_eq!(Advice::from_slot(slot as u32), Some(*advice));
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Counting into the active epoch's maps, with overflow instead of loss.
+//!
+//! Why two epochs: userspace must read and clear the counters without losing an increment
+//! that lands between its read and its clear. Programs only ever write into the maps of the
+//! active epoch. The drainer switches the epoch by replacing the slot of the `EPOCH`
+//! map-of-maps; the kernel returns from that update only after an RCU grace period, and every
+//! tracepoint program runs inside an RCU read-side section, so once the update returns no
+//! program can still hold the old epoch. The drainer then owns the old epoch's maps alone.
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    btf_maps::PerCpuHashMap,
+    helpers::bpf_get_current_comm,
+    programs::TracePointContext,
+};
+use sidecar_common::{ABSENT_FIELD, HostCounter, ProcessInfo, ProcessKey};
+
+use crate::maps::EpochMaps;
+
+const EEXIST: i32 = 17;
+
+/// This CPU's value for a key of a per-CPU hash map.
+pub(crate) enum Slot<V> {
+    /// The key was already counted in this interval.
+    Existing(*mut V),
+    /// This event created the key: the process is new in this interval.
+    Created(*mut V),
+    /// The map is full: count the event in the overflow slot instead.
+    Full,
+}
+
+#[inline(always)]
+pub(crate) fn slot<K, V: Default, const N: usize, const F: usize>(
+    map: &PerCpuHashMap<K, V, N, F>,
+    key: &K,
+) -> Slot<V> {
+    if let Some(value) = map.get_ptr_mut(key) {
+        return Slot::Existing(value);
+    }
+    let created = match map.insert(key, &V::default(), u64::from(BPF_NOEXIST)) {
+        Ok(()) => true,
+        // Another CPU created it between our lookup and our insert.
+        Err(err) if err == -EEXIST => false,
+        Err(_) => return Slot::Full,
+    };
+    match map.get_ptr_mut(key) {
+        Some(value) if created => Slot::Created(value),
+        Some(value) => Slot::Existing(value),
+        None => Slot::Full,
+    }
+}
+
+#[inline(always)]
+pub(crate) fn bump_host(maps: &EpochMaps, counter: HostCounter, by: u64) {
+    if let Some(value) = maps.host.get_ptr_mut(counter as u32) {
+        // SAFETY: this CPU's slot; tracepoint programs do not nest on a CPU.
+        unsafe { *value += by };
+    }
+}
+
+/// Records the comm of a process that created a counter in this interval, so that
+/// userspace can classify it even if it exits before the drain. The latest comm wins: a
+/// process that set its name (or exec'd) after its first event is named as it is now.
+#[inline(always)]
+pub(crate) fn note_process(maps: &EpochMaps, tgid: u32) {
+    let comm = bpf_get_current_comm().unwrap_or_default();
+    if maps
+        .processes
+        .insert(
+            &ProcessKey { tgid },
+            &ProcessInfo { comm },
+            u64::from(BPF_ANY),
+        )
+        .is_err()
+    {
+        bump_host(maps, HostCounter::ProcessOverflowEvents, 1);
+    }
+}
+
+/// Bumps a per-process counter, creating the entry (and noting the process) on first use,
+/// or bumps the overflow slot when the map is full.
+#[inline(always)]
+pub(crate) fn count<K, V: Default, const N: usize, const F: usize>(
+    maps: &EpochMaps,
+    map: &PerCpuHashMap<K, V, N, F>,
+    key: &K,
+    tgid: u32,
+    overflow: impl FnOnce() -> Option<*mut V>,
+    overflow_counter: HostCounter,
+    update: impl FnOnce(&mut V),
+) {
+    let value = match slot(map, key) {
+        Slot::Existing(value) => value,
+        Slot::Created(value) => {
+            note_process(maps, tgid);
+            value
+        }
+        Slot::Full => {
+            bump_host(maps, overflow_counter, 1);
+            match overflow() {
+                Some(value) => value,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: a per-CPU value of this CPU; tracepoint programs do not nest on a CPU (the
+    // kernel's bpf_prog_active guard), so nothing else writes it while we do.
+    update(unsafe { &mut *value });
+}
+
+/// Reads a tracepoint field at an offset userspace found in the format file.
+#[inline(always)]
+pub(crate) fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, u32> {
+    if offset == ABSENT_FIELD {
+        return Err(offset);
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad offset yields an error.
+    unsafe { ctx.read_at::<T>(offset as usize) }.map_err(|_| offset)
+}
+
+/// A field that should exist could not be read: the layout userspace computed is wrong for
+/// this kernel. Counted (sidecar_bpf_field_read_errors_total) and logged, never silent.
+#[inline(always)]
+pub(crate) fn report_field_error(ctx: &TracePointContext, offset: u32) {
+    aya_log_ebpf::warn!(ctx, "cannot read tracepoint field at offset {}", offset);
+    crate::maps::in_active_epoch!(|maps| bump_host(&maps, HostCounter::FieldReadErrors, 1));
+}
+
+/// Reads a field or, when it cannot be read, reports it and ends the program.
+macro_rules! field_or_return {
+    ($ctx:expr, $ty:ty, $offset:expr) => {
+        match $crate::counting::field::<$ty>(&$ctx, $offset) {
+            Ok(value) => value,
+            Err(offset) => {
+                $crate::counting::report_field_error(&$ctx, offset);
+                return 0;
+            }
+        }
+    };
+}
+pub(crate) use field_or_return;
+
+#[inline(always)]
+pub(crate) fn tgid_of(pid_tgid: u64) -> u32 {
+    (pid_tgid >> 32) as u32
+}

@@ -1,0 +1,268 @@
+//! From the kernel's per-process counts to per-workload intervals.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime},
+};
+
+use sidecar_common::{Advice, HostCounter, LATENCY_BUCKETS, ReclaimKind};
+
+use crate::{
+    kernel::KernelDelta,
+    store::{DrainInfo, HostCounts, Interval, Overflow, WorkloadCounts},
+    workload::{Assignment, Classifier, WorkloadNames},
+};
+
+/// Classifies every process of `delta` and sums its counts into its workload. Overflowed
+/// events (a kernel map was full) go to `other`.
+pub fn aggregate(
+    delta: &KernelDelta,
+    classifier: &mut Classifier,
+    names: &WorkloadNames,
+    at: SystemTime,
+    length: Duration,
+) -> Interval {
+    let mut interval = Interval::empty(names.len(), at);
+    interval.length = length;
+    let comms: HashMap<u32, &[u8; 16]> = delta
+        .processes
+        .iter()
+        .map(|(key, info)| (key.tgid, &info.comm))
+        .collect();
+    let mut dropped_events = 0u64;
+    classifier.begin_drain();
+    let mut workload_of = |tgid: u32| -> Option<usize> {
+        match classifier.classify(tgid, comms.get(&tgid).copied()) {
+            Assignment::Workload(id) => Some(id.0 as usize),
+            Assignment::Dropped => None,
+        }
+    };
+
+    for (key, counts) in &delta.fadvise {
+        let Some(workload) = workload_of(key.tgid) else {
+            dropped_events += counts.calls;
+            continue;
+        };
+        if let Some(slot) = interval.workloads[workload]
+            .fadvise
+            .get_mut(key.advice as usize)
+        {
+            slot.calls += counts.calls;
+            slot.successes += counts.successes;
+        }
+    }
+    for (key, counts) in &delta.page_cache {
+        let Some(workload) = workload_of(key.tgid) else {
+            dropped_events += 1;
+            continue;
+        };
+        let pc = &mut interval.workloads[workload].page_cache;
+        pc.requested_pages += counts.requested_pages;
+        pc.missed_pages += counts.missed_pages;
+        pc.added_pages += counts.added_pages;
+        pc.evicted_pages += counts.evicted_pages;
+    }
+    for (key, counts) in &delta.reclaim {
+        let Some(kind) = ReclaimKind::from_raw(key.kind) else {
+            continue;
+        };
+        let Some(workload) = workload_of(key.tgid) else {
+            dropped_events += counts.episodes;
+            continue;
+        };
+        interval.workloads[workload].reclaim[kind as usize].add_bucket(
+            key.bucket as usize,
+            counts.episodes,
+            counts.stalled_ns,
+        );
+    }
+    classifier.end_drain();
+
+    let other = &mut interval.workloads[names.other().0 as usize];
+    add_overflow(other, delta);
+
+    interval.host = HostCounts {
+        lru_pages_scanned: delta.host(HostCounter::LruPagesScanned),
+        lru_pages_reclaimed: delta.host(HostCounter::LruPagesReclaimed),
+        kswapd_wakeups: delta.host(HostCounter::KswapdWakeups),
+        overflow: Overflow {
+            fadvise: delta.host(HostCounter::FadviseOverflowEvents),
+            page_cache: delta.host(HostCounter::PageCacheOverflowEvents),
+            reclaim: delta.host(HostCounter::ReclaimOverflowEvents),
+            processes: delta.host(HostCounter::ProcessOverflowEvents),
+        },
+        field_read_errors: delta.host(HostCounter::FieldReadErrors),
+        dropped_process_events: dropped_events,
+    };
+    interval.direct_reclaim_in_progress = delta.direct_reclaim_in_progress;
+    interval.drain = DrainInfo {
+        duration: delta.drain_duration,
+        switch_duration: delta.switch_duration,
+        entries: delta.entries,
+    };
+    interval
+}
+
+fn add_overflow(other: &mut WorkloadCounts, delta: &KernelDelta) {
+    for (slot, counts) in other.fadvise.iter_mut().zip(&delta.fadvise_overflow) {
+        slot.calls += counts.calls;
+        slot.successes += counts.successes;
+    }
+    let (pc, overflow) = (&mut other.page_cache, &delta.page_cache_overflow);
+    pc.requested_pages += overflow.requested_pages;
+    pc.missed_pages += overflow.missed_pages;
+    pc.added_pages += overflow.added_pages;
+    pc.evicted_pages += overflow.evicted_pages;
+    for (slot, counts) in delta.reclaim_overflow.iter().enumerate() {
+        if counts.episodes == 0 {
+            continue;
+        }
+        let (kind, bucket) = (slot / LATENCY_BUCKETS, slot % LATENCY_BUCKETS);
+        if let Some(histogram) = other.reclaim.get_mut(kind) {
+            histogram.add_bucket(bucket, counts.episodes, counts.stalled_ns);
+        }
+    }
+    debug_assert_eq!(delta.fadvise_overflow.len(), Advice::COUNT);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use sidecar_common::{
+        FadviseCounts, FadviseKey, PageCacheCounts, ProcessInfo, ProcessKey, ReclaimCounts,
+        ReclaimKey, reclaim_overflow_slot,
+    };
+
+    use super::*;
+    use crate::config::Config;
+
+    fn comm(name: &str) -> ProcessInfo {
+        let mut info = ProcessInfo::default();
+        info.comm[..name.len()].copy_from_slice(name.as_bytes());
+        info
+    }
+
+    #[test]
+    fn per_process_counts_become_per_workload_and_overflow_goes_to_other() {
+        let config = Config::parse(
+            "workloads:\n  - name: jobs\n    comm: \"^job\"\n  - name: sync\n    comm: \"^sync\"\n",
+            "t",
+        )
+        .unwrap();
+        let names = WorkloadNames::from_config(&config);
+        let mut classifier = Classifier::with_proc_root(&config, &names, Path::new("/nonexistent"));
+        let mut delta = KernelDelta {
+            fadvise_overflow: vec![FadviseCounts::default(); Advice::COUNT],
+            reclaim_overflow: vec![
+                ReclaimCounts::default();
+                sidecar_common::RECLAIM_OVERFLOW_SLOTS
+            ],
+            host: vec![0; HostCounter::COUNT],
+            ..KernelDelta::default()
+        };
+        let dontneed = Advice::DontNeed as u32;
+        delta.fadvise = vec![
+            (
+                FadviseKey {
+                    tgid: 1,
+                    advice: dontneed,
+                },
+                FadviseCounts {
+                    calls: 3,
+                    successes: 2,
+                },
+            ),
+            (
+                FadviseKey {
+                    tgid: 2,
+                    advice: dontneed,
+                },
+                FadviseCounts {
+                    calls: 4,
+                    successes: 4,
+                },
+            ),
+            (
+                FadviseKey {
+                    tgid: 3,
+                    advice: dontneed,
+                },
+                FadviseCounts {
+                    calls: 5,
+                    successes: 5,
+                },
+            ),
+        ];
+        delta.processes = vec![
+            (ProcessKey { tgid: 1 }, comm("job-a")),
+            (ProcessKey { tgid: 2 }, comm("job-b")),
+            (ProcessKey { tgid: 3 }, comm("sync-1")),
+        ];
+        delta.page_cache = vec![(
+            ProcessKey { tgid: 3 },
+            PageCacheCounts {
+                requested_pages: 10,
+                missed_pages: 4,
+                added_pages: 4,
+                evicted_pages: 1,
+            },
+        )];
+        delta.reclaim = vec![(
+            ReclaimKey {
+                tgid: 1,
+                kind: ReclaimKind::Memcg as u8,
+                bucket: 20,
+                _pad: [0; 2],
+            },
+            ReclaimCounts {
+                episodes: 2,
+                stalled_ns: 3_000_000,
+            },
+        )];
+        delta.fadvise_overflow[dontneed as usize] = FadviseCounts {
+            calls: 7,
+            successes: 7,
+        };
+        delta.reclaim_overflow[reclaim_overflow_slot(ReclaimKind::Direct, 5) as usize] =
+            ReclaimCounts {
+                episodes: 1,
+                stalled_ns: 20,
+            };
+        delta.host[HostCounter::LruPagesScanned as usize] = 99;
+        delta.host[HostCounter::FadviseOverflowEvents as usize] = 7;
+
+        let interval = aggregate(
+            &delta,
+            &mut classifier,
+            &names,
+            SystemTime::now(),
+            Duration::from_secs(1),
+        );
+        let jobs = interval.workload(names.id("jobs").unwrap());
+        assert_eq!(
+            jobs.fadvise[dontneed as usize],
+            FadviseCounts {
+                calls: 7,
+                successes: 6
+            }
+        );
+        assert_eq!(jobs.reclaim[ReclaimKind::Memcg as usize].count, 2);
+        assert_eq!(jobs.reclaim[ReclaimKind::Memcg as usize].buckets[20], 2);
+        let sync = interval.workload(names.id("sync").unwrap());
+        assert_eq!(sync.fadvise[dontneed as usize].calls, 5);
+        assert_eq!(sync.page_cache.requested_pages, 10);
+        let other = interval.workload(names.other());
+        assert_eq!(other.fadvise[dontneed as usize].calls, 7);
+        assert_eq!(other.reclaim[ReclaimKind::Direct as usize].buckets[5], 1);
+        assert_eq!(interval.host.lru_pages_scanned, 99);
+        assert_eq!(interval.host.overflow.fadvise, 7);
+        // Nothing is lost: the sum over workloads is every call the kernel counted.
+        let total: u64 = interval
+            .workloads
+            .iter()
+            .map(|w| w.fadvise_totals().calls)
+            .sum();
+        assert_eq!(total, 3 + 4 + 5 + 7);
+    }
+}

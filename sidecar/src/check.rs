@@ -1,0 +1,94 @@
+//! `sidecar check`: what this kernel and these privileges support, module by module.
+//!
+//! It does what `run` does up to attaching: finds (or mounts) tracefs, reads the tracepoint
+//! formats, and loads every program through the verifier. Exit status 0 means `run` can
+//! attach at least one module.
+
+use std::process::ExitCode;
+
+use crate::{
+    config::Config,
+    kernel::modules::Module,
+    run::{EXIT_NO_MODULE, start_kernel},
+    status::KernelFacts,
+};
+
+/// Capabilities that matter, with their bit numbers (linux/capability.h).
+const CAPABILITIES: [(&str, u32); 4] = [
+    ("CAP_BPF", 39),
+    ("CAP_PERFMON", 38),
+    ("CAP_SYS_ADMIN", 21),
+    ("CAP_SYS_RESOURCE", 24),
+];
+
+fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+pub fn check(config: &Config) -> ExitCode {
+    let facts = KernelFacts::probe();
+    println!("kernel        {}", facts.release);
+    println!(
+        "btf           {}",
+        if facts.btf {
+            "/sys/kernel/btf/vmlinux present"
+        } else {
+            "absent (not needed by these programs)"
+        }
+    );
+    let caps = effective_capabilities().unwrap_or(0);
+    let caps_line: Vec<String> = CAPABILITIES
+        .iter()
+        .map(|(name, bit)| {
+            format!(
+                "{name} {}",
+                if caps & (1u64 << bit) != 0 {
+                    "yes"
+                } else {
+                    "no"
+                }
+            )
+        })
+        .collect();
+    println!("capabilities  {}", caps_line.join(", "));
+
+    let (kernel, tracefs) = match start_kernel(config, false) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            println!("result        run cannot work: {err:#}");
+            return ExitCode::from(EXIT_NO_MODULE);
+        }
+    };
+    println!("tracefs       {tracefs}");
+    let mut usable = 0;
+    for module in Module::ALL {
+        let state = &kernel.modules()[&module];
+        if state.is_usable() {
+            usable += 1;
+        }
+        let detail = state.error().map_or_else(
+            || format!("{} tracepoints", module.programs().len()),
+            str::to_owned,
+        );
+        println!(
+            "module        {:<11} {:<12} {detail}",
+            module.name(),
+            state.label()
+        );
+    }
+    if let Some(err) = kernel.stats_error() {
+        println!("bpf stats     unavailable: {err}");
+    }
+    if usable == 0 {
+        println!("result        run cannot work: no module can attach");
+        ExitCode::from(EXIT_NO_MODULE)
+    } else {
+        println!(
+            "result        run can work ({usable} of {} modules)",
+            Module::ALL.len()
+        );
+        ExitCode::SUCCESS
+    }
+}

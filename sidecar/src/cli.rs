@@ -1,0 +1,114 @@
+//! Command line. Every flag of `run` can also be set in the configuration file; a flag wins.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Addr, Config, Interval, LogFormat, LogLevel};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sidecar",
+    version,
+    about = "eBPF observability of fadvise, the page cache and memory reclaim, per workload"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach the kernel programs and serve /metrics (and the gRPC API).
+    Run(RunArgs),
+    /// Report what this kernel and these privileges support, module by module; the exit
+    /// status says whether `run` can work.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file (YAML). Without it, the built-in defaults apply.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address for /metrics and /health/* (server.metrics_addr).
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub metrics_addr: Option<Addr>,
+    /// gRPC listen address (server.grpc_addr).
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub grpc_addr: Option<Addr>,
+    /// Drain interval, e.g. 10s or 500ms (interval).
+    #[arg(long, value_name = "DUR", value_parser = Interval::parse)]
+    pub interval: Option<Interval>,
+    /// Log level (log.level).
+    #[arg(long, value_enum)]
+    pub log_level: Option<LogLevel>,
+    /// Log format (log.format).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Configuration file (YAML): which modules to check and whether tracefs may be mounted.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+fn parse_addr(text: &str) -> Result<Addr, String> {
+    text.parse()
+        .map(Addr)
+        .map_err(|_| format!("bad address {text:?}: expected IP:PORT"))
+}
+
+impl RunArgs {
+    /// Applies the flags over a configuration.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(addr) = self.metrics_addr {
+            config.server.metrics_addr = addr;
+        }
+        if let Some(addr) = self.grpc_addr {
+            config.server.grpc_addr = addr;
+        }
+        if let Some(interval) = self.interval {
+            config.interval = interval;
+        }
+        if let Some(level) = self.log_level {
+            config.log.level = level;
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let cli = Cli::try_parse_from([
+            "sidecar",
+            "run",
+            "--config",
+            "x.yaml",
+            "--interval",
+            "250ms",
+            "--metrics-addr",
+            "127.0.0.1:1234",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("run expected")
+        };
+        let mut config = Config::default();
+        args.apply(&mut config);
+        assert_eq!(config.interval.0, Duration::from_millis(250));
+        assert_eq!(config.server.metrics_addr.0.port(), 1234);
+        assert!(Cli::try_parse_from(["sidecar", "run", "--interval", "5"]).is_err());
+        assert!(Cli::try_parse_from(["sidecar", "run", "--grpc-addr", "nope"]).is_err());
+    }
+}

@@ -1,0 +1,223 @@
+//! HTTP: `/metrics` and the health endpoints.
+
+use std::sync::{Arc, RwLock};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Serialize;
+
+use crate::{
+    kernel::modules::Module,
+    metrics::{self, Filter, SELF_MODULE},
+    status::Status,
+    store::Store,
+};
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub store: Arc<RwLock<Store>>,
+    pub status: Arc<Status>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/health/startup", get(startup))
+        .with_state(state)
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Debug, Default)]
+struct MetricsQuery {
+    module: Vec<String>,
+    workload: Vec<String>,
+}
+
+/// Query strings repeat keys (`?module=a&module=b`); parse them by hand rather than rely
+/// on a form decoder's sequence support.
+fn parse_query(raw: Option<&str>) -> MetricsQuery {
+    let mut query = MetricsQuery::default();
+    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        match key {
+            "module" => query.module.push(value),
+            "workload" => query.workload.push(value),
+            _ => {}
+        }
+    }
+    query
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn metrics_handler(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let query = parse_query(uri.query());
+    if let Some(unknown) = query
+        .module
+        .iter()
+        .find(|m| Module::from_name(m).is_none() && m.as_str() != SELF_MODULE)
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown module {unknown:?}: expected one of fadvise, page_cache, vmscan, {SELF_MODULE}\n"
+            ),
+        )
+            .into_response();
+    }
+    let wants_openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let filter = Filter {
+        modules: query.module,
+        workloads: query.workload,
+    };
+    let text = match metrics::encode_openmetrics(&state.store, &state.status, filter) {
+        Ok(text) => text,
+        Err(_) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encoding metrics failed\n",
+            )
+                .into_response();
+        }
+    };
+    let (body, content_type) = if wants_openmetrics {
+        (text, OPENMETRICS)
+    } else {
+        (metrics::to_prometheus_text(&text), PROMETHEUS_TEXT)
+    };
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
+}
+
+async fn live() -> &'static str {
+    "ok\n"
+}
+
+#[derive(Debug, Serialize)]
+struct ModuleHealth {
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Health {
+    status: &'static str,
+    startup_done: bool,
+    drains: u64,
+    modules: std::collections::BTreeMap<&'static str, ModuleHealth>,
+}
+
+fn health(state: &HttpState) -> (bool, Health) {
+    let drains = state
+        .store
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .drains();
+    let modules = state.status.modules();
+    let attached = state.status.attached_modules();
+    let ready = drains > 0 && attached > 0;
+    let modules = Module::ALL
+        .into_iter()
+        .map(|module| {
+            let health = match modules.as_ref().and_then(|m| m.get(&module)) {
+                Some(module_state) => ModuleHealth {
+                    state: module_state.label(),
+                    error: module_state.error().map(str::to_owned),
+                },
+                None => ModuleHealth {
+                    state: "starting",
+                    error: None,
+                },
+            };
+            (module.name(), health)
+        })
+        .collect();
+    let body = Health {
+        status: if ready { "ready" } else { "not ready" },
+        startup_done: state.status.startup_done(),
+        drains,
+        modules,
+    };
+    (ready, body)
+}
+
+async fn ready(State(state): State<HttpState>) -> Response {
+    let (ready, body) = health(&state);
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn startup(State(state): State<HttpState>) -> Response {
+    let (_, body) = health(&state);
+    let code = if state.status.startup_done() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_repeat_and_decode() {
+        let query = parse_query(Some(
+            "module=fadvise&module=page_cache&workload=job%2Dworker&x=1",
+        ));
+        assert_eq!(query.module, vec!["fadvise", "page_cache"]);
+        assert_eq!(query.workload, vec!["job-worker"]);
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}

@@ -1,0 +1,423 @@
+//! Everything that talks to the kernel: tracefs, loading and attaching the programs, and
+//! draining their maps. Nothing outside this module touches a BPF map.
+
+mod batch;
+mod drain;
+pub mod modules;
+pub mod tracefs;
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, ArrayOfMaps, Map, MapData},
+    programs::{ProgramError, TracePoint},
+};
+use sidecar_common::{FadviseLayout, FilemapLayout, VmscanLayout, global_names, map_names};
+
+pub use self::drain::{KernelDelta, ProgramStats};
+use self::{
+    drain::EpochMaps,
+    modules::{Layouts, Module},
+};
+
+/// The eBPF object, built by `cargo xtask build-ebpf` and embedded by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SIDECAR_EBPF_OBJECT"));
+
+/// What became of a module at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModuleState {
+    /// Turned off in the configuration.
+    Disabled,
+    /// All its programs are attached and counting.
+    Attached,
+    /// Loaded and verified but not attached (`sidecar check`).
+    Verified,
+    /// This kernel lacks a tracepoint or field the module needs.
+    Unavailable(String),
+    /// The kernel refused a program (verifier, attach, privileges).
+    Failed(String),
+}
+
+impl ModuleState {
+    pub const fn label(&self) -> &'static str {
+        match self {
+            ModuleState::Disabled => "disabled",
+            ModuleState::Attached => "attached",
+            ModuleState::Verified => "verified",
+            ModuleState::Unavailable(_) => "unavailable",
+            ModuleState::Failed(_) => "failed",
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            ModuleState::Unavailable(err) | ModuleState::Failed(err) => Some(err),
+            _ => None,
+        }
+    }
+
+    pub const fn is_usable(&self) -> bool {
+        matches!(self, ModuleState::Attached | ModuleState::Verified)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("map {name} is missing from the eBPF object")]
+    MissingMap { name: &'static str },
+    #[error("map {name}: {message}")]
+    MapShape { name: &'static str, message: String },
+    #[error("draining {name}: {source}")]
+    Drain {
+        name: &'static str,
+        source: std::io::Error,
+    },
+    #[error("switching the epoch: {0}")]
+    Switch(aya::maps::MapError),
+}
+
+/// How to size and what to load.
+#[derive(Clone, Debug)]
+pub struct KernelOptions {
+    pub modules: BTreeMap<Module, bool>,
+    pub max_tracked_processes: u32,
+    pub max_tracked_threads: u32,
+    /// Attach the programs (`run`), or only load and verify them (`check`).
+    pub attach: bool,
+}
+
+/// The loaded programs and their maps.
+pub struct Kernel {
+    ebpf: Ebpf,
+    epoch: EpochSwitch,
+    epochs: [EpochMaps; 2],
+    gauges: drain::DrainableMap,
+    modules: BTreeMap<Module, ModuleState>,
+    map_bytes: u64,
+    /// Keeps the kernel's BPF run-time statistics on while we live.
+    _stats: Option<OwnedFd>,
+    stats_error: Option<String>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl Kernel {
+    /// Loads the object, then each wanted module on its own: a module whose tracepoints are
+    /// missing or whose programs the kernel refuses is reported and the others still load.
+    pub fn load(options: &KernelOptions, layouts: &Layouts) -> Result<Kernel, KernelError> {
+        raise_memlock_limit();
+        let wanted = |module: Module| options.modules.get(&module).copied().unwrap_or(false);
+        let usable = |module: Module| wanted(module) && layouts.error(module).is_none();
+
+        // Sizes: modules that will not run get the smallest maps.
+        let processes = options.max_tracked_processes;
+        let threads = options.max_tracked_threads;
+        let size_for = |module: Module, size: u32| if usable(module) { size } else { 1 };
+        let mut sizes: Vec<(&'static str, u32)> = Vec::new();
+        for epoch in 0..2 {
+            sizes.push((
+                map_names::FADVISE_COUNTS[epoch],
+                size_for(Module::Fadvise, processes),
+            ));
+            sizes.push((
+                map_names::PAGE_CACHE_COUNTS[epoch],
+                size_for(Module::PageCache, processes),
+            ));
+            sizes.push((
+                map_names::RECLAIM_COUNTS[epoch],
+                size_for(Module::Vmscan, processes),
+            ));
+            sizes.push((map_names::PROCESSES[epoch], processes));
+        }
+        sizes.push((
+            map_names::FADVISE_IN_FLIGHT,
+            size_for(Module::Fadvise, threads),
+        ));
+        sizes.push((map_names::READ_STATE, size_for(Module::PageCache, threads)));
+        sizes.push((
+            map_names::RECLAIM_IN_FLIGHT,
+            size_for(Module::Vmscan, threads),
+        ));
+
+        let fadvise_layout = layouts
+            .fadvise
+            .as_ref()
+            .map_or(FadviseLayout::UNSET, |l| *l);
+        let filemap_layout = layouts
+            .filemap
+            .as_ref()
+            .map_or(FilemapLayout::UNSET, |l| *l);
+        let vmscan_layout = layouts.vmscan.as_ref().map_or(VmscanLayout::UNSET, |l| *l);
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(global_names::FADVISE_LAYOUT, &fadvise_layout, true)
+            .override_global(global_names::FILEMAP_LAYOUT, &filemap_layout, true)
+            .override_global(global_names::VMSCAN_LAYOUT, &vmscan_layout, true);
+        for (name, size) in &sizes {
+            loader.map_max_entries(name, *size);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
+
+        let mut epoch = EpochSwitch::new(&mut ebpf)?;
+        epoch.arm()?;
+        let epochs = [
+            EpochMaps::take(&mut ebpf, 0)?,
+            EpochMaps::take(&mut ebpf, 1)?,
+        ];
+        let gauges = drain::DrainableMap::take_gauges(&mut ebpf)?;
+
+        let mut modules = BTreeMap::new();
+        for module in Module::ALL {
+            let state = if !wanted(module) {
+                ModuleState::Disabled
+            } else if let Some(err) = layouts.error(module) {
+                ModuleState::Unavailable(err.to_string())
+            } else {
+                match start_module(&mut ebpf, module, options.attach) {
+                    Ok(()) if options.attach => ModuleState::Attached,
+                    Ok(()) => ModuleState::Verified,
+                    Err(err) => ModuleState::Failed(err),
+                }
+            };
+            modules.insert(module, state);
+        }
+
+        let (stats, stats_error) = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+            Ok(fd) => (Some(fd), None),
+            Err(err) => (None, Some(err.to_string())),
+        };
+        let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, log::logger()).ok();
+        let map_bytes = map_memory_bytes(&ebpf, &epochs, &gauges);
+
+        Ok(Kernel {
+            ebpf,
+            epoch,
+            epochs,
+            gauges,
+            modules,
+            map_bytes,
+            _stats: stats,
+            stats_error,
+            logger,
+        })
+    }
+
+    pub fn modules(&self) -> &BTreeMap<Module, ModuleState> {
+        &self.modules
+    }
+
+    /// Kernel memory held by our maps (the kernel's own accounting, `memlock` in fdinfo).
+    pub const fn map_bytes(&self) -> u64 {
+        self.map_bytes
+    }
+
+    /// Why BPF run-time statistics are unavailable, if they are.
+    pub fn stats_error(&self) -> Option<&str> {
+        self.stats_error.as_deref()
+    }
+
+    /// The aya-log reader for the programs' log records; poll it when readable.
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.logger.take()
+    }
+
+    /// Takes everything counted since the previous drain and leaves the kernel maps of that
+    /// interval empty. Blocks for an RCU grace period: call it off async worker threads.
+    pub fn drain(&mut self) -> Result<KernelDelta, KernelError> {
+        let started = std::time::Instant::now();
+        let retired = self.epoch.switch()?;
+        let switch_duration = started.elapsed();
+        let attached = |module| self.modules.get(&module) == Some(&ModuleState::Attached);
+        let mut delta = self.epochs[retired].drain(
+            attached(Module::Fadvise),
+            attached(Module::PageCache),
+            attached(Module::Vmscan),
+        )?;
+        delta.direct_reclaim_in_progress = self.gauges.sum_gauge()?;
+        delta.programs = self.program_stats();
+        delta.switch_duration = switch_duration;
+        delta.drain_duration = started.elapsed();
+        Ok(delta)
+    }
+
+    fn program_stats(&self) -> Vec<ProgramStats> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some(ProgramStats {
+                    name: name.to_owned(),
+                    run_time: info.run_time(),
+                    run_count: info.run_count(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Loads (verifies) and optionally attaches every program of a module; on any failure,
+/// unloads the ones already done so that a module is all or nothing.
+fn start_module(ebpf: &mut Ebpf, module: Module, attach: bool) -> Result<(), String> {
+    let mut done: Vec<&'static str> = Vec::new();
+    let mut result = Ok(());
+    for spec in module.programs() {
+        let step = (|| -> Result<(), ProgramError> {
+            let program: &mut TracePoint = ebpf
+                .program_mut(spec.program)
+                .ok_or_else(|| ProgramError::UnexpectedProgramType)?
+                .try_into()?;
+            program.load()?;
+            if attach {
+                program.attach(spec.category, spec.event)?;
+            }
+            Ok(())
+        })();
+        match step {
+            Ok(()) => done.push(spec.program),
+            Err(err) => {
+                result = Err(format!(
+                    "program {} on {}:{}: {}",
+                    spec.program,
+                    spec.category,
+                    spec.event,
+                    error_chain(&err)
+                ));
+                break;
+            }
+        }
+    }
+    if result.is_err() {
+        for name in done {
+            if let Some(program) = ebpf.program_mut(name) {
+                let program: Result<&mut TracePoint, _> = program.try_into();
+                if let Ok(program) = program {
+                    let _ = program.unload();
+                }
+            }
+        }
+    }
+    result
+}
+
+/// An error and its causes on one line (the verifier log can be long: keep its last lines).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() > 6 {
+        format!("{} ... {}", lines[0], lines[lines.len() - 5..].join(" | "))
+    } else {
+        lines.join(" | ")
+    }
+}
+
+/// Older kernels charge BPF memory to RLIMIT_MEMLOCK; newer ones to the memory cgroup.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit; failure only matters on old kernels and shows up at load time.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
+}
+
+fn map_memory_bytes(ebpf: &Ebpf, epochs: &[EpochMaps; 2], gauges: &drain::DrainableMap) -> u64 {
+    let remaining = ebpf.maps().map(|(_, map)| map_fd_memlock(map));
+    let drained = epochs
+        .iter()
+        .flat_map(EpochMaps::raw_fds)
+        .chain(std::iter::once(gauges.raw_fd()))
+        .map(fd_memlock);
+    remaining.chain(drained).sum()
+}
+
+fn map_fd_memlock(map: &Map) -> u64 {
+    let data: &MapData = match map {
+        Map::Array(d)
+        | Map::ArrayOfMaps(d)
+        | Map::HashMap(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuHashMap(d)
+        | Map::RingBuf(d) => d,
+        _ => return 0,
+    };
+    fd_memlock(data.fd().as_fd().as_raw_fd())
+}
+
+fn fd_memlock(fd: i32) -> u64 {
+    fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The `EPOCH` map-of-maps and the two single-value arrays it switches between.
+struct EpochSwitch {
+    selector: ArrayOfMaps<MapData, Array<MapData, u32>>,
+    values: [Array<MapData, u32>; 2],
+    active: usize,
+}
+
+impl EpochSwitch {
+    fn new(ebpf: &mut Ebpf) -> Result<EpochSwitch, KernelError> {
+        let name = map_names::EPOCH;
+        let map = ebpf
+            .take_map(name)
+            .ok_or(KernelError::MissingMap { name })?;
+        let selector =
+            ArrayOfMaps::try_from(map).map_err(|source| KernelError::Map { name, source })?;
+        let make = |value: u32| -> Result<Array<MapData, u32>, KernelError> {
+            let mut array = Array::<MapData, u32>::create(1, 0)
+                .map_err(|source| KernelError::Map { name, source })?;
+            array
+                .set(0, &value, 0)
+                .map_err(|source| KernelError::Map { name, source })?;
+            Ok(array)
+        };
+        Ok(EpochSwitch {
+            selector,
+            values: [make(0)?, make(1)?],
+            active: 0,
+        })
+    }
+
+    fn arm(&mut self) -> Result<(), KernelError> {
+        self.selector
+            .set(0, &self.values[self.active], 0)
+            .map_err(KernelError::Switch)
+    }
+
+    /// Makes the other epoch active and returns the retired one. When this returns, an RCU
+    /// grace period has passed since the switch (the kernel waits for one when a slot of a
+    /// map-of-maps is replaced), so no program still writes into the retired epoch's maps.
+    fn switch(&mut self) -> Result<usize, KernelError> {
+        let next = 1 - self.active;
+        self.selector
+            .set(0, &self.values[next], 0)
+            .map_err(KernelError::Switch)?;
+        let retired = self.active;
+        self.active = next;
+        Ok(retired)
+    }
+}

@@ -1,0 +1,344 @@
+//! The three observation modules: their programs, tracepoints and field layouts.
+
+use std::fmt;
+
+use sidecar_common::{ABSENT_FIELD, FadviseLayout, FilemapLayout, VmscanLayout};
+
+use super::tracefs::{EventFormat, Tracefs, TracefsError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Module {
+    Fadvise,
+    PageCache,
+    Vmscan,
+}
+
+impl Module {
+    pub const ALL: [Module; 3] = [Module::Fadvise, Module::PageCache, Module::Vmscan];
+
+    /// The name used in configuration, status and the `module` filters.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Module::Fadvise => "fadvise",
+            Module::PageCache => "page_cache",
+            Module::Vmscan => "vmscan",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Module> {
+        Module::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The programs of the module and the tracepoints they attach to. A module works only
+    /// with all of them.
+    pub const fn programs(self) -> &'static [ProgramSpec] {
+        match self {
+            Module::Fadvise => &FADVISE_PROGRAMS,
+            Module::PageCache => &PAGE_CACHE_PROGRAMS,
+            Module::Vmscan => &VMSCAN_PROGRAMS,
+        }
+    }
+}
+
+const FADVISE_PROGRAMS: [ProgramSpec; 2] = [
+    ProgramSpec::new("fadvise_enter", "syscalls", "sys_enter_fadvise64"),
+    ProgramSpec::new("fadvise_exit", "syscalls", "sys_exit_fadvise64"),
+];
+
+const PAGE_CACHE_PROGRAMS: [ProgramSpec; 3] = [
+    ProgramSpec::new("filemap_get_pages", "filemap", "mm_filemap_get_pages"),
+    ProgramSpec::new("filemap_add", "filemap", "mm_filemap_add_to_page_cache"),
+    ProgramSpec::new(
+        "filemap_delete",
+        "filemap",
+        "mm_filemap_delete_from_page_cache",
+    ),
+];
+
+const VMSCAN_PROGRAMS: [ProgramSpec; 6] = [
+    ProgramSpec::new(
+        "vmscan_shrink_inactive",
+        "vmscan",
+        "mm_vmscan_lru_shrink_inactive",
+    ),
+    ProgramSpec::new(
+        "vmscan_direct_begin",
+        "vmscan",
+        "mm_vmscan_direct_reclaim_begin",
+    ),
+    ProgramSpec::new(
+        "vmscan_direct_end",
+        "vmscan",
+        "mm_vmscan_direct_reclaim_end",
+    ),
+    ProgramSpec::new(
+        "vmscan_memcg_begin",
+        "vmscan",
+        "mm_vmscan_memcg_reclaim_begin",
+    ),
+    ProgramSpec::new("vmscan_memcg_end", "vmscan", "mm_vmscan_memcg_reclaim_end"),
+    ProgramSpec::new("vmscan_kswapd_wake", "vmscan", "mm_vmscan_kswapd_wake"),
+];
+
+impl fmt::Display for Module {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramSpec {
+    /// The program's function name in the eBPF object.
+    pub program: &'static str,
+    pub category: &'static str,
+    pub event: &'static str,
+}
+
+impl ProgramSpec {
+    const fn new(program: &'static str, category: &'static str, event: &'static str) -> Self {
+        ProgramSpec {
+            program,
+            category,
+            event,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error("no tracefs: {0}")]
+    NoTracefs(String),
+    #[error("tracepoint {event} has no field {field}")]
+    MissingField { event: String, field: String },
+    #[error("tracepoint {event}: field {field} is {size} bytes, the program reads {expected}")]
+    FieldSize {
+        event: String,
+        field: String,
+        size: u32,
+        expected: u32,
+    },
+}
+
+/// The field offsets of every module, each resolved on its own: one module's missing
+/// tracepoint leaves the others usable.
+#[derive(Debug)]
+pub struct Layouts {
+    pub fadvise: Result<FadviseLayout, LayoutError>,
+    pub filemap: Result<FilemapLayout, LayoutError>,
+    pub vmscan: Result<VmscanLayout, LayoutError>,
+}
+
+impl Layouts {
+    pub fn resolve(tracefs: &Tracefs) -> Layouts {
+        Layouts {
+            fadvise: fadvise_layout(tracefs),
+            filemap: filemap_layout(tracefs),
+            vmscan: vmscan_layout(tracefs),
+        }
+    }
+
+    /// Every module unavailable because tracefs is.
+    pub fn unavailable(err: &TracefsError) -> Layouts {
+        fn reason<T>(err: &TracefsError) -> Result<T, LayoutError> {
+            Err(LayoutError::NoTracefs(err.to_string()))
+        }
+        Layouts {
+            fadvise: reason(err),
+            filemap: reason(err),
+            vmscan: reason(err),
+        }
+    }
+
+    pub fn error(&self, module: Module) -> Option<&LayoutError> {
+        match module {
+            Module::Fadvise => self.fadvise.as_ref().err(),
+            Module::PageCache => self.filemap.as_ref().err(),
+            Module::Vmscan => self.vmscan.as_ref().err(),
+        }
+    }
+}
+
+/// A module's tracepoint formats, by event name; fails on the first missing tracepoint.
+struct Formats {
+    formats: Vec<(&'static str, EventFormat)>,
+}
+
+impl Formats {
+    fn of(tracefs: &Tracefs, module: Module) -> Result<Formats, LayoutError> {
+        let formats = module
+            .programs()
+            .iter()
+            .map(|spec| Ok((spec.event, tracefs.event_format(spec.category, spec.event)?)))
+            .collect::<Result<_, TracefsError>>()?;
+        Ok(Formats { formats })
+    }
+
+    fn format(&self, event: &str) -> &EventFormat {
+        self.formats
+            .iter()
+            .find(|(name, _)| *name == event)
+            .map(|(_, format)| format)
+            .unwrap_or_else(|| panic!("{event} is not a tracepoint of this module"))
+    }
+
+    /// Offset of a field that must exist with the given size.
+    fn offset(&self, event: &str, field: &str, size: u32) -> Result<u32, LayoutError> {
+        let found = self
+            .format(event)
+            .field(field)
+            .ok_or_else(|| LayoutError::MissingField {
+                event: event.to_owned(),
+                field: field.to_owned(),
+            })?;
+        if found.size != size {
+            return Err(LayoutError::FieldSize {
+                event: event.to_owned(),
+                field: field.to_owned(),
+                size: found.size,
+                expected: size,
+            });
+        }
+        Ok(found.offset)
+    }
+
+    /// Offset of a field that older kernels lack.
+    fn optional_offset(&self, event: &str, field: &str, size: u32) -> Result<u32, LayoutError> {
+        match self.offset(event, field, size) {
+            Err(LayoutError::MissingField { .. }) => Ok(ABSENT_FIELD),
+            other => other,
+        }
+    }
+}
+
+fn fadvise_layout(tracefs: &Tracefs) -> Result<FadviseLayout, LayoutError> {
+    let formats = Formats::of(tracefs, Module::Fadvise)?;
+    Ok(FadviseLayout {
+        // Syscall tracepoints store every argument as an 8-byte slot.
+        enter_advice: formats.offset("sys_enter_fadvise64", "advice", 8)?,
+        exit_ret: formats.offset("sys_exit_fadvise64", "ret", 8)?,
+        s390x_numbering: u32::from(cfg!(target_arch = "s390x")),
+        _pad: 0,
+    })
+}
+
+fn filemap_layout(tracefs: &Tracefs) -> Result<FilemapLayout, LayoutError> {
+    let formats = Formats::of(tracefs, Module::PageCache)?;
+    const GET_PAGES: &str = "mm_filemap_get_pages";
+    const ADD: &str = "mm_filemap_add_to_page_cache";
+    const DELETE: &str = "mm_filemap_delete_from_page_cache";
+    Ok(FilemapLayout {
+        get_pages_ino: formats.offset(GET_PAGES, "i_ino", 8)?,
+        get_pages_dev: formats.offset(GET_PAGES, "s_dev", 4)?,
+        get_pages_index: formats.offset(GET_PAGES, "index", 8)?,
+        get_pages_last_index: formats.offset(GET_PAGES, "last_index", 8)?,
+        add_ino: formats.offset(ADD, "i_ino", 8)?,
+        add_dev: formats.offset(ADD, "s_dev", 4)?,
+        add_order: formats.optional_offset(ADD, "order", 1)?,
+        delete_order: formats.optional_offset(DELETE, "order", 1)?,
+    })
+}
+
+fn vmscan_layout(tracefs: &Tracefs) -> Result<VmscanLayout, LayoutError> {
+    let formats = Formats::of(tracefs, Module::Vmscan)?;
+    const SHRINK: &str = "mm_vmscan_lru_shrink_inactive";
+    Ok(VmscanLayout {
+        shrink_nr_scanned: formats.offset(SHRINK, "nr_scanned", 8)?,
+        shrink_nr_reclaimed: formats.offset(SHRINK, "nr_reclaimed", 8)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, path::Path};
+
+    use super::*;
+
+    fn write_event(root: &Path, category: &str, event: &str, fields: &[(&str, u32, u32)]) {
+        let dir = root.join("events").join(category).join(event);
+        fs::create_dir_all(&dir).unwrap();
+        let mut text = format!("name: {event}\nID: 1\nformat:\n");
+        for (decl, offset, size) in fields {
+            text.push_str(&format!(
+                "\tfield:{decl};\toffset:{offset};\tsize:{size};\tsigned:0;\n"
+            ));
+        }
+        fs::write(dir.join("format"), text).unwrap();
+    }
+
+    #[test]
+    fn layouts_come_from_the_format_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write_event(
+            root,
+            "syscalls",
+            "sys_enter_fadvise64",
+            &[("int advice", 48, 8)],
+        );
+        write_event(
+            root,
+            "syscalls",
+            "sys_exit_fadvise64",
+            &[("long ret", 24, 8)],
+        );
+        // An older kernel: no `order` field.
+        write_event(
+            root,
+            "filemap",
+            "mm_filemap_get_pages",
+            &[
+                ("unsigned long i_ino", 8, 8),
+                ("dev_t s_dev", 16, 4),
+                ("unsigned long index", 24, 8),
+                ("unsigned long last_index", 32, 8),
+            ],
+        );
+        write_event(
+            root,
+            "filemap",
+            "mm_filemap_add_to_page_cache",
+            &[("unsigned long i_ino", 16, 8), ("dev_t s_dev", 32, 4)],
+        );
+        write_event(root, "filemap", "mm_filemap_delete_from_page_cache", &[]);
+        let tracefs = Tracefs::at(root);
+        let layouts = Layouts::resolve(&tracefs);
+
+        let fadvise = layouts.fadvise.unwrap();
+        assert_eq!((fadvise.enter_advice, fadvise.exit_ret), (48, 24));
+        let filemap = layouts.filemap.unwrap();
+        assert_eq!(filemap.add_order, ABSENT_FIELD);
+        assert_eq!(filemap.get_pages_last_index, 32);
+        // No vmscan events at all: that module alone is unavailable.
+        let err = layouts.vmscan.unwrap_err().to_string();
+        assert!(
+            err.contains("vmscan:mm_vmscan_lru_shrink_inactive does not exist"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_event(
+            dir.path(),
+            "syscalls",
+            "sys_enter_fadvise64",
+            &[("int advice", 16, 4)],
+        );
+        write_event(
+            dir.path(),
+            "syscalls",
+            "sys_exit_fadvise64",
+            &[("long ret", 16, 8)],
+        );
+        let err = fadvise_layout(&Tracefs::at(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "tracepoint sys_enter_fadvise64: field advice is 4 bytes, the program reads 8"
+        );
+    }
+}

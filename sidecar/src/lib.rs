@@ -1,0 +1,17 @@
+//! sidecar: eBPF observability of fadvise, the page cache and memory reclaim, per workload.
+//!
+//! Data flows one way: kernel programs -> [`kernel`] (drain) -> [`aggregate`] (classify into
+//! workloads) -> [`store`] -> sinks ([`metrics`] over [`http`]).
+
+pub mod aggregate;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod kernel;
+pub mod logging;
+pub mod metrics;
+pub mod run;
+pub mod status;
+pub mod store;
+pub mod workload;

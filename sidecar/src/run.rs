@@ -1,0 +1,280 @@
+//! `sidecar run`: attach, drain every interval, serve.
+
+use std::{
+    process::ExitCode,
+    sync::{Arc, RwLock, mpsc},
+    thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::Context as _;
+use tracing::{error, info, warn};
+
+use crate::{
+    aggregate::aggregate,
+    config::{Config, Unmatched},
+    http::{self, HttpState},
+    kernel::{
+        Kernel, KernelOptions,
+        modules::{Layouts, Module},
+        tracefs::{Mounted, Tracefs},
+    },
+    status::{KernelFacts, Status},
+    store::Store,
+    workload::{Classifier, WorkloadNames},
+};
+
+/// Exit status when no module could be attached (documented in docs/operations.md).
+pub const EXIT_NO_MODULE: u8 = 3;
+/// Exit status for other start-up failures (a port in use, ...).
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Intervals kept for rates and the APIs: an hour's worth, at most this many.
+const MAX_RETAINED_INTERVALS: usize = 3600;
+
+pub fn run(config: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("sidecar-rt")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            error!("cannot start the async runtime: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(code) => code,
+        Err(err) => {
+            error!("{err:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Everything `run` and `check` need from the kernel side.
+pub fn start_kernel(config: &Config, attach: bool) -> anyhow::Result<(Kernel, String)> {
+    let (layouts, tracefs_description) = match Tracefs::locate(config.tracefs.mount) {
+        Ok((tracefs, mounted)) => {
+            let description = match mounted {
+                Mounted::AlreadyMounted => format!("{} (mounted)", tracefs.root().display()),
+                Mounted::MountedBySidecar => {
+                    format!("{} (mounted by the sidecar)", tracefs.root().display())
+                }
+            };
+            if mounted == Mounted::MountedBySidecar {
+                info!(path = %tracefs.root().display(), "tracefs was not mounted: mounted it");
+            }
+            (Layouts::resolve(&tracefs), description)
+        }
+        // Without tracefs no module can attach; each reports why.
+        Err(err) => (Layouts::unavailable(&err), format!("unavailable: {err}")),
+    };
+    let modules = Module::ALL
+        .into_iter()
+        .map(|module| {
+            let enabled = match module {
+                Module::Fadvise => config.modules.fadvise.enabled,
+                Module::PageCache => config.modules.page_cache.enabled,
+                Module::Vmscan => config.modules.vmscan.enabled,
+            };
+            (module, enabled)
+        })
+        .collect();
+    let options = KernelOptions {
+        modules,
+        max_tracked_processes: config.limits.max_tracked_processes.0,
+        max_tracked_threads: config.limits.max_tracked_threads.0,
+        attach,
+    };
+    let kernel = Kernel::load(&options, &layouts).context("loading the eBPF programs")?;
+    Ok((kernel, tracefs_description))
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let names = WorkloadNames::from_config(&config);
+    let interval = config.interval.0;
+    let retain = (Duration::from_secs(3600).as_nanos() / interval.as_nanos().max(1))
+        .clamp(1, MAX_RETAINED_INTERVALS as u128) as usize;
+    let store = Arc::new(RwLock::new(Store::new(
+        names.clone(),
+        retain,
+        config.unmatched == Unmatched::Other,
+    )));
+    let status = Arc::new(Status::new(KernelFacts::probe()));
+
+    // Listen before touching the kernel: a port in use fails with nothing attached.
+    let metrics_addr = config.server.metrics_addr.0;
+    let listener = tokio::net::TcpListener::bind(metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {metrics_addr} (server.metrics_addr)"))?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let router = http::router(HttpState {
+        store: Arc::clone(&store),
+        status: Arc::clone(&status),
+    });
+    let mut http_shutdown = shutdown_rx.clone();
+    let http_server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    info!(addr = %metrics_addr, "serving /metrics and /health");
+    info!(
+        addr = %config.server.grpc_addr.0,
+        "the gRPC API is not part of this build yet; server.grpc_addr is accepted and unused"
+    );
+
+    let kernel_config = config.clone();
+    let (mut kernel, tracefs) =
+        tokio::task::spawn_blocking(move || start_kernel(&kernel_config, true))
+            .await
+            .context("kernel start-up task")??;
+    status.set_tracefs(tracefs);
+    status.set_modules(kernel.modules().clone());
+    status.set_kernel_map_bytes(kernel.map_bytes());
+    status.set_bpf_stats_error(kernel.stats_error().map(str::to_owned));
+    for (module, state) in kernel.modules() {
+        match state.error() {
+            Some(err) => warn!(module = module.name(), state = state.label(), "{err}"),
+            None => info!(module = module.name(), state = state.label(), "module"),
+        }
+    }
+    if let Some(err) = kernel.stats_error() {
+        warn!("BPF run-time statistics unavailable: {err}");
+    }
+    if status.attached_modules() == 0 {
+        error!(
+            "no module could be attached; see the module errors above (`sidecar check` explains)"
+        );
+        let _ = shutdown_tx.send(true);
+        return Ok(ExitCode::from(EXIT_NO_MODULE));
+    }
+    if let Some(logger) = kernel.take_logger() {
+        tokio::spawn(forward_kernel_logs(logger));
+    }
+    info!(
+        interval = %humantime::format_duration(interval),
+        kernel_map_bytes = kernel.map_bytes(),
+        "attached; draining"
+    );
+    status.finish_startup();
+
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let classifier = Classifier::new(&config, &names);
+    let drain_store = Arc::clone(&store);
+    let drainer = thread::Builder::new()
+        .name("sidecar-drain".to_owned())
+        .spawn(move || drain_loop(kernel, classifier, names, drain_store, interval, stop_rx))
+        .context("starting the drain thread")?;
+
+    wait_for_signal().await;
+    info!("stopping: final drain");
+    let _ = stop_tx.send(());
+    let drainer = tokio::task::spawn_blocking(move || drainer.join());
+    if drainer.await.is_err() {
+        warn!("the drain thread panicked");
+    }
+    let _ = shutdown_tx.send(true);
+    if let Ok(Err(err)) = http_server.await {
+        warn!("HTTP server: {err}");
+    }
+    info!("stopped; programs detached");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                warn!("cannot watch SIGTERM: {err}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+async fn forward_kernel_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its ring buffer's fd and keeps it open for as long as the
+    // AsyncFd lives; flushing neither closes nor replaces it.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(err) => {
+            warn!("kernel program logs unavailable: {err}");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}
+
+/// Drains every `interval` on its own thread (the epoch switch blocks for a grace period),
+/// and once more when told to stop so that the last partial interval is not lost.
+fn drain_loop(
+    mut kernel: Kernel,
+    mut classifier: Classifier,
+    names: WorkloadNames,
+    store: Arc<RwLock<Store>>,
+    interval: Duration,
+    stop: mpsc::Receiver<()>,
+) {
+    let mut previous = Instant::now();
+    let mut next = previous + interval;
+    let mut failures = 0u64;
+    loop {
+        let stopping = match stop.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+        };
+        let now = Instant::now();
+        match kernel.drain() {
+            Ok(delta) => {
+                let at = SystemTime::now();
+                let interval_data = aggregate(&delta, &mut classifier, &names, at, now - previous);
+                previous = now;
+                store.write().unwrap_or_else(|e| e.into_inner()).apply(
+                    interval_data,
+                    delta.programs,
+                    classifier.tracked(),
+                );
+            }
+            Err(err) => {
+                failures += 1;
+                // Counts stay in the kernel maps and arrive with a later drain.
+                if failures.is_power_of_two() {
+                    warn!(
+                        failures,
+                        "drain failed (the counts will come with a later drain): {err}"
+                    );
+                }
+            }
+        }
+        if stopping {
+            break;
+        }
+        next += interval;
+        if next < now {
+            next = now + interval;
+        }
+    }
+    drop(kernel);
+}

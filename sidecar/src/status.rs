@@ -1,0 +1,128 @@
+//! The daemon's own state: start-up progress, each module's fate, the kernel it runs on.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use crate::kernel::{ModuleState, modules::Module};
+
+#[derive(Debug)]
+pub struct Status {
+    started: Instant,
+    startup_done: AtomicBool,
+    /// `None` until the kernel programs have been loaded.
+    modules: RwLock<Option<BTreeMap<Module, ModuleState>>>,
+    kernel: KernelFacts,
+    tracefs: RwLock<Option<String>>,
+    kernel_map_bytes: RwLock<u64>,
+    bpf_stats_error: RwLock<Option<String>>,
+}
+
+/// Facts about the host kernel, for status output.
+#[derive(Clone, Debug, Default)]
+pub struct KernelFacts {
+    pub release: String,
+    pub btf: bool,
+}
+
+impl KernelFacts {
+    pub fn probe() -> KernelFacts {
+        KernelFacts {
+            release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "unknown".to_owned()),
+            btf: std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+        }
+    }
+}
+
+impl Status {
+    pub fn new(kernel: KernelFacts) -> Status {
+        Status {
+            started: Instant::now(),
+            startup_done: AtomicBool::new(false),
+            modules: RwLock::new(None),
+            kernel,
+            tracefs: RwLock::new(None),
+            kernel_map_bytes: RwLock::new(0),
+            bpf_stats_error: RwLock::new(None),
+        }
+    }
+
+    pub fn set_modules(&self, modules: BTreeMap<Module, ModuleState>) {
+        *self.modules.write().unwrap_or_else(|e| e.into_inner()) = Some(modules);
+    }
+
+    pub fn modules(&self) -> Option<BTreeMap<Module, ModuleState>> {
+        self.modules
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_tracefs(&self, description: String) {
+        *self.tracefs.write().unwrap_or_else(|e| e.into_inner()) = Some(description);
+    }
+
+    pub fn tracefs(&self) -> Option<String> {
+        self.tracefs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_kernel_map_bytes(&self, bytes: u64) {
+        *self
+            .kernel_map_bytes
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = bytes;
+    }
+
+    pub fn kernel_map_bytes(&self) -> u64 {
+        *self
+            .kernel_map_bytes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_bpf_stats_error(&self, error: Option<String>) {
+        *self
+            .bpf_stats_error
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    pub fn bpf_stats_error(&self) -> Option<String> {
+        self.bpf_stats_error
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn finish_startup(&self) {
+        self.startup_done.store(true, Ordering::Release);
+    }
+
+    pub fn startup_done(&self) -> bool {
+        self.startup_done.load(Ordering::Acquire)
+    }
+
+    pub const fn kernel(&self) -> &KernelFacts {
+        &self.kernel
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    pub fn attached_modules(&self) -> usize {
+        self.modules().map_or(0, |m| {
+            m.values().filter(|s| **s == ModuleState::Attached).count()
+        })
+    }
+}
