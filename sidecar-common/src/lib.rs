@@ -31,6 +31,7 @@ pub mod global_names {
     pub const FADVISE_LAYOUT: &str = "FADVISE_LAYOUT";
     pub const FILEMAP_LAYOUT: &str = "FILEMAP_LAYOUT";
     pub const VMSCAN_LAYOUT: &str = "VMSCAN_LAYOUT";
+    pub const RENAME_LAYOUT: &str = "RENAME_LAYOUT";
 }
 
 /// `posix_fadvise` advice, as the `advice` label reports it.
@@ -383,6 +384,21 @@ impl VmscanLayout {
     };
 }
 
+/// Offsets of the task:task_rename fields (exec and prctl(PR_SET_NAME) both rename).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RenameLayout {
+    pub pid: u32,
+    pub newcomm: u32,
+}
+
+impl RenameLayout {
+    pub const UNSET: RenameLayout = RenameLayout {
+        pid: ABSENT_FIELD,
+        newcomm: ABSENT_FIELD,
+    };
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -400,6 +416,7 @@ mod pod {
     unsafe impl aya::Pod for FadviseLayout {}
     unsafe impl aya::Pod for FilemapLayout {}
     unsafe impl aya::Pod for VmscanLayout {}
+    unsafe impl aya::Pod for RenameLayout {}
 }
 
 #[cfg(test)]
@@ -420,6 +437,7 @@ mod tests {
         assert_eq!(size_of::<FadviseLayout>(), 16);
         assert_eq!(size_of::<FilemapLayout>(), 32);
         assert_eq!(size_of::<VmscanLayout>(), 8);
+        assert_eq!(size_of::<RenameLayout>(), 8);
         assert!(align_of::<ReadState>() <= 8);
     }
 

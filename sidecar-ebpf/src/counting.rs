@@ -59,21 +59,26 @@ pub(crate) fn bump_host(maps: &EpochMaps, counter: HostCounter, by: u64) {
 }
 
 /// Records the comm of a process that created a counter in this interval, so that
-/// userspace can classify it even if it exits before the drain. The latest comm wins: a
-/// process that set its name (or exec'd) after its first event is named as it is now.
+/// userspace can classify it even if it exits before the drain. The main thread's comm is
+/// the process's name (other threads may be named after their role), so it overwrites;
+/// another thread's only fills a gap. Later renames update it (`process.rs`).
 #[inline(always)]
-pub(crate) fn note_process(maps: &EpochMaps, tgid: u32) {
+pub(crate) fn note_process(maps: &EpochMaps, pid_tgid: u64) {
+    let tgid = tgid_of(pid_tgid);
+    let flags = if pid_tgid as u32 == tgid {
+        BPF_ANY
+    } else {
+        BPF_NOEXIST
+    };
     let comm = bpf_get_current_comm().unwrap_or_default();
-    if maps
-        .processes
-        .insert(
-            &ProcessKey { tgid },
-            &ProcessInfo { comm },
-            u64::from(BPF_ANY),
-        )
-        .is_err()
-    {
-        bump_host(maps, HostCounter::ProcessOverflowEvents, 1);
+    match maps.processes.insert(
+        &ProcessKey { tgid },
+        &ProcessInfo { comm },
+        u64::from(flags),
+    ) {
+        Ok(()) => {}
+        Err(err) if err == -EEXIST => {}
+        Err(_) => bump_host(maps, HostCounter::ProcessOverflowEvents, 1),
     }
 }
 
@@ -84,7 +89,7 @@ pub(crate) fn count<K, V: Default, const N: usize, const F: usize>(
     maps: &EpochMaps,
     map: &PerCpuHashMap<K, V, N, F>,
     key: &K,
-    tgid: u32,
+    pid_tgid: u64,
     overflow: impl FnOnce() -> Option<*mut V>,
     overflow_counter: HostCounter,
     update: impl FnOnce(&mut V),
@@ -92,7 +97,7 @@ pub(crate) fn count<K, V: Default, const N: usize, const F: usize>(
     let value = match slot(map, key) {
         Slot::Existing(value) => value,
         Slot::Created(value) => {
-            note_process(maps, tgid);
+            note_process(maps, pid_tgid);
             value
         }
         Slot::Full => {

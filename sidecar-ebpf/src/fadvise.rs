@@ -45,7 +45,7 @@ pub(crate) fn fadvise_exit(ctx: TracePointContext) -> u32 {
         &maps,
         maps.fadvise,
         &FadviseKey { tgid, advice },
-        tgid,
+        pid_tgid,
         || maps.fadvise_overflow.get_ptr_mut(advice),
         HostCounter::FadviseOverflowEvents,
         |counts| {

@@ -89,7 +89,7 @@ pub(crate) fn filemap_get_pages(ctx: TracePointContext) -> u32 {
         &maps,
         maps.page_cache,
         &ProcessKey { tgid },
-        tgid,
+        pid_tgid,
         || maps.page_cache_overflow.get_ptr_mut(0),
         HostCounter::PageCacheOverflowEvents,
         |counts| {
@@ -144,7 +144,7 @@ pub(crate) fn filemap_add(ctx: TracePointContext) -> u32 {
         &maps,
         maps.page_cache,
         &ProcessKey { tgid },
-        tgid,
+        pid_tgid,
         || maps.page_cache_overflow.get_ptr_mut(0),
         HostCounter::PageCacheOverflowEvents,
         |counts| counts.added_pages += pages,
@@ -161,12 +161,13 @@ pub(crate) fn filemap_delete(ctx: TracePointContext) -> u32 {
             return 0;
         }
     };
-    let tgid = tgid_of(bpf_get_current_pid_tgid());
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = tgid_of(pid_tgid);
     in_active_epoch!(|maps| count(
         &maps,
         maps.page_cache,
         &ProcessKey { tgid },
-        tgid,
+        pid_tgid,
         || maps.page_cache_overflow.get_ptr_mut(0),
         HostCounter::PageCacheOverflowEvents,
         |counts| counts.evicted_pages += pages,

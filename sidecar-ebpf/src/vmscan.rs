@@ -99,7 +99,7 @@ fn end(kind: ReclaimKind) {
             bucket: bucket as u8,
             _pad: [0; 2],
         },
-        tgid,
+        pid_tgid,
         || maps
             .reclaim_overflow
             .get_ptr_mut(reclaim_overflow_slot(kind, bucket)),

@@ -78,6 +78,12 @@ pub fn check(config: &Config) -> ExitCode {
             state.label()
         );
     }
+    let tracking = kernel.comm_tracking();
+    println!(
+        "comm tracking {:<24} {}",
+        tracking.label(),
+        tracking.error().unwrap_or("task:task_rename")
+    );
     if let Some(err) = kernel.stats_error() {
         println!("bpf stats     unavailable: {err}");
     }

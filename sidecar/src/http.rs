@@ -150,6 +150,8 @@ struct Health {
     startup_done: bool,
     drains: u64,
     modules: std::collections::BTreeMap<&'static str, ModuleHealth>,
+    /// Renames (exec, PR_SET_NAME) followed for classification; not needed for readiness.
+    comm_tracking: ModuleHealth,
 }
 
 fn health(state: &HttpState) -> (bool, Health) {
@@ -177,11 +179,22 @@ fn health(state: &HttpState) -> (bool, Health) {
             (module.name(), health)
         })
         .collect();
+    let comm_tracking = match state.status.comm_tracking() {
+        Some(tracking) => ModuleHealth {
+            state: tracking.label(),
+            error: tracking.error().map(str::to_owned),
+        },
+        None => ModuleHealth {
+            state: "starting",
+            error: None,
+        },
+    };
     let body = Health {
         status: if ready { "ready" } else { "not ready" },
         startup_done: state.status.startup_done(),
         drains,
         modules,
+        comm_tracking,
     };
     (ready, body)
 }

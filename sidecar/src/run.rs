@@ -136,6 +136,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             .context("kernel start-up task")??;
     status.set_tracefs(tracefs);
     status.set_modules(kernel.modules().clone());
+    status.set_comm_tracking(kernel.comm_tracking().clone());
     status.set_kernel_map_bytes(kernel.map_bytes());
     status.set_bpf_stats_error(kernel.stats_error().map(str::to_owned));
     for (module, state) in kernel.modules() {
@@ -143,6 +144,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             Some(err) => warn!(module = module.name(), state = state.label(), "{err}"),
             None => info!(module = module.name(), state = state.label(), "module"),
         }
+    }
+    if let Some(err) = kernel.comm_tracking().error() {
+        warn!("process renames are not followed (classification by comm may lag exec): {err}");
     }
     if let Some(err) = kernel.stats_error() {
         warn!("BPF run-time statistics unavailable: {err}");

@@ -17,6 +17,7 @@ pub struct Status {
     startup_done: AtomicBool,
     /// `None` until the kernel programs have been loaded.
     modules: RwLock<Option<BTreeMap<Module, ModuleState>>>,
+    comm_tracking: RwLock<Option<ModuleState>>,
     kernel: KernelFacts,
     tracefs: RwLock<Option<String>>,
     kernel_map_bytes: RwLock<u64>,
@@ -47,6 +48,7 @@ impl Status {
             started: Instant::now(),
             startup_done: AtomicBool::new(false),
             modules: RwLock::new(None),
+            comm_tracking: RwLock::new(None),
             kernel,
             tracefs: RwLock::new(None),
             kernel_map_bytes: RwLock::new(0),
@@ -60,6 +62,21 @@ impl Status {
 
     pub fn modules(&self) -> Option<BTreeMap<Module, ModuleState>> {
         self.modules
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_comm_tracking(&self, state: ModuleState) {
+        *self
+            .comm_tracking
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(state);
+    }
+
+    /// Whether exec/PR_SET_NAME renames reach the classifier (`None` while starting).
+    pub fn comm_tracking(&self) -> Option<ModuleState> {
+        self.comm_tracking
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

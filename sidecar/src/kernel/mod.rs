@@ -17,12 +17,14 @@ use aya::{
     maps::{Array, ArrayOfMaps, Map, MapData},
     programs::{ProgramError, TracePoint},
 };
-use sidecar_common::{FadviseLayout, FilemapLayout, VmscanLayout, global_names, map_names};
+use sidecar_common::{
+    FadviseLayout, FilemapLayout, RenameLayout, VmscanLayout, global_names, map_names,
+};
 
 pub use self::drain::{KernelDelta, ProgramStats};
 use self::{
     drain::EpochMaps,
-    modules::{Layouts, Module},
+    modules::{Layouts, Module, ProgramSpec, RENAME_PROGRAMS},
 };
 
 /// The eBPF object, built by `cargo xtask build-ebpf` and embedded by build.rs.
@@ -105,6 +107,7 @@ pub struct Kernel {
     epochs: [EpochMaps; 2],
     gauges: drain::DrainableMap,
     modules: BTreeMap<Module, ModuleState>,
+    comm_tracking: ModuleState,
     map_bytes: u64,
     /// Keeps the kernel's BPF run-time statistics on while we live.
     _stats: Option<OwnedFd>,
@@ -159,11 +162,13 @@ impl Kernel {
             .as_ref()
             .map_or(FilemapLayout::UNSET, |l| *l);
         let vmscan_layout = layouts.vmscan.as_ref().map_or(VmscanLayout::UNSET, |l| *l);
+        let rename_layout = layouts.rename.as_ref().map_or(RenameLayout::UNSET, |l| *l);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(global_names::FADVISE_LAYOUT, &fadvise_layout, true)
             .override_global(global_names::FILEMAP_LAYOUT, &filemap_layout, true)
-            .override_global(global_names::VMSCAN_LAYOUT, &vmscan_layout, true);
+            .override_global(global_names::VMSCAN_LAYOUT, &vmscan_layout, true)
+            .override_global(global_names::RENAME_LAYOUT, &rename_layout, true);
         for (name, size) in &sizes {
             loader.map_max_entries(name, *size);
         }
@@ -184,7 +189,7 @@ impl Kernel {
             } else if let Some(err) = layouts.error(module) {
                 ModuleState::Unavailable(err.to_string())
             } else {
-                match start_module(&mut ebpf, module, options.attach) {
+                match start_programs(&mut ebpf, module.programs(), options.attach) {
                     Ok(()) if options.attach => ModuleState::Attached,
                     Ok(()) => ModuleState::Verified,
                     Err(err) => ModuleState::Failed(err),
@@ -192,6 +197,17 @@ impl Kernel {
             };
             modules.insert(module, state);
         }
+        let comm_tracking = if !modules.values().any(ModuleState::is_usable) {
+            ModuleState::Disabled
+        } else if let Err(err) = &layouts.rename {
+            ModuleState::Unavailable(err.to_string())
+        } else {
+            match start_programs(&mut ebpf, &RENAME_PROGRAMS, options.attach) {
+                Ok(()) if options.attach => ModuleState::Attached,
+                Ok(()) => ModuleState::Verified,
+                Err(err) => ModuleState::Failed(err),
+            }
+        };
 
         let (stats, stats_error) = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
             Ok(fd) => (Some(fd), None),
@@ -206,6 +222,7 @@ impl Kernel {
             epochs,
             gauges,
             modules,
+            comm_tracking,
             map_bytes,
             _stats: stats,
             stats_error,
@@ -215,6 +232,11 @@ impl Kernel {
 
     pub fn modules(&self) -> &BTreeMap<Module, ModuleState> {
         &self.modules
+    }
+
+    /// Whether renames (exec, PR_SET_NAME) update the names used for classification.
+    pub const fn comm_tracking(&self) -> &ModuleState {
+        &self.comm_tracking
     }
 
     /// Kernel memory held by our maps (the kernel's own accounting, `memlock` in fdinfo).
@@ -266,12 +288,12 @@ impl Kernel {
     }
 }
 
-/// Loads (verifies) and optionally attaches every program of a module; on any failure,
-/// unloads the ones already done so that a module is all or nothing.
-fn start_module(ebpf: &mut Ebpf, module: Module, attach: bool) -> Result<(), String> {
+/// Loads (verifies) and optionally attaches programs; on any failure, unloads the ones
+/// already done so that a module is all or nothing.
+fn start_programs(ebpf: &mut Ebpf, programs: &[ProgramSpec], attach: bool) -> Result<(), String> {
     let mut done: Vec<&'static str> = Vec::new();
     let mut result = Ok(());
-    for spec in module.programs() {
+    for spec in programs {
         let step = (|| -> Result<(), ProgramError> {
             let program: &mut TracePoint = ebpf
                 .program_mut(spec.program)

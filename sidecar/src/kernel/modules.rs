@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use sidecar_common::{ABSENT_FIELD, FadviseLayout, FilemapLayout, VmscanLayout};
+use sidecar_common::{ABSENT_FIELD, FadviseLayout, FilemapLayout, RenameLayout, VmscanLayout};
 
 use super::tracefs::{EventFormat, Tracefs, TracefsError};
 
@@ -39,6 +39,11 @@ impl Module {
         }
     }
 }
+
+/// Not a module: follows exec and prctl(PR_SET_NAME) so that processes that exit before a
+/// drain are classified by the name they ended with.
+pub const RENAME_PROGRAMS: [ProgramSpec; 1] =
+    [ProgramSpec::new("task_rename", "task", "task_rename")];
 
 const FADVISE_PROGRAMS: [ProgramSpec; 2] = [
     ProgramSpec::new("fadvise_enter", "syscalls", "sys_enter_fadvise64"),
@@ -128,6 +133,7 @@ pub struct Layouts {
     pub fadvise: Result<FadviseLayout, LayoutError>,
     pub filemap: Result<FilemapLayout, LayoutError>,
     pub vmscan: Result<VmscanLayout, LayoutError>,
+    pub rename: Result<RenameLayout, LayoutError>,
 }
 
 impl Layouts {
@@ -136,6 +142,7 @@ impl Layouts {
             fadvise: fadvise_layout(tracefs),
             filemap: filemap_layout(tracefs),
             vmscan: vmscan_layout(tracefs),
+            rename: rename_layout(tracefs),
         }
     }
 
@@ -148,6 +155,7 @@ impl Layouts {
             fadvise: reason(err),
             filemap: reason(err),
             vmscan: reason(err),
+            rename: reason(err),
         }
     }
 
@@ -166,9 +174,8 @@ struct Formats {
 }
 
 impl Formats {
-    fn of(tracefs: &Tracefs, module: Module) -> Result<Formats, LayoutError> {
-        let formats = module
-            .programs()
+    fn of(tracefs: &Tracefs, programs: &[ProgramSpec]) -> Result<Formats, LayoutError> {
+        let formats = programs
             .iter()
             .map(|spec| Ok((spec.event, tracefs.event_format(spec.category, spec.event)?)))
             .collect::<Result<_, TracefsError>>()?;
@@ -213,7 +220,7 @@ impl Formats {
 }
 
 fn fadvise_layout(tracefs: &Tracefs) -> Result<FadviseLayout, LayoutError> {
-    let formats = Formats::of(tracefs, Module::Fadvise)?;
+    let formats = Formats::of(tracefs, Module::Fadvise.programs())?;
     Ok(FadviseLayout {
         // Syscall tracepoints store every argument as an 8-byte slot.
         enter_advice: formats.offset("sys_enter_fadvise64", "advice", 8)?,
@@ -224,7 +231,7 @@ fn fadvise_layout(tracefs: &Tracefs) -> Result<FadviseLayout, LayoutError> {
 }
 
 fn filemap_layout(tracefs: &Tracefs) -> Result<FilemapLayout, LayoutError> {
-    let formats = Formats::of(tracefs, Module::PageCache)?;
+    let formats = Formats::of(tracefs, Module::PageCache.programs())?;
     const GET_PAGES: &str = "mm_filemap_get_pages";
     const ADD: &str = "mm_filemap_add_to_page_cache";
     const DELETE: &str = "mm_filemap_delete_from_page_cache";
@@ -241,11 +248,19 @@ fn filemap_layout(tracefs: &Tracefs) -> Result<FilemapLayout, LayoutError> {
 }
 
 fn vmscan_layout(tracefs: &Tracefs) -> Result<VmscanLayout, LayoutError> {
-    let formats = Formats::of(tracefs, Module::Vmscan)?;
+    let formats = Formats::of(tracefs, Module::Vmscan.programs())?;
     const SHRINK: &str = "mm_vmscan_lru_shrink_inactive";
     Ok(VmscanLayout {
         shrink_nr_scanned: formats.offset(SHRINK, "nr_scanned", 8)?,
         shrink_nr_reclaimed: formats.offset(SHRINK, "nr_reclaimed", 8)?,
+    })
+}
+
+fn rename_layout(tracefs: &Tracefs) -> Result<RenameLayout, LayoutError> {
+    let formats = Formats::of(tracefs, &RENAME_PROGRAMS)?;
+    Ok(RenameLayout {
+        pid: formats.offset("task_rename", "pid", 4)?,
+        newcomm: formats.offset("task_rename", "newcomm", 16)?,
     })
 }
 

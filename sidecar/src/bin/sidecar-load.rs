@@ -1,0 +1,413 @@
+//! Workload generator: does exactly what it is told and reports what it did, so that its
+//! report is the ground truth the kernel tests compare the sidecar against.
+//!
+//! Every mode names its process (`--comm`) before doing anything, so that the sidecar can
+//! attribute it by comm even after it exits.
+
+use std::{
+    ffi::CString,
+    fs::{File, OpenOptions},
+    io::{Read as _, Write as _},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "sidecar-load",
+    about = "Generates fadvise, page-cache and reclaim load and reports exactly what it did"
+)]
+struct Cli {
+    /// Process name (comm) to take before doing anything (15 bytes at most).
+    #[arg(long, global = true, default_value = "sidecar-load")]
+    comm: String,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// posix_fadvise calls on one file from several threads.
+    Fadvise {
+        /// Successful calls in total.
+        #[arg(long, default_value_t = 1000)]
+        calls: u64,
+        #[arg(long, default_value_t = 1)]
+        threads: u64,
+        #[arg(long, value_enum, default_value_t = AdviceArg::Dontneed)]
+        advice: AdviceArg,
+        /// Extra calls on a closed descriptor: each fails with EBADF.
+        #[arg(long, default_value_t = 0)]
+        bad_fd_calls: u64,
+        /// Spread the calls over at least this long (e.g. 500ms), to span several drains.
+        #[arg(long, value_parser = parse_duration)]
+        over: Option<Duration>,
+        /// File to advise on (a temporary file when absent).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Reads a file sequentially, reporting how many of its pages were cached before.
+    Read {
+        #[arg(long)]
+        file: PathBuf,
+        /// Bytes per read call.
+        #[arg(long, default_value_t = 1 << 20)]
+        block_size: usize,
+        /// Read the file this many times.
+        #[arg(long, default_value_t = 1)]
+        passes: u32,
+    },
+    /// Writes a file of a given size and makes it cold: fsync, then POSIX_FADV_DONTNEED.
+    MakeFile {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        mib: u64,
+    },
+    /// Evicts a file from the page cache (fsync + POSIX_FADV_DONTNEED) and reports residency.
+    Evict {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Forks short-lived processes that each make a few fadvise calls and exit.
+    Churn {
+        #[arg(long, default_value_t = 1000)]
+        processes: u64,
+        #[arg(long, default_value_t = 3)]
+        calls_per_process: u64,
+        #[arg(long, value_enum, default_value_t = AdviceArg::Random)]
+        advice: AdviceArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AdviceArg {
+    Normal,
+    Random,
+    Sequential,
+    Willneed,
+    Dontneed,
+    Noreuse,
+}
+
+impl AdviceArg {
+    const fn raw(self) -> libc::c_int {
+        match self {
+            AdviceArg::Normal => libc::POSIX_FADV_NORMAL,
+            AdviceArg::Random => libc::POSIX_FADV_RANDOM,
+            AdviceArg::Sequential => libc::POSIX_FADV_SEQUENTIAL,
+            AdviceArg::Willneed => libc::POSIX_FADV_WILLNEED,
+            AdviceArg::Dontneed => libc::POSIX_FADV_DONTNEED,
+            AdviceArg::Noreuse => libc::POSIX_FADV_NOREUSE,
+        }
+    }
+
+    const fn label(self) -> &'static str {
+        match self {
+            AdviceArg::Normal => "normal",
+            AdviceArg::Random => "random",
+            AdviceArg::Sequential => "sequential",
+            AdviceArg::Willneed => "willneed",
+            AdviceArg::Dontneed => "dontneed",
+            AdviceArg::Noreuse => "noreuse",
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    set_comm(&cli.comm)?;
+    let report = match cli.mode {
+        Mode::Fadvise {
+            calls,
+            threads,
+            advice,
+            bad_fd_calls,
+            over,
+            file,
+        } => fadvise(calls, threads, advice, bad_fd_calls, over, file.as_deref())?,
+        Mode::Read {
+            file,
+            block_size,
+            passes,
+        } => read(&file, block_size, passes)?,
+        Mode::MakeFile { file, mib } => make_file(&file, mib)?,
+        Mode::Evict { file } => {
+            evict(&file)?;
+            json!({ "resident_pages_after": resident_pages(&file)?, "pages": file_pages(&file)? })
+        }
+        Mode::Churn {
+            processes,
+            calls_per_process,
+            advice,
+        } => churn(processes, calls_per_process, advice)?,
+    };
+    println!("{report}");
+    Ok(())
+}
+
+fn set_comm(comm: &str) -> Result<()> {
+    if comm.len() > 15 {
+        bail!("--comm {comm:?} is longer than the kernel's 15 bytes");
+    }
+    let name = CString::new(comm)?;
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    let ret = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+    if ret != 0 {
+        bail!("prctl(PR_SET_NAME): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn posix_fadvise(fd: libc::c_int, advice: libc::c_int) -> libc::c_int {
+    // SAFETY: a plain syscall; a bad fd yields EBADF.
+    unsafe { libc::posix_fadvise(fd, 0, 4096, advice) }
+}
+
+fn fadvise(
+    calls: u64,
+    threads: u64,
+    advice: AdviceArg,
+    bad_fd_calls: u64,
+    over: Option<Duration>,
+    file: Option<&Path>,
+) -> Result<serde_json::Value> {
+    let _temp;
+    let path = match file {
+        Some(path) => path.to_owned(),
+        None => {
+            _temp = tempfile::NamedTempFile::new()?;
+            _temp.as_file().write_all(&[0u8; 4096])?;
+            _temp.path().to_owned()
+        }
+    };
+    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let fd = file.as_raw_fd();
+    let threads = threads.max(1);
+    let started = Instant::now();
+    let deadline_per_call = over.map(|d| d.as_secs_f64() / (calls.max(1) as f64 / threads as f64));
+    let results: Vec<Result<u64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let share = calls / threads + u64::from(t < calls % threads);
+                scope.spawn(move || -> Result<u64> {
+                    let begin = Instant::now();
+                    for i in 0..share {
+                        let ret = posix_fadvise(fd, advice.raw());
+                        if ret != 0 {
+                            bail!(
+                                "posix_fadvise failed: {}",
+                                std::io::Error::from_raw_os_error(ret)
+                            );
+                        }
+                        if let Some(per_call) = deadline_per_call {
+                            let due = begin + Duration::from_secs_f64(per_call * (i + 1) as f64);
+                            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait);
+                            }
+                        }
+                    }
+                    Ok(share)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("thread panicked")))
+            })
+            .collect()
+    });
+    let mut succeeded = 0;
+    for result in results {
+        succeeded += result?;
+    }
+    // A descriptor that is certainly closed: open and close one.
+    let closed = File::open(&path)?.as_raw_fd();
+    let mut failed = 0;
+    for _ in 0..bad_fd_calls {
+        if posix_fadvise(closed, advice.raw()) == libc::EBADF {
+            failed += 1;
+        }
+    }
+    if failed != bad_fd_calls {
+        bail!("only {failed} of {bad_fd_calls} bad-fd calls failed with EBADF");
+    }
+    Ok(json!({
+        "pid": std::process::id(),
+        "advice": advice.label(),
+        "calls": succeeded + failed,
+        "successes": succeeded,
+        "seconds": started.elapsed().as_secs_f64(),
+    }))
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}
+
+fn file_pages(path: &Path) -> Result<u64> {
+    let len = std::fs::metadata(path)?.len();
+    Ok(len.div_ceil(page_size()))
+}
+
+/// Pages of the file in the page cache, by mincore(2): the kernel's own answer.
+fn resident_pages(path: &Path) -> Result<u64> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    let len_usize = usize::try_from(len)?;
+    // SAFETY: a read-only shared mapping of a file we hold open; unmapped below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len_usize,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        bail!("mmap: {}", std::io::Error::last_os_error());
+    }
+    let pages = usize::try_from(len.div_ceil(page_size()))?;
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `vec` has one byte per page of the mapping.
+    let ret = unsafe { libc::mincore(addr, len_usize, vec.as_mut_ptr()) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: the mapping made above.
+    unsafe { libc::munmap(addr, len_usize) };
+    if ret != 0 {
+        bail!("mincore: {err}");
+    }
+    Ok(vec.iter().filter(|&&b| b & 1 != 0).count() as u64)
+}
+
+fn evict(path: &Path) -> Result<()> {
+    let file = File::open(path)?;
+    file.sync_all()?;
+    let ret = posix_fadvise_range(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    if ret != 0 {
+        bail!(
+            "posix_fadvise(DONTNEED): {}",
+            std::io::Error::from_raw_os_error(ret)
+        );
+    }
+    Ok(())
+}
+
+fn posix_fadvise_range(fd: libc::c_int, offset: i64, len: i64, advice: libc::c_int) -> libc::c_int {
+    // SAFETY: a plain syscall.
+    unsafe { libc::posix_fadvise(fd, offset, len, advice) }
+}
+
+fn make_file(path: &Path, mib: u64) -> Result<serde_json::Value> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let block = vec![0x5au8; 1 << 20];
+    for _ in 0..mib {
+        file.write_all(&block)?;
+    }
+    drop(file);
+    evict(path)?;
+    Ok(json!({ "pages": file_pages(path)?, "resident_pages_after": resident_pages(path)? }))
+}
+
+fn read(path: &Path, block_size: usize, passes: u32) -> Result<serde_json::Value> {
+    let pages = file_pages(path)?;
+    let resident_before = resident_pages(path)?;
+    let mut buffer = vec![0u8; block_size.max(1)];
+    let mut bytes = 0u64;
+    let mut reads = 0u64;
+    for _ in 0..passes {
+        let mut file = File::open(path)?;
+        loop {
+            let n = file.read(&mut buffer)?;
+            reads += 1;
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+        }
+    }
+    Ok(json!({
+        "pid": std::process::id(),
+        "pages": pages,
+        "resident_pages_before": resident_before,
+        "bytes": bytes,
+        "read_calls": reads,
+    }))
+}
+
+fn churn(processes: u64, calls_per_process: u64, advice: AdviceArg) -> Result<serde_json::Value> {
+    let file = tempfile::tempfile()?;
+    let fd = file.as_raw_fd();
+    let started = Instant::now();
+    let mut exited_ok = 0u64;
+    // Keep a few children in flight at once, like a busy worker pool.
+    const IN_FLIGHT: usize = 8;
+    let mut children: Vec<libc::pid_t> = Vec::with_capacity(IN_FLIGHT);
+    let mut reap = |children: &mut Vec<libc::pid_t>, all: bool| -> Result<()> {
+        while !children.is_empty() && (all || children.len() >= IN_FLIGHT) {
+            let mut status = 0;
+            // SAFETY: waits for any child of ours.
+            let pid = unsafe { libc::waitpid(-1, &raw mut status, 0) };
+            if pid < 0 {
+                bail!("waitpid: {}", std::io::Error::last_os_error());
+            }
+            children.retain(|&c| c != pid);
+            if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+                exited_ok += 1;
+            }
+        }
+        Ok(())
+    };
+    for _ in 0..processes {
+        reap(&mut children, false)?;
+        // SAFETY: the child only makes syscalls and _exits: nothing that needs the parent's
+        // other threads (this program is single-threaded here).
+        let pid = unsafe { libc::fork() };
+        match pid {
+            -1 => bail!("fork: {}", std::io::Error::last_os_error()),
+            0 => {
+                let mut ok = true;
+                for _ in 0..calls_per_process {
+                    ok &= posix_fadvise(fd, advice.raw()) == 0;
+                }
+                // SAFETY: leave without running the parent's atexit handlers.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            child => children.push(child),
+        }
+    }
+    reap(&mut children, true)?;
+    if exited_ok != processes {
+        bail!("{} of {processes} children failed", processes - exited_ok);
+    }
+    Ok(json!({
+        "processes": processes,
+        "advice": advice.label(),
+        "calls": processes * calls_per_process,
+        "successes": processes * calls_per_process,
+        "seconds": started.elapsed().as_secs_f64(),
+    }))
+}

@@ -1,0 +1,103 @@
+//! Bad configurations: one line naming file, line, column and key; a non-zero exit; and,
+//! when we can look (root), nothing loaded into the kernel.
+
+mod support;
+
+use std::process::Command;
+
+use support::{SIDECAR, bpftool_program_names};
+
+/// Program names of ours as the kernel lists them (truncated to 15 bytes).
+const OUR_PROGRAMS: [&str; 3] = ["fadvise_enter", "filemap_get_pag", "vmscan_shrink_i"];
+
+fn ours_loaded() -> bool {
+    bpftool_program_names()
+        .iter()
+        .any(|name| OUR_PROGRAMS.iter().any(|ours| name.starts_with(ours)))
+}
+
+fn run_with(config: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, config).unwrap();
+    let output = Command::new(SIDECAR)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run sidecar");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn assert_rejected(config: &str, location: &str, needle: &str) {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let _kernel = root.then(|| support::kernel("config")).flatten();
+    let loaded_before = root && ours_loaded();
+    let (code, stderr) = run_with(config);
+    assert_eq!(code, Some(2), "exit status for {config:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(lines[0].contains(location), "{location} in {stderr}");
+    assert!(lines[0].contains(needle), "{needle} in {stderr}");
+    if root && !loaded_before {
+        assert!(
+            !ours_loaded(),
+            "a program was loaded for a bad configuration"
+        );
+    }
+}
+
+#[test]
+fn bad_yaml() {
+    assert_rejected(
+        "interval: 1s\nserver: {metrics_addr: [\n",
+        "bad.yaml:",
+        "bad configuration",
+    );
+}
+
+#[test]
+fn unknown_key() {
+    assert_rejected(
+        "interval: 1s\nmodules:\n  fadvise:\n    enable: true\n",
+        "bad.yaml:4:5",
+        "modules.fadvise.enable: unknown field `enable`",
+    );
+}
+
+#[test]
+fn bad_duration() {
+    assert_rejected(
+        "interval: 10 seconds please\n",
+        "bad.yaml:1:11",
+        "interval: bad duration",
+    );
+}
+
+#[test]
+fn bad_regex() {
+    assert_rejected(
+        "workloads:\n  - name: jobs\n    comm: \"(unclosed\"\n",
+        "bad.yaml:3:11",
+        "workloads[0].comm: bad regular expression",
+    );
+}
+
+#[test]
+fn missing_file() {
+    let (code, stderr) = Command::new(SIDECAR)
+        .args(["run", "--config", "/nonexistent/sidecar.yaml"])
+        .output()
+        .map(|o| {
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("/nonexistent/sidecar.yaml"), "{stderr}");
+}

@@ -1,0 +1,355 @@
+//! Kernel tests: the real programs on the real tracepoints, compared with ground truths our
+//! code does not compute (the generator's own count of its syscalls, mincore, /proc/vmstat,
+//! bpftool). They need root; under CI=true or SIDECAR_REQUIRE_EBPF=1 they fail instead of
+//! skipping without it.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{
+    MemoryCgroup, Metrics, Sidecar, bpftool_map_entries, kernel, load, load_command, parse_report,
+    report_u64, scratch_dir, unique, vmstat_scan_steal,
+};
+
+fn workload_config(interval: &str, workloads: &[(&str, &str)], extra: &str) -> String {
+    let mut text = format!("interval: {interval}\nworkloads:\n");
+    for (name, comm) in workloads {
+        text.push_str(&format!("  - name: {name}\n    comm: \"^{comm}$\"\n"));
+    }
+    text.push_str(extra);
+    text
+}
+
+fn fadvise_calls(metrics: &Metrics, workload: &str, advice: &str) -> (u64, u64) {
+    let labels = [("workload", workload), ("advice", advice)];
+    (
+        metrics.value("ebpf_fadvise_calls_total", &labels) as u64,
+        metrics.value("ebpf_fadvise_success_total", &labels) as u64,
+    )
+}
+
+/// Exactly N calls from several threads, drained every 50 ms while they run: every call is
+/// counted once, and a failing call counts as a call but not a success.
+#[test]
+fn fadvise_counts_are_exact_under_fast_drains() {
+    let Some(_kernel) = kernel("fadvise_counts_are_exact_under_fast_drains") else {
+        return;
+    };
+    let comm = unique("fadv");
+    let sidecar = Sidecar::start(&workload_config("50ms", &[(&comm, &comm)], ""));
+    let drains_before = sidecar.drains();
+
+    let report = load(
+        &comm,
+        &[
+            "fadvise",
+            "--calls",
+            "200000",
+            "--threads",
+            "4",
+            "--bad-fd-calls",
+            "7",
+            "--over",
+            "1500ms",
+        ],
+    );
+    let metrics = sidecar.after_drains(2);
+
+    assert_eq!(report_u64(&report, "calls"), 200_007);
+    assert_eq!(report_u64(&report, "successes"), 200_000);
+    let (calls, successes) = fadvise_calls(&metrics, &comm, "dontneed");
+    assert_eq!(calls, 200_007, "calls counted");
+    assert_eq!(successes, 200_000, "successful calls counted");
+    // The calls spanned many drains, so the epoch switch happened while threads were calling.
+    let drains = metrics.value("sidecar_drains_total", &[]) as u64 - drains_before;
+    assert!(drains >= 10, "only {drains} drains during the load");
+    // The last interval had no calls: the rate is absent, not 0.
+    assert!(
+        metrics
+            .find("ebpf_fadvise_success_rate_percent", &[("workload", &comm)])
+            .is_none()
+    );
+}
+
+/// A 64 MiB file read cold then warm: the kernel's mincore says how many pages were cached
+/// before each read; misses and read attempts follow.
+#[test]
+fn page_cache_cold_and_warm_reads() {
+    let Some(_kernel) = kernel("page_cache_cold_and_warm_reads") else {
+        return;
+    };
+    let cold = unique("pcc");
+    let warm = unique("pcw");
+    let sidecar = Sidecar::start(&workload_config(
+        "100ms",
+        &[(&cold, &cold), (&warm, &warm)],
+        "",
+    ));
+    let dir = scratch_dir();
+    let file = dir.path().join("data");
+    let file_arg = file.to_str().unwrap();
+    let made = load(
+        &unique("mk"),
+        &["make-file", "--file", file_arg, "--mib", "64"],
+    );
+    let pages = report_u64(&made, "pages");
+    assert_eq!(pages, 16384);
+    assert!(report_u64(&made, "resident_pages_after") < 64, "{made}");
+
+    let cold_report = load(&cold, &["read", "--file", file_arg]);
+    assert!(
+        report_u64(&cold_report, "resident_pages_before") < 64,
+        "{cold_report}"
+    );
+    let warm_report = load(&warm, &["read", "--file", file_arg]);
+    assert!(
+        report_u64(&warm_report, "resident_pages_before") > pages * 95 / 100,
+        "{warm_report}"
+    );
+    let metrics = sidecar.after_drains(2);
+
+    let value = |name: &str, workload: &str| metrics.value(name, &[("workload", workload)]);
+    let within = |actual: f64, expected: f64, tolerance: f64| {
+        (actual - expected).abs() <= expected * tolerance
+    };
+    let expected = pages as f64;
+    let cold_attempts = value("ebpf_cache_read_attempts_total", &cold);
+    let cold_misses = value("ebpf_cache_misses_total", &cold);
+    assert!(
+        within(cold_attempts, expected, 0.10),
+        "cold read attempts {cold_attempts}"
+    );
+    assert!(
+        within(cold_misses, expected, 0.10),
+        "cold misses {cold_misses}"
+    );
+    assert!(
+        value("ebpf_page_cache_adds_total", &cold) >= expected * 0.9,
+        "cold adds"
+    );
+    let warm_attempts = value("ebpf_cache_read_attempts_total", &warm);
+    let warm_misses = value("ebpf_cache_misses_total", &warm);
+    assert!(
+        within(warm_attempts, expected, 0.10),
+        "warm read attempts {warm_attempts}"
+    );
+    assert!(warm_misses < expected * 0.05, "warm misses {warm_misses}");
+}
+
+/// Forced memcg reclaim: our scanned/reclaimed totals against the kernel's own pgscan and
+/// pgsteal counters, and the reclaim stalls of the reading process in its histogram.
+#[test]
+fn vmscan_matches_proc_vmstat_under_memcg_reclaim() {
+    let Some(_kernel) = kernel("vmscan_matches_proc_vmstat_under_memcg_reclaim") else {
+        return;
+    };
+    let reader = unique("rcl");
+    let sidecar = Sidecar::start(&workload_config("100ms", &[(&reader, &reader)], ""));
+    let dir = scratch_dir();
+    let file = dir.path().join("big");
+    let file_arg = file.to_str().unwrap();
+    load(
+        &unique("mk"),
+        &["make-file", "--file", file_arg, "--mib", "512"],
+    );
+
+    // Quiescent baseline: a drain, then the kernel's counters.
+    let before = sidecar.after_drains(2);
+    let (scan_before, steal_before) = vmstat_scan_steal();
+
+    let cgroup = MemoryCgroup::create(64 << 20);
+    let mut command = load_command(&reader, &["read", "--file", file_arg]);
+    cgroup.enter(&mut command);
+    let output = command.output().expect("run the reader");
+    parse_report(&output, &["read"]);
+
+    let after = sidecar.after_drains(2);
+    let (scan_after, steal_after) = vmstat_scan_steal();
+    let kernel_scanned = (scan_after - scan_before) as f64;
+    let kernel_reclaimed = (steal_after - steal_before) as f64;
+    let delta = |name: &str| after.value(name, &[]) - before.value(name, &[]);
+    let scanned = delta("ebpf_memory_lru_pages_scanned_total");
+    let reclaimed = delta("ebpf_memory_lru_pages_reclaimed_total");
+
+    assert!(
+        kernel_reclaimed > 50_000.0,
+        "not enough reclaim: {kernel_reclaimed} pages"
+    );
+    assert!(
+        (scanned - kernel_scanned).abs() <= kernel_scanned * 0.01,
+        "scanned: sidecar {scanned}, /proc/vmstat {kernel_scanned}"
+    );
+    assert!(
+        (reclaimed - kernel_reclaimed).abs() <= kernel_reclaimed * 0.01,
+        "reclaimed: sidecar {reclaimed}, /proc/vmstat {kernel_reclaimed}"
+    );
+    let labels = [("workload", reader.as_str())];
+    let episodes = after.value("ebpf_memory_memcg_reclaim_seconds_count", &labels);
+    let stalled = after.value("ebpf_memory_memcg_reclaim_seconds_sum", &labels);
+    assert!(episodes > 0.0, "no memcg reclaim episodes for the reader");
+    assert!(stalled > 0.0, "no memcg reclaim time for the reader");
+    let inf_bucket = after.value(
+        "ebpf_memory_memcg_reclaim_seconds_bucket",
+        &[("workload", reader.as_str()), ("le", "+Inf")],
+    );
+    assert_eq!(
+        inf_bucket, episodes,
+        "histogram buckets add up to the count"
+    );
+}
+
+/// 20,000 short-lived processes: every call arrives (in their workload or, if a map was
+/// full, in `other`), and the kernel maps empty out after the drains.
+#[test]
+fn churn_loses_nothing_and_kernel_maps_empty() {
+    let Some(_kernel) = kernel("churn_loses_nothing_and_kernel_maps_empty") else {
+        return;
+    };
+    let comm = unique("chn");
+    let sidecar = Sidecar::start(&workload_config(
+        "100ms",
+        &[(&comm, &comm)],
+        "limits:\n  max_tracked_processes: 256\n",
+    ));
+    let before = sidecar.after_drains(1);
+    let report = load(
+        &comm,
+        &[
+            "churn",
+            "--processes",
+            "20000",
+            "--calls-per-process",
+            "3",
+            "--advice",
+            "random",
+        ],
+    );
+    let after = sidecar.after_drains(3);
+
+    let made = report_u64(&report, "calls");
+    assert_eq!(made, 60_000);
+    let delta = |name: &str| {
+        after.sum(name, &[("advice", "random")]) - before.sum(name, &[("advice", "random")])
+    };
+    assert_eq!(
+        delta("ebpf_fadvise_calls_total") as u64,
+        made,
+        "calls over all workloads"
+    );
+    assert_eq!(
+        delta("ebpf_fadvise_success_total") as u64,
+        made,
+        "successes over all workloads"
+    );
+    let overflow = after.value("sidecar_map_overflow_total", &[("map", "fadvise")]);
+    let in_workload = after.value(
+        "ebpf_fadvise_calls_total",
+        &[("workload", comm.as_str()), ("advice", "random")],
+    );
+    assert!(in_workload > 0.0, "the workload got its calls");
+    // The map holds 256 processes per interval: overflow is possible, and then counted.
+    let in_other = after.value(
+        "ebpf_fadvise_calls_total",
+        &[("workload", "other"), ("advice", "random")],
+    );
+    assert!(
+        in_other == 0.0 || overflow > 0.0,
+        "other={in_other} overflow={overflow}"
+    );
+
+    // The kernel's view: after the drains, no fadvise entries remain in either epoch.
+    for name in ["FADV_CNT_0", "FADV_CNT_1"] {
+        assert_eq!(bpftool_map_entries(name), 0, "{name} is empty");
+    }
+    assert!(
+        after.value("sidecar_tracked_processes", &[]) <= 256.0,
+        "classification cache bounded"
+    );
+}
+
+/// A missing tracepoint disables its module alone: reported in /health/ready, the metrics
+/// and the log, while the other modules count exactly.
+#[test]
+fn a_missing_tracepoint_disables_one_module() {
+    let Some(_kernel) = kernel("a_missing_tracepoint_disables_one_module") else {
+        return;
+    };
+    let comm = unique("mis");
+    let sidecar = Sidecar::start_with_env(
+        &workload_config("100ms", &[(&comm, &comm)], ""),
+        &[(
+            "SIDECAR_FAULT_MISSING_TRACEPOINTS",
+            "filemap:mm_filemap_get_pages",
+        )],
+    );
+    let (status, body) = sidecar.get("/health/ready");
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        health["modules"]["page_cache"]["state"], "unavailable",
+        "{body}"
+    );
+    let error = health["modules"]["page_cache"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("filemap:mm_filemap_get_pages"), "{body}");
+    assert_eq!(health["modules"]["fadvise"]["state"], "attached", "{body}");
+    assert!(
+        sidecar.log().contains("mm_filemap_get_pages"),
+        "{}",
+        sidecar.log()
+    );
+
+    load(&comm, &["fadvise", "--calls", "1234"]);
+    let metrics = sidecar.after_drains(2);
+    assert_eq!(fadvise_calls(&metrics, &comm, "dontneed"), (1234, 1234));
+    assert_eq!(
+        metrics.value("sidecar_module_attached", &[("module", "page_cache")]),
+        0.0
+    );
+    assert_eq!(
+        metrics.value("sidecar_module_attached", &[("module", "fadvise")]),
+        1.0
+    );
+}
+
+/// With no module able to attach, `run` exits with the documented status.
+#[test]
+fn no_module_means_exit_status_3() {
+    let Some(_kernel) = kernel("no_module_means_exit_status_3") else {
+        return;
+    };
+    let mut sidecar = Sidecar::spawn(
+        "modules:\n  page_cache: {enabled: false}\n  vmscan: {enabled: false}\n",
+        &[(
+            "SIDECAR_FAULT_MISSING_TRACEPOINTS",
+            "syscalls:sys_enter_fadvise64",
+        )],
+    );
+    let code = sidecar.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(3), "{}", sidecar.log());
+    assert!(sidecar.log().contains("no module could be attached"));
+}
+
+/// `sidecar check` loads every program through the verifier and says `run` can work.
+#[test]
+fn check_reports_every_module() {
+    let Some(_kernel) = kernel("check_reports_every_module") else {
+        return;
+    };
+    let output = std::process::Command::new(support::SIDECAR)
+        .arg("check")
+        .output()
+        .expect("sidecar check");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    for module in ["fadvise", "page_cache", "vmscan"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(module) && l.contains("verified")),
+            "{module} not verified:\n{text}"
+        );
+    }
+    assert!(text.contains("run can work (3 of 3 modules)"), "{text}");
+}

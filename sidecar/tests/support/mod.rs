@@ -1,0 +1,497 @@
+//! Test harness for the kernel tests: a real sidecar process, a real workload generator,
+//! and ground truths read from the kernel (/proc/vmstat, mincore, bpftool).
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
+
+use std::{
+    collections::HashMap,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+pub const SIDECAR: &str = env!("CARGO_BIN_EXE_sidecar");
+pub const LOAD: &str = env!("CARGO_BIN_EXE_sidecar-load");
+
+/// Kernel tests share the kernel (host-wide counters, bpftool listings): one at a time.
+static KERNEL: Mutex<()> = Mutex::new(());
+
+/// Whether kernel tests must run rather than skip.
+pub fn kernel_tests_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var("SIDECAR_REQUIRE_EBPF").is_ok_and(|v| v == "1")
+}
+
+/// Why kernel tests cannot run here, if they cannot.
+fn kernel_unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root (the programs need CAP_BPF, CAP_PERFMON and tracefs)".into());
+    }
+    None
+}
+
+/// Takes the kernel for one test, or skips it (outside CI only) with a printed reason.
+pub fn kernel(test: &str) -> Option<MutexGuard<'static, ()>> {
+    if let Some(reason) = kernel_unavailable() {
+        assert!(
+            !kernel_tests_required(),
+            "kernel test {test} cannot run: {reason} (CI=true / SIDECAR_REQUIRE_EBPF=1 forbid skipping)"
+        );
+        eprintln!("SKIP {test}: {reason}");
+        return None;
+    }
+    Some(KERNEL.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// A name unique to this test run, usable as a comm (15 bytes at most).
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{prefix}{}{n}", std::process::id() % 10000);
+    assert!(name.len() <= 15, "{name} is too long for a comm");
+    name
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Scratch space on a real file system (not tmpfs: the page cache must be involved).
+pub fn scratch_dir() -> tempfile::TempDir {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).expect("target tmp dir");
+    tempfile::tempdir_in(base).expect("scratch dir")
+}
+
+/// A running `sidecar run`.
+pub struct Sidecar {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Sidecar {
+    /// Starts a sidecar with `body` as the configuration (server addresses are added) and
+    /// waits until it is ready.
+    pub fn start(body: &str) -> Sidecar {
+        Sidecar::start_with_env(body, &[])
+    }
+
+    pub fn start_with_env(body: &str, env: &[(&str, &str)]) -> Sidecar {
+        let sidecar = Sidecar::spawn(body, env);
+        sidecar.wait_ready(Duration::from_secs(30));
+        sidecar
+    }
+
+    /// Starts a sidecar without waiting for it.
+    pub fn spawn(body: &str, env: &[(&str, &str)]) -> Sidecar {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = format!(
+            "server:\n  metrics_addr: {addr}\n  grpc_addr: {grpc}\nlog:\n  level: debug\n{body}"
+        );
+        let path = dir.path().join("sidecar.yaml");
+        std::fs::write(&path, config).expect("write config");
+        let log = dir.path().join("sidecar.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut command = Command::new(SIDECAR);
+        command
+            .args(["run", "--config"])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("start sidecar");
+        Sidecar {
+            child: Some(child),
+            addr,
+            dir,
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok((200, _)) = http_get(self.addr, "/health/ready") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sidecar not ready after {timeout:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path).unwrap_or_else(|err| panic!("GET {path}: {err}\n{}", self.log()))
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        Metrics::parse(&body)
+    }
+
+    pub fn drains(&self) -> u64 {
+        self.metrics().value("sidecar_drains_total", &[]) as u64
+    }
+
+    /// Waits until `n` more drains have completed, and returns the metrics after them.
+    pub fn after_drains(&self, n: u64) -> Metrics {
+        let start = self.drains();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let metrics = self.metrics();
+            if metrics.value("sidecar_drains_total", &[]) as u64 >= start + n {
+                return metrics;
+            }
+            assert!(Instant::now() < deadline, "no drains; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops with SIGTERM and returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("sidecar did not stop on SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET (no client library: the test should see exactly what a scraper
+/// gets).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_with(addr, path, &[])
+}
+
+pub fn http_get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))?;
+    Ok((status, body.to_owned()))
+}
+
+type Labels = Vec<(String, String)>;
+
+/// Samples of a Prometheus text exposition.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    samples: HashMap<String, Vec<(Labels, f64)>>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut samples: HashMap<String, Vec<_>> = HashMap::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                other => other.parse().unwrap_or(f64::NAN),
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, parse_labels(rest.trim_end_matches('}'))),
+                None => (series, Vec::new()),
+            };
+            samples
+                .entry(name.to_owned())
+                .or_default()
+                .push((labels, value));
+        }
+        Metrics { samples }
+    }
+
+    /// The sample with exactly these labels (any others allowed); 0 when absent.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.find(name, labels).unwrap_or(0.0)
+    }
+
+    pub fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples.get(name)?.iter().find_map(|(have, value)| {
+            labels
+                .iter()
+                .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+                .then_some(*value)
+        })
+    }
+
+    /// Sum over every sample of `name` whose labels include `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples.get(name).map_or(0.0, |all| {
+            all.iter()
+                .filter(|(have, _)| {
+                    labels
+                        .iter()
+                        .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+                })
+                .map(|(_, v)| v)
+                .sum()
+        })
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.samples.contains_key(name)
+    }
+}
+
+fn parse_labels(text: &str) -> Vec<(String, String)> {
+    let mut labels = Vec::new();
+    let mut rest = text;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let Some(end) = after.find('"') else { break };
+        labels.push((
+            key.trim_start_matches(',').to_owned(),
+            after[..end].to_owned(),
+        ));
+        rest = &after[end + 1..];
+    }
+    labels
+}
+
+/// Runs the workload generator and returns its JSON report.
+pub fn load(comm: &str, args: &[&str]) -> serde_json::Value {
+    let output = load_command(comm, args).output().expect("run sidecar-load");
+    parse_report(&output, args)
+}
+
+pub fn load_command(comm: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(LOAD);
+    command.arg("--comm").arg(comm).args(args);
+    command.stdin(Stdio::null());
+    command
+}
+
+pub fn parse_report(output: &Output, args: &[&str]) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "sidecar-load {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON report")
+}
+
+pub fn report_u64(report: &serde_json::Value, key: &str) -> u64 {
+    report[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing from {report}"))
+}
+
+/// Counters from /proc/vmstat.
+pub fn vmstat() -> HashMap<String, u64> {
+    std::fs::read_to_string("/proc/vmstat")
+        .expect("/proc/vmstat")
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            Some((key.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Pages scanned and reclaimed by LRU shrinking, as the kernel's own counters say.
+pub fn vmstat_scan_steal() -> (u64, u64) {
+    let stat = vmstat();
+    let get = |k: &str| stat.get(k).copied().unwrap_or(0);
+    if stat.contains_key("pgscan_file") {
+        (
+            get("pgscan_anon") + get("pgscan_file"),
+            get("pgsteal_anon") + get("pgsteal_file"),
+        )
+    } else {
+        (
+            get("pgscan_kswapd") + get("pgscan_direct") + get("pgscan_khugepaged"),
+            get("pgsteal_kswapd") + get("pgsteal_direct") + get("pgsteal_khugepaged"),
+        )
+    }
+}
+
+/// Entries of every loaded BPF map with this name, by bpftool (the kernel's view).
+pub fn bpftool_map_entries(name: &str) -> usize {
+    let output = Command::new("bpftool")
+        .args(["-j", "map", "dump", "name", name])
+        .output()
+        .expect("bpftool (installed by scripts/bootstrap.sh --test)");
+    assert!(
+        output.status.success(),
+        "bpftool map dump name {name}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).expect("bpftool JSON");
+    value.as_array().map_or(0, Vec::len)
+}
+
+/// Names of every loaded BPF program, by bpftool.
+pub fn bpftool_program_names() -> Vec<String> {
+    let output = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("bpftool");
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    value
+        .as_array()
+        .map(|progs| {
+            progs
+                .iter()
+                .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A memory cgroup with a limit (cgroup v1 `memory.limit_in_bytes` or v2 `memory.max`),
+/// removed on drop.
+pub struct MemoryCgroup {
+    pub path: PathBuf,
+}
+
+impl MemoryCgroup {
+    pub fn create(limit_bytes: u64) -> MemoryCgroup {
+        let name = format!("sidecar-test-{}", unique("m"));
+        let v1 = Path::new("/sys/fs/cgroup/memory");
+        if v1.join("memory.limit_in_bytes").exists() {
+            let path = v1.join(&name);
+            std::fs::create_dir(&path).expect("create v1 memory cgroup");
+            std::fs::write(path.join("memory.limit_in_bytes"), limit_bytes.to_string())
+                .expect("set memory.limit_in_bytes");
+            return MemoryCgroup { path };
+        }
+        let root = cgroup2_with_memory().expect("a cgroup v1 or v2 memory controller");
+        let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
+        let path = root.join(&name);
+        std::fs::create_dir(&path).expect("create v2 cgroup");
+        std::fs::write(path.join("memory.max"), limit_bytes.to_string()).expect("set memory.max");
+        MemoryCgroup { path }
+    }
+
+    /// Makes `command` start inside this cgroup.
+    pub fn enter(&self, command: &mut Command) {
+        use std::os::unix::process::CommandExt as _;
+        let procs = std::ffi::CString::new(
+            self.path
+                .join("cgroup.procs")
+                .as_os_str()
+                .as_encoded_bytes(),
+        )
+        .expect("path");
+        // SAFETY: between fork and exec only async-signal-safe calls: open, write, close.
+        unsafe {
+            command.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if written != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+fn cgroup2_with_memory() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        let (_, rest) = line.split_once(" - ")?;
+        if !rest.starts_with("cgroup2 ") {
+            return None;
+        }
+        let mount_point = PathBuf::from(line.split_whitespace().nth(4)?);
+        let controllers = std::fs::read_to_string(mount_point.join("cgroup.controllers")).ok()?;
+        controllers
+            .split_whitespace()
+            .any(|c| c == "memory")
+            .then_some(mount_point)
+    })
+}
