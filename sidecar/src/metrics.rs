@@ -419,6 +419,12 @@ impl Exposition {
             )?;
             gauge(
                 e,
+                "sidecar_last_drain_switch_seconds",
+                "Time the last drain waited for the epoch switch (an RCU grace period).",
+                last.drain.switch_duration.as_secs_f64(),
+            )?;
+            gauge(
+                e,
                 "sidecar_last_drain_entries",
                 "Kernel map entries read and removed by the last drain.",
                 last.drain.entries as f64,

@@ -29,6 +29,9 @@ pub const EXIT_NO_MODULE: u8 = 3;
 /// Exit status for other start-up failures (a port in use, ...).
 pub const EXIT_FAILURE: u8 = 1;
 
+/// The first drain happens after this long at most.
+const FIRST_DRAIN_AFTER: Duration = Duration::from_secs(1);
+
 /// Intervals kept for rates and the APIs: an hour's worth, at most this many.
 const MAX_RETAINED_INTERVALS: usize = 3600;
 
@@ -242,7 +245,8 @@ fn drain_loop(
     stop: mpsc::Receiver<()>,
 ) {
     let mut previous = Instant::now();
-    let mut next = previous + interval;
+    // The first drain comes early, so that readiness does not wait a whole long interval.
+    let mut next = previous + interval.min(FIRST_DRAIN_AFTER);
     let mut failures = 0u64;
     loop {
         let stopping = match stop.recv_timeout(next.saturating_duration_since(Instant::now())) {
