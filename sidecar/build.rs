@@ -6,6 +6,36 @@ use std::{
 };
 
 fn main() {
+    compile_protos();
+    embed_ebpf_object();
+}
+
+/// Generates the gRPC code from proto/ with protox (no protoc needed) and writes the file
+/// descriptor set that server reflection publishes.
+fn compile_protos() {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let proto_root = manifest.parent().expect("workspace").join("proto");
+    let files = [proto_root.join("sidecar/v1/sidecar.proto")];
+    println!("cargo::rerun-if-changed={}", proto_root.display());
+    let descriptors = match protox::compile(&files, [&proto_root]) {
+        Ok(descriptors) => descriptors,
+        Err(err) => fail(&format!("compiling the protos: {err}")),
+    };
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+    let encoded = prost::Message::encode_to_vec(&descriptors);
+    if let Err(err) = fs::write(out_dir.join("sidecar_descriptor.bin"), encoded) {
+        fail(&format!("writing the descriptor set: {err}"));
+    }
+    if let Err(err) = tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)
+    {
+        fail(&format!("generating the gRPC code: {err}"));
+    }
+}
+
+fn embed_ebpf_object() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let root = manifest
         .parent()

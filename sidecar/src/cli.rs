@@ -24,6 +24,68 @@ pub enum Command {
     /// Report what this kernel and these privileges support, module by module; the exit
     /// status says whether `run` can work.
     Check(CheckArgs),
+    /// Ask a running sidecar over its gRPC API.
+    Query(QueryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The sidecar's gRPC address (server.grpc_addr).
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr, default_value = "127.0.0.1:50051")]
+    pub addr: Addr,
+    /// Print canonical proto JSON, one object per message, instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Deadline for each call (for `watch`: the whole stream), e.g. 5s.
+    #[arg(long, value_name = "DUR", value_parser = parse_timeout)]
+    pub timeout: Option<Timeout>,
+    #[command(subcommand)]
+    pub command: QueryCommand,
+}
+
+/// A call deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeout(pub std::time::Duration);
+
+fn parse_timeout(text: &str) -> Result<Timeout, String> {
+    crate::config::parse_duration(text).map(Timeout)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueryCommand {
+    /// Version, kernel, modules, drains, overflow.
+    Status,
+    /// Cumulative metrics (every page).
+    Metrics {
+        /// fadvise, page_cache, vmscan or self (repeatable).
+        #[arg(long)]
+        module: Vec<String>,
+        /// Metric name or pattern with `*` (repeatable).
+        #[arg(long)]
+        metric: Vec<String>,
+        /// Workload name (repeatable).
+        #[arg(long)]
+        workload: Vec<String>,
+        /// Metrics per call (1..=10000).
+        #[arg(long, default_value_t = 500)]
+        page_size: u32,
+    },
+    /// Per-workload I/O statistics of the last interval, or of a window.
+    Iostats {
+        #[arg(long)]
+        workload: Vec<String>,
+        /// Sum the intervals of the last DUR, e.g. 5m.
+        #[arg(long, value_name = "DUR")]
+        window: Option<String>,
+    },
+    /// One table per drain.
+    Watch {
+        #[arg(long)]
+        workload: Vec<String>,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub metrics_addr: Addr,
     /// gRPC API.
     pub grpc_addr: Addr,
+    /// Concurrent WatchIOStats streams; more get RESOURCE_EXHAUSTED.
+    pub max_streams: Capacity,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +67,7 @@ impl Default for ServerConfig {
         ServerConfig {
             metrics_addr: Addr(SocketAddr::from(([127, 0, 0, 1], 9464))),
             grpc_addr: Addr(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            max_streams: Capacity(64),
         }
     }
 }
@@ -105,6 +108,8 @@ pub struct Limits {
     pub max_tracked_processes: Capacity,
     /// Threads with an fadvise call, a read or a reclaim episode in flight.
     pub max_tracked_threads: Capacity,
+    /// How far back GetIOStats windows reach (at most `MAX_RETAINED_INTERVALS` intervals).
+    pub retention: Retention,
 }
 
 impl Default for Limits {
@@ -112,7 +117,43 @@ impl Default for Limits {
         Limits {
             max_tracked_processes: Capacity(8192),
             max_tracked_threads: Capacity(16384),
+            retention: Retention(Duration::from_secs(3600)),
         }
+    }
+}
+
+/// Intervals the store keeps at most, whatever the retention: memory stays bounded.
+pub const MAX_RETAINED_INTERVALS: usize = 3600;
+
+impl Config {
+    /// Intervals kept for windows: the retention at the drain interval, bounded.
+    pub fn retained_intervals(&self) -> usize {
+        let intervals = self.limits.retention.0.as_nanos() / self.interval.0.as_nanos().max(1);
+        (intervals.max(1) as usize).min(MAX_RETAINED_INTERVALS)
+    }
+}
+
+/// How long recent intervals are kept: `1h`, `15m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Duration);
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RetentionVisitor;
+        impl Visitor<'_> for RetentionVisitor {
+            type Value = Retention;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as 1h or 15m")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Retention, E> {
+                let duration = parse_duration(text).map_err(E::custom)?;
+                if duration < Duration::from_secs(1) || duration > Duration::from_secs(7 * 86400) {
+                    return Err(E::custom(format!("retention {text:?} is outside 1s..=7d")));
+                }
+                Ok(Retention(duration))
+            }
+        }
+        deserializer.deserialize_str(RetentionVisitor)
     }
 }
 

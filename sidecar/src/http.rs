@@ -92,7 +92,7 @@ async fn metrics_handler(
     if let Some(unknown) = query
         .module
         .iter()
-        .find(|m| Module::from_name(m).is_none() && m.as_str() != SELF_MODULE)
+        .find(|m| !metrics::module_names().any(|known| known == m.as_str()))
     {
         return (
             StatusCode::BAD_REQUEST,
@@ -111,7 +111,7 @@ async fn metrics_handler(
         modules: query.module,
         workloads: query.workload,
     };
-    let text = match metrics::encode_openmetrics(&state.store, &state.status, filter) {
+    let text = match metrics::encode_openmetrics(&state.store, &state.status, &filter) {
         Ok(text) => text,
         Err(_) => {
             return (

@@ -4,13 +4,16 @@
 //! workloads) -> [`store`] -> sinks ([`metrics`] over [`http`]).
 
 pub mod aggregate;
+pub mod api;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod grpc;
 pub mod http;
 pub mod kernel;
 pub mod logging;
 pub mod metrics;
+pub mod query;
 pub mod run;
 pub mod status;
 pub mod store;

@@ -5,7 +5,7 @@ use sidecar::{
     check,
     cli::{Cli, Command},
     config::Config,
-    run,
+    query, run,
 };
 
 /// Exit statuses (documented in docs/operations.md).
@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             };
             check::check(&config)
         }
+        Command::Query(args) => query::query(args),
     }
 }
 

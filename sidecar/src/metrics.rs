@@ -1,4 +1,5 @@
-//! The Prometheus view of the store: encoded on each scrape by a prometheus-client collector.
+//! The metric families: one model, built from the store, that every pull sink encodes.
+//! `/metrics` encodes it with prometheus-client; `GetMetrics` flattens it into messages.
 //!
 //! prometheus-client writes OpenMetrics text; scrapers that do not ask for OpenMetrics get the
 //! Prometheus text format 0.0.4, converted from it (see `to_prometheus_text`).
@@ -7,23 +8,167 @@ use std::sync::{Arc, RwLock};
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric as _, NoLabelSet},
-    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    encoding::{DescriptorEncoder, NoLabelSet},
+    metrics::MetricType,
     registry::Registry,
 };
 use sidecar_common::{Advice, LATENCY_BUCKETS, ReclaimKind, latency_bucket_upper_ns};
 
 use crate::{
-    kernel::modules::Module,
+    kernel::{ModuleState, modules::Module},
     status::Status,
     store::{DRAIN_DURATION_BUCKETS, LatencyHistogram, Store, rates},
     workload::WorkloadId,
 };
 
-/// Which series a scrape wants (all, unless filtered).
+/// The module name under which the daemon's own metrics are filtered.
+pub const SELF_MODULE: &str = "self";
+
+/// Every module name a filter may use.
+pub fn module_names() -> impl Iterator<Item = &'static str> {
+    Module::ALL
+        .into_iter()
+        .map(Module::name)
+        .chain(std::iter::once(SELF_MODULE))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A metric family: name (without the `_total`/`_info` suffix), type, help, module.
+#[derive(Debug)]
+pub struct FamilyDef {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    pub module: &'static str,
+}
+
+impl FamilyDef {
+    /// The name samples carry on /metrics: counters end in `_total`.
+    pub fn exposed_name(&self) -> String {
+        match self.kind {
+            Kind::Counter => format!("{}_total", self.name),
+            Kind::Gauge | Kind::Histogram => self.name.to_owned(),
+        }
+    }
+}
+
+macro_rules! families {
+    ($($id:ident = $name:literal, $kind:ident, $module:expr, $help:literal;)*) => {
+        $(pub static $id: FamilyDef = FamilyDef {
+            name: $name,
+            kind: Kind::$kind,
+            help: $help,
+            module: $module,
+        };)*
+        /// Every family the sidecar can export, in exposition order.
+        pub const CATALOG: &[&FamilyDef] = &[$(&$id),*];
+    };
+}
+
+const FADVISE: &str = "fadvise";
+const PAGE_CACHE: &str = "page_cache";
+const VMSCAN: &str = "vmscan";
+
+families! {
+    FADVISE_CALLS = "ebpf_fadvise_calls", Counter, FADVISE,
+        "posix_fadvise calls, by workload and advice.";
+    FADVISE_SUCCESS = "ebpf_fadvise_success", Counter, FADVISE,
+        "posix_fadvise calls that returned 0, by workload and advice.";
+    FADVISE_SUCCESS_RATE = "ebpf_fadvise_success_rate_percent", Gauge, FADVISE,
+        "Share of posix_fadvise calls that succeeded over the last interval.";
+    CACHE_READ_ATTEMPTS = "ebpf_cache_read_attempts", Counter, PAGE_CACHE,
+        "Pages requested by the read path.";
+    CACHE_MISSES = "ebpf_cache_misses", Counter, PAGE_CACHE,
+        "Requested pages that were not cached (added to the cache by the reader).";
+    PAGE_CACHE_ADDS = "ebpf_page_cache_adds", Counter, PAGE_CACHE,
+        "Pages added to the page cache.";
+    PAGE_CACHE_EVICTIONS = "ebpf_page_cache_evictions", Counter, PAGE_CACHE,
+        "Pages removed from the page cache while the workload was running.";
+    CACHE_HIT_RATE = "ebpf_cache_hit_rate_percent", Gauge, PAGE_CACHE,
+        "Share of requested pages that were cached, over the last interval.";
+    CACHE_MISS_RATE = "ebpf_cache_miss_rate_percent", Gauge, PAGE_CACHE,
+        "Share of requested pages that were not cached, over the last interval.";
+    LRU_SCANNED = "ebpf_memory_lru_pages_scanned", Counter, VMSCAN,
+        "Pages scanned by LRU shrinking, host-wide.";
+    LRU_RECLAIMED = "ebpf_memory_lru_pages_reclaimed", Counter, VMSCAN,
+        "Pages reclaimed by LRU shrinking, host-wide.";
+    KSWAPD_WAKEUPS = "ebpf_memory_kswapd_wakeups", Counter, VMSCAN,
+        "kswapd wakeups, host-wide.";
+    DIRECT_RECLAIM = "ebpf_memory_direct_reclaim", Counter, VMSCAN,
+        "Direct-reclaim episodes.";
+    DIRECT_RECLAIM_SECONDS = "ebpf_memory_direct_reclaim_seconds", Histogram, VMSCAN,
+        "Time tasks stalled in direct reclaim.";
+    MEMCG_RECLAIM_SECONDS = "ebpf_memory_memcg_reclaim_seconds", Histogram, VMSCAN,
+        "Time tasks stalled in memory-cgroup reclaim.";
+    RECLAIM_EFFICIENCY = "ebpf_memory_reclaim_efficiency_percent", Gauge, VMSCAN,
+        "Pages reclaimed per page scanned over the last interval, host-wide.";
+    DIRECT_RECLAIM_PROCESSES = "ebpf_memory_direct_reclaim_processes", Gauge, VMSCAN,
+        "Tasks in direct reclaim at the last drain.";
+    BUILD = "sidecar_build_info", Gauge, SELF_MODULE,
+        "Build information; the value is always 1.";
+    MODULE_ATTACHED = "sidecar_module_attached", Gauge, SELF_MODULE,
+        "1 when every program of the module is attached, else 0.";
+    DRAINS = "sidecar_drains", Counter, SELF_MODULE,
+        "Drains of the kernel maps.";
+    DRAIN_DURATION = "sidecar_drain_duration_seconds", Histogram, SELF_MODULE,
+        "Time to switch epochs and read and clear the kernel maps.";
+    LAST_DRAIN_TIMESTAMP = "sidecar_last_drain_timestamp_seconds", Gauge, SELF_MODULE,
+        "When the last drain ended (Unix time).";
+    LAST_DRAIN_SWITCH = "sidecar_last_drain_switch_seconds", Gauge, SELF_MODULE,
+        "Time the last drain waited for the epoch switch (an RCU grace period).";
+    LAST_DRAIN_ENTRIES = "sidecar_last_drain_entries", Gauge, SELF_MODULE,
+        "Kernel map entries read and removed by the last drain.";
+    MAP_OVERFLOW = "sidecar_map_overflow", Counter, SELF_MODULE,
+        "Events counted under workload \"other\" because a kernel map was full.";
+    FIELD_READ_ERRORS = "sidecar_bpf_field_read_errors", Counter, SELF_MODULE,
+        "Tracepoint fields the programs could not read (should stay 0).";
+    DROPPED_PROCESS_EVENTS = "sidecar_dropped_process_events", Counter, SELF_MODULE,
+        "Events of processes that matched no workload, dropped (unmatched: drop).";
+    TRACKED_PROCESSES = "sidecar_tracked_processes", Gauge, SELF_MODULE,
+        "Processes with a cached workload classification.";
+    KERNEL_MAP_BYTES = "sidecar_kernel_map_bytes", Gauge, SELF_MODULE,
+        "Kernel memory held by the sidecar's BPF maps.";
+    BPF_RUN_SECONDS = "sidecar_bpf_program_run_seconds", Counter, SELF_MODULE,
+        "CPU time spent in each BPF program (kernel BPF statistics).";
+    BPF_RUNS = "sidecar_bpf_program_runs", Counter, SELF_MODULE,
+        "Runs of each BPF program (kernel BPF statistics).";
+}
+
+/// A sample's value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Count(u64),
+    Number(f64),
+    /// Non-cumulative bucket counts by upper bound (the last is +Inf).
+    Histogram {
+        count: u64,
+        sum: f64,
+        buckets: Vec<(f64, u64)>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub labels: Vec<(&'static str, String)>,
+    pub value: Value,
+}
+
+#[derive(Debug)]
+pub struct Family {
+    pub def: &'static FamilyDef,
+    pub samples: Vec<Sample>,
+}
+
+/// Which families and series to build.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
-    /// Modules to include; empty means all (the daemon's own metrics are module `self`).
+    /// Module names; empty means all (the daemon's own metrics are module `self`).
     pub modules: Vec<String>,
     pub workloads: Vec<String>,
 }
@@ -37,91 +182,19 @@ impl Filter {
     }
 }
 
-/// The module name under which the daemon's own metrics are filtered.
-pub const SELF_MODULE: &str = "self";
-
-#[derive(Debug)]
-struct Exposition {
-    store: Arc<RwLock<Store>>,
-    status: Arc<Status>,
-    filter: Filter,
+fn sample(labels: Vec<(&'static str, String)>, value: Value) -> Sample {
+    Sample { labels, value }
 }
 
-/// Encodes the metrics as OpenMetrics text (ending with `# EOF`).
-pub fn encode_openmetrics(
-    store: &Arc<RwLock<Store>>,
-    status: &Arc<Status>,
-    filter: Filter,
-) -> Result<String, std::fmt::Error> {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(Exposition {
-        store: Arc::clone(store),
-        status: Arc::clone(status),
-        filter,
-    }));
-    let mut text = String::with_capacity(16 * 1024);
-    prometheus_client::encoding::text::encode(&mut text, &registry)?;
-    Ok(text)
-}
-
-type Labels<'a> = Vec<(&'static str, &'a str)>;
-
-fn counter_family<'a>(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (Labels<'a>, u64)>,
-) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, value) in samples {
-        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-fn counter(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    value: u64,
-) -> Result<(), std::fmt::Error> {
-    let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-    ConstCounter::new(value).encode(family)
-}
-
-fn gauge_family<'a>(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (Labels<'a>, f64)>,
-) -> Result<(), std::fmt::Error> {
-    let samples: Vec<_> = samples.into_iter().collect();
-    // A family without samples is left out entirely (rates are absent, not 0 or NaN).
-    if samples.is_empty() {
-        return Ok(());
-    }
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, value) in samples {
-        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-fn gauge(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    value: f64,
-) -> Result<(), std::fmt::Error> {
-    let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    ConstGauge::new(value).encode(family)
+fn workload_label(name: &str) -> Vec<(&'static str, String)> {
+    vec![("workload", name.to_owned())]
 }
 
 /// Prometheus bucket bounds (seconds) for the kernel's log2 ns buckets: the buckets below
 /// ~1 µs fold into the first bound.
 const FIRST_EXPORTED_BUCKET: u32 = 10;
 
-fn latency_buckets(histogram: &LatencyHistogram) -> Vec<(f64, u64)> {
+fn latency_value(histogram: &LatencyHistogram) -> Value {
     let mut buckets = Vec::with_capacity(LATENCY_BUCKETS);
     let mut pending = 0;
     for (index, count) in histogram.buckets.iter().enumerate() {
@@ -136,379 +209,316 @@ fn latency_buckets(histogram: &LatencyHistogram) -> Vec<(f64, u64)> {
             None => buckets.push((f64::INFINITY, pending)),
         }
     }
-    buckets
+    Value::Histogram {
+        count: histogram.count,
+        sum: histogram.sum_ns as f64 / 1e9,
+        buckets,
+    }
 }
 
-fn histogram_family(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    samples: Vec<(Labels<'_>, &LatencyHistogram)>,
-) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-    for (labels, histogram) in samples {
-        family
-            .encode_family(&labels)?
-            .encode_histogram::<NoLabelSet>(
-                histogram.sum_ns as f64 / 1e9,
-                histogram.count,
-                &latency_buckets(histogram),
-                None,
-            )?;
+/// Builds every family the filter selects from the store and the daemon's status.
+pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
+    let names = store.names();
+    let workloads: Vec<(WorkloadId, &str)> = store
+        .reported_workloads()
+        .into_iter()
+        .map(|id| (id, names.name(id)))
+        .filter(|(_, name)| filter.workload(name))
+        .collect();
+    let last = store.last();
+    let mut families = Vec::new();
+    let mut push = |def: &'static FamilyDef, samples: Vec<Sample>| {
+        if filter.module(def.module) {
+            families.push(Family { def, samples });
+        }
+    };
+    let per_workload = |value: &dyn Fn(WorkloadId) -> Option<Value>| -> Vec<Sample> {
+        workloads
+            .iter()
+            .filter_map(|&(id, name)| Some(sample(workload_label(name), value(id)?)))
+            .collect()
+    };
+    let by_advice = |pick: fn(&sidecar_common::FadviseCounts) -> u64| -> Vec<Sample> {
+        workloads
+            .iter()
+            .flat_map(|&(id, name)| {
+                let totals = store.totals(id);
+                Advice::ALL.into_iter().map(move |advice| {
+                    sample(
+                        vec![
+                            ("workload", name.to_owned()),
+                            ("advice", advice.label().to_owned()),
+                        ],
+                        Value::Count(pick(&totals.fadvise[advice as usize])),
+                    )
+                })
+            })
+            .collect()
+    };
+    let host = store.host_totals();
+
+    push(&FADVISE_CALLS, by_advice(|c| c.calls));
+    push(&FADVISE_SUCCESS, by_advice(|c| c.successes));
+    push(
+        &FADVISE_SUCCESS_RATE,
+        per_workload(&|id| rates::fadvise_success(last?.workload(id)).map(Value::Number)),
+    );
+    let page_cache = |pick: fn(&sidecar_common::PageCacheCounts) -> u64| {
+        per_workload(&|id| Some(Value::Count(pick(&store.totals(id).page_cache))))
+    };
+    push(&CACHE_READ_ATTEMPTS, page_cache(|c| c.requested_pages));
+    push(&CACHE_MISSES, page_cache(|c| c.missed_pages));
+    push(&PAGE_CACHE_ADDS, page_cache(|c| c.added_pages));
+    push(&PAGE_CACHE_EVICTIONS, page_cache(|c| c.evicted_pages));
+    push(
+        &CACHE_HIT_RATE,
+        per_workload(&|id| rates::cache_hit(last?.workload(id)).map(Value::Number)),
+    );
+    push(
+        &CACHE_MISS_RATE,
+        per_workload(&|id| rates::cache_miss(last?.workload(id)).map(Value::Number)),
+    );
+
+    let host_count = |value: u64| vec![sample(Vec::new(), Value::Count(value))];
+    push(&LRU_SCANNED, host_count(host.lru_pages_scanned));
+    push(&LRU_RECLAIMED, host_count(host.lru_pages_reclaimed));
+    push(&KSWAPD_WAKEUPS, host_count(host.kswapd_wakeups));
+    push(
+        &DIRECT_RECLAIM,
+        per_workload(&|id| {
+            Some(Value::Count(
+                store.totals(id).reclaim[ReclaimKind::Direct as usize].count,
+            ))
+        }),
+    );
+    for (def, kind) in [
+        (&DIRECT_RECLAIM_SECONDS, ReclaimKind::Direct),
+        (&MEMCG_RECLAIM_SECONDS, ReclaimKind::Memcg),
+    ] {
+        push(
+            def,
+            per_workload(&|id| Some(latency_value(&store.totals(id).reclaim[kind as usize]))),
+        );
     }
-    Ok(())
+    push(
+        &RECLAIM_EFFICIENCY,
+        last.and_then(|l| rates::reclaim_efficiency(&l.host))
+            .map(|v| sample(Vec::new(), Value::Number(v)))
+            .into_iter()
+            .collect(),
+    );
+    push(
+        &DIRECT_RECLAIM_PROCESSES,
+        vec![sample(
+            Vec::new(),
+            Value::Number(last.map_or(0, |l| l.direct_reclaim_in_progress) as f64),
+        )],
+    );
+
+    push(
+        &BUILD,
+        vec![sample(
+            vec![
+                ("version", env!("CARGO_PKG_VERSION").to_owned()),
+                ("kernel", status.kernel().release.clone()),
+            ],
+            Value::Number(1.0),
+        )],
+    );
+    let modules = status.modules().unwrap_or_default();
+    push(
+        &MODULE_ATTACHED,
+        Module::ALL
+            .into_iter()
+            .map(|module| {
+                let attached = modules.get(&module) == Some(&ModuleState::Attached);
+                sample(
+                    vec![("module", module.name().to_owned())],
+                    Value::Number(f64::from(u8::from(attached))),
+                )
+            })
+            .collect(),
+    );
+    push(&DRAINS, host_count(store.drains()));
+    let durations = store.drain_durations();
+    push(
+        &DRAIN_DURATION,
+        vec![sample(
+            Vec::new(),
+            Value::Histogram {
+                count: durations.count,
+                sum: durations.sum_seconds,
+                buckets: DRAIN_DURATION_BUCKETS
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(f64::INFINITY))
+                    .zip(durations.counts.iter().copied())
+                    .collect(),
+            },
+        )],
+    );
+    let last_number = |value: &dyn Fn(&crate::store::Interval) -> f64| -> Vec<Sample> {
+        last.map(|l| sample(Vec::new(), Value::Number(value(l))))
+            .into_iter()
+            .collect()
+    };
+    push(
+        &LAST_DRAIN_TIMESTAMP,
+        last_number(&|l| {
+            l.at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        }),
+    );
+    push(
+        &LAST_DRAIN_SWITCH,
+        last_number(&|l| l.drain.switch_duration.as_secs_f64()),
+    );
+    push(
+        &LAST_DRAIN_ENTRIES,
+        last_number(&|l| l.drain.entries as f64),
+    );
+    push(
+        &MAP_OVERFLOW,
+        [
+            ("fadvise", host.overflow.fadvise),
+            ("page_cache", host.overflow.page_cache),
+            ("reclaim", host.overflow.reclaim),
+            ("processes", host.overflow.processes),
+        ]
+        .into_iter()
+        .map(|(map, value)| sample(vec![("map", map.to_owned())], Value::Count(value)))
+        .collect(),
+    );
+    push(&FIELD_READ_ERRORS, host_count(host.field_read_errors));
+    push(
+        &DROPPED_PROCESS_EVENTS,
+        host_count(host.dropped_process_events),
+    );
+    push(
+        &TRACKED_PROCESSES,
+        vec![sample(
+            Vec::new(),
+            Value::Number(store.tracked_processes() as f64),
+        )],
+    );
+    push(
+        &KERNEL_MAP_BYTES,
+        vec![sample(
+            Vec::new(),
+            Value::Number(status.kernel_map_bytes() as f64),
+        )],
+    );
+    let programs = store.programs();
+    push(
+        &BPF_RUN_SECONDS,
+        programs
+            .iter()
+            .map(|p| {
+                sample(
+                    vec![("program", p.name.clone())],
+                    Value::Number(p.run_time.as_secs_f64()),
+                )
+            })
+            .collect(),
+    );
+    push(
+        &BPF_RUNS,
+        programs
+            .iter()
+            .map(|p| sample(vec![("program", p.name.clone())], Value::Count(p.run_count)))
+            .collect(),
+    );
+    // A family without samples is left out (rates are absent, not 0 or NaN).
+    families.retain(|f| !f.samples.is_empty());
+    families
+}
+
+struct Exposition {
+    families: Vec<Family>,
+}
+
+impl std::fmt::Debug for Exposition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exposition")
+            .field("families", &self.families.len())
+            .finish()
+    }
 }
 
 impl Collector for Exposition {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
-        let names = store.names();
-        let workloads: Vec<(WorkloadId, &str)> = store
-            .reported_workloads()
-            .into_iter()
-            .map(|id| (id, names.name(id)))
-            .filter(|(_, name)| self.filter.workload(name))
-            .collect();
-        let last = store.last();
-        let e = &mut encoder;
-
-        if self.filter.module(Module::Fadvise.name()) {
-            let by_advice = |pick: fn(&sidecar_common::FadviseCounts) -> u64| {
-                workloads
-                    .iter()
-                    .flat_map(|&(id, name)| {
-                        let totals = store.totals(id);
-                        Advice::ALL.into_iter().map(move |advice| {
-                            (
-                                vec![("workload", name), ("advice", advice.label())],
-                                pick(&totals.fadvise[advice as usize]),
-                            )
-                        })
-                    })
-                    .collect::<Vec<_>>()
+        for family in &self.families {
+            let def = family.def;
+            let kind = match def.kind {
+                Kind::Counter => MetricType::Counter,
+                Kind::Gauge => MetricType::Gauge,
+                Kind::Histogram => MetricType::Histogram,
             };
-            counter_family(
-                e,
-                "ebpf_fadvise_calls",
-                "posix_fadvise calls, by workload and advice.",
-                by_advice(|c| c.calls),
-            )?;
-            counter_family(
-                e,
-                "ebpf_fadvise_success",
-                "posix_fadvise calls that returned 0, by workload and advice.",
-                by_advice(|c| c.successes),
-            )?;
-            gauge_family(
-                e,
-                "ebpf_fadvise_success_rate_percent",
-                "Share of posix_fadvise calls that succeeded over the last interval.",
-                workloads.iter().filter_map(|&(id, name)| {
-                    Some((
-                        vec![("workload", name)],
-                        rates::fadvise_success(last?.workload(id))?,
-                    ))
-                }),
-            )?;
-        }
-
-        if self.filter.module(Module::PageCache.name()) {
-            let per_workload = |pick: fn(&sidecar_common::PageCacheCounts) -> u64| {
-                workloads
+            let mut metric = encoder.encode_descriptor(def.name, def.help, None, kind)?;
+            for sample in &family.samples {
+                let labels: Vec<(&str, &str)> = sample
+                    .labels
                     .iter()
-                    .map(|&(id, name)| {
-                        (vec![("workload", name)], pick(&store.totals(id).page_cache))
-                    })
-                    .collect::<Vec<_>>()
-            };
-            counter_family(
-                e,
-                "ebpf_cache_read_attempts",
-                "Pages requested by the read path.",
-                per_workload(|c| c.requested_pages),
-            )?;
-            counter_family(
-                e,
-                "ebpf_cache_misses",
-                "Requested pages that were not cached (added to the cache by the reader).",
-                per_workload(|c| c.missed_pages),
-            )?;
-            counter_family(
-                e,
-                "ebpf_page_cache_adds",
-                "Pages added to the page cache.",
-                per_workload(|c| c.added_pages),
-            )?;
-            counter_family(
-                e,
-                "ebpf_page_cache_evictions",
-                "Pages removed from the page cache while the workload was running.",
-                per_workload(|c| c.evicted_pages),
-            )?;
-            gauge_family(
-                e,
-                "ebpf_cache_hit_rate_percent",
-                "Share of requested pages that were cached, over the last interval.",
-                workloads.iter().filter_map(|&(id, name)| {
-                    Some((
-                        vec![("workload", name)],
-                        rates::cache_hit(last?.workload(id))?,
-                    ))
-                }),
-            )?;
-            gauge_family(
-                e,
-                "ebpf_cache_miss_rate_percent",
-                "Share of requested pages that were not cached, over the last interval.",
-                workloads.iter().filter_map(|&(id, name)| {
-                    Some((
-                        vec![("workload", name)],
-                        rates::cache_miss(last?.workload(id))?,
-                    ))
-                }),
-            )?;
-        }
-
-        if self.filter.module(Module::Vmscan.name()) {
-            let host = store.host_totals();
-            counter(
-                e,
-                "ebpf_memory_lru_pages_scanned",
-                "Pages scanned by LRU shrinking, host-wide.",
-                host.lru_pages_scanned,
-            )?;
-            counter(
-                e,
-                "ebpf_memory_lru_pages_reclaimed",
-                "Pages reclaimed by LRU shrinking, host-wide.",
-                host.lru_pages_reclaimed,
-            )?;
-            counter(
-                e,
-                "ebpf_memory_kswapd_wakeups",
-                "kswapd wakeups, host-wide.",
-                host.kswapd_wakeups,
-            )?;
-            counter_family(
-                e,
-                "ebpf_memory_direct_reclaim",
-                "Direct-reclaim episodes.",
-                workloads.iter().map(|&(id, name)| {
-                    (
-                        vec![("workload", name)],
-                        store.totals(id).reclaim[ReclaimKind::Direct as usize].count,
-                    )
-                }),
-            )?;
-            for (kind, name, help) in [
-                (
-                    ReclaimKind::Direct,
-                    "ebpf_memory_direct_reclaim_seconds",
-                    "Time tasks stalled in direct reclaim.",
-                ),
-                (
-                    ReclaimKind::Memcg,
-                    "ebpf_memory_memcg_reclaim_seconds",
-                    "Time tasks stalled in memory-cgroup reclaim.",
-                ),
-            ] {
-                histogram_family(
-                    e,
-                    name,
-                    help,
-                    workloads
-                        .iter()
-                        .map(|&(id, workload)| {
-                            (
-                                vec![("workload", workload)],
-                                &store.totals(id).reclaim[kind as usize],
-                            )
-                        })
-                        .collect(),
-                )?;
+                    .map(|(k, v)| (*k, v.as_str()))
+                    .collect();
+                if labels.is_empty() {
+                    encode_value(&mut metric, def.kind, &sample.value)?;
+                } else {
+                    encode_value(&mut metric.encode_family(&labels)?, def.kind, &sample.value)?;
+                }
             }
-            if let Some(efficiency) = last.and_then(|l| rates::reclaim_efficiency(&l.host)) {
-                gauge(
-                    e,
-                    "ebpf_memory_reclaim_efficiency_percent",
-                    "Pages reclaimed per page scanned over the last interval, host-wide.",
-                    efficiency,
-                )?;
-            }
-            gauge(
-                e,
-                "ebpf_memory_direct_reclaim_processes",
-                "Tasks in direct reclaim at the last drain.",
-                last.map_or(0, |l| l.direct_reclaim_in_progress) as f64,
-            )?;
-        }
-
-        if self.filter.module(SELF_MODULE) {
-            self.encode_self(e, &store)?;
         }
         Ok(())
     }
 }
 
-impl Exposition {
-    fn encode_self(
-        &self,
-        e: &mut DescriptorEncoder<'_>,
-        store: &Store,
-    ) -> Result<(), std::fmt::Error> {
-        let info = e.encode_descriptor(
-            "sidecar_build",
-            "Build information.",
-            None,
-            MetricType::Info,
-        )?;
-        prometheus_client::metrics::info::Info::new(vec![
-            ("version", env!("CARGO_PKG_VERSION")),
-            ("kernel", self.status.kernel().release.as_str()),
-        ])
-        .encode(info)?;
-
-        let modules = self.status.modules().unwrap_or_default();
-        gauge_family(
-            e,
-            "sidecar_module_attached",
-            "1 when every program of the module is attached, else 0.",
-            Module::ALL.into_iter().map(|module| {
-                let attached = modules
-                    .get(&module)
-                    .is_some_and(|s| *s == crate::kernel::ModuleState::Attached);
-                (
-                    vec![("module", module.name())],
-                    f64::from(u8::from(attached)),
-                )
-            }),
-        )?;
-        counter(
-            e,
-            "sidecar_drains",
-            "Drains of the kernel maps.",
-            store.drains(),
-        )?;
-        let durations = store.drain_durations();
-        let mut family = e.encode_descriptor(
-            "sidecar_drain_duration_seconds",
-            "Time to switch epochs and read and clear the kernel maps.",
-            None,
-            MetricType::Histogram,
-        )?;
-        let buckets: Vec<(f64, u64)> = DRAIN_DURATION_BUCKETS
-            .iter()
-            .copied()
-            .chain(std::iter::once(f64::INFINITY))
-            .zip(durations.counts.iter().copied())
-            .collect();
-        family.encode_histogram::<NoLabelSet>(
-            durations.sum_seconds,
-            durations.count,
-            &buckets,
-            None,
-        )?;
-        if let Some(last) = store.last() {
-            gauge(
-                e,
-                "sidecar_last_drain_timestamp_seconds",
-                "When the last drain ended (Unix time).",
-                last.at
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64()),
-            )?;
-            gauge(
-                e,
-                "sidecar_last_drain_switch_seconds",
-                "Time the last drain waited for the epoch switch (an RCU grace period).",
-                last.drain.switch_duration.as_secs_f64(),
-            )?;
-            gauge(
-                e,
-                "sidecar_last_drain_entries",
-                "Kernel map entries read and removed by the last drain.",
-                last.drain.entries as f64,
-            )?;
-        }
-        let host = store.host_totals();
-        counter_family(
-            e,
-            "sidecar_map_overflow",
-            "Events counted under workload \"other\" because a kernel map was full.",
-            [
-                (vec![("map", "fadvise")], host.overflow.fadvise),
-                (vec![("map", "page_cache")], host.overflow.page_cache),
-                (vec![("map", "reclaim")], host.overflow.reclaim),
-                (vec![("map", "processes")], host.overflow.processes),
-            ],
-        )?;
-        counter(
-            e,
-            "sidecar_bpf_field_read_errors",
-            "Tracepoint fields the programs could not read (should stay 0).",
-            host.field_read_errors,
-        )?;
-        counter(
-            e,
-            "sidecar_dropped_process_events",
-            "Events of processes that matched no workload, dropped (unmatched: drop).",
-            host.dropped_process_events,
-        )?;
-        gauge(
-            e,
-            "sidecar_tracked_processes",
-            "Processes with a cached workload classification.",
-            store.tracked_processes() as f64,
-        )?;
-        gauge(
-            e,
-            "sidecar_kernel_map_bytes",
-            "Kernel memory held by the sidecar's BPF maps.",
-            self.status.kernel_map_bytes() as f64,
-        )?;
-        if !store.programs().is_empty() {
-            let programs = store.programs();
-            let mut run_time = e.encode_descriptor(
-                "sidecar_bpf_program_run_seconds",
-                "CPU time spent in each BPF program (kernel BPF statistics).",
-                None,
-                MetricType::Counter,
-            )?;
-            for program in programs {
-                ConstCounter::new(program.run_time.as_secs_f64())
-                    .encode(run_time.encode_family(&vec![("program", program.name.as_str())])?)?;
-            }
-            counter_family(
-                e,
-                "sidecar_bpf_program_runs",
-                "Runs of each BPF program (kernel BPF statistics).",
-                programs
-                    .iter()
-                    .map(|p| (vec![("program", p.name.as_str())], p.run_count)),
-            )?;
-        }
-        Ok(())
+fn encode_value(
+    target: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    kind: Kind,
+    value: &Value,
+) -> Result<(), std::fmt::Error> {
+    match (kind, value) {
+        (Kind::Counter, Value::Count(v)) => target.encode_counter::<NoLabelSet, _, u64>(v, None),
+        (Kind::Counter, Value::Number(v)) => target.encode_counter::<NoLabelSet, _, f64>(v, None),
+        (_, Value::Count(v)) => target.encode_gauge(&(*v as f64)),
+        (_, Value::Number(v)) => target.encode_gauge(v),
+        (
+            _,
+            Value::Histogram {
+                count,
+                sum,
+                buckets,
+            },
+        ) => target.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None),
     }
+}
+
+/// Encodes the filtered families as OpenMetrics text (ending with `# EOF`).
+pub fn encode_openmetrics(
+    store: &Arc<RwLock<Store>>,
+    status: &Arc<Status>,
+    filter: &Filter,
+) -> Result<String, std::fmt::Error> {
+    let families = {
+        let store = store.read().unwrap_or_else(|e| e.into_inner());
+        collect(&store, status, filter)
+    };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exposition { families }));
+    let mut text = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
 }
 
 /// Converts OpenMetrics text to the Prometheus text format 0.0.4: counter families take
-/// their `_total` name, info families become gauges, and `# EOF` and `# UNIT` go.
+/// their `_total` name, and `# EOF` and `# UNIT` go.
 pub fn to_prometheus_text(openmetrics: &str) -> String {
     let mut renamed: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
     for line in openmetrics.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut parts = rest.splitn(2, ' ');
-            if let (Some(name), Some(kind)) = (parts.next(), parts.next()) {
-                match kind {
-                    "counter" => {
-                        renamed.insert(name, format!("{name}_total"));
-                    }
-                    "info" => {
-                        renamed.insert(name, format!("{name}_info"));
-                    }
-                    _ => {}
-                }
-            }
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some((name, "counter")) = rest.split_once(' ')
+        {
+            renamed.insert(name, format!("{name}_total"));
         }
     }
     let mut out = String::with_capacity(openmetrics.len());
@@ -520,11 +530,6 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
             let rest = line.strip_prefix(prefix)?;
             let (name, tail) = rest.split_once(' ')?;
             let new_name = renamed.get(name)?;
-            let tail = if *prefix == "# TYPE " && tail == "info" {
-                "gauge"
-            } else {
-                tail
-            };
             Some(format!("{prefix}{new_name} {tail}"))
         });
         match rewritten {
@@ -565,7 +570,7 @@ mod tests {
     #[test]
     fn openmetrics_has_the_contract_names() {
         let (store, status) = fixture();
-        let text = encode_openmetrics(&store, &status, Filter::default()).unwrap();
+        let text = encode_openmetrics(&store, &status, &Filter::default()).unwrap();
         assert!(text.ends_with("# EOF\n"));
         for expected in [
             "ebpf_fadvise_calls_total{workload=\"jobs\",advice=\"dontneed\"} 5",
@@ -579,6 +584,7 @@ mod tests {
             "ebpf_memory_memcg_reclaim_seconds_count{workload=\"jobs\"} 1",
             "ebpf_memory_memcg_reclaim_seconds_bucket{le=\"+Inf\",workload=\"jobs\"} 1",
             "sidecar_drains_total 1",
+            "sidecar_build_info{version=",
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }
@@ -588,11 +594,26 @@ mod tests {
     }
 
     #[test]
-    fn latency_buckets_are_cumulative_in_seconds() {
+    fn every_family_is_in_the_catalog() {
+        let (store, status) = fixture();
+        let store = store.read().unwrap();
+        for family in collect(&store, &status, &Filter::default()) {
+            assert!(CATALOG.iter().any(|d| std::ptr::eq(*d, family.def)));
+        }
+        let mut names: Vec<_> = CATALOG.iter().map(|d| d.name).collect();
+        names.dedup();
+        assert_eq!(names.len(), CATALOG.len());
+    }
+
+    #[test]
+    fn latency_buckets_are_in_seconds() {
         let mut h = LatencyHistogram::default();
         h.record(500); // folds into the first exported bound
         h.record(3_000_000);
-        let buckets = latency_buckets(&h);
+        let Value::Histogram { buckets, count, .. } = latency_value(&h) else {
+            panic!("a histogram")
+        };
+        assert_eq!(count, 2);
         assert_eq!(buckets.first().map(|b| b.1), Some(1));
         assert!((buckets[0].0 - 1.024e-6).abs() < 1e-12);
         assert_eq!(buckets.last().map(|b| b.0), Some(f64::INFINITY));
@@ -606,7 +627,7 @@ mod tests {
             modules: vec!["page_cache".into()],
             workloads: vec!["jobs".into()],
         };
-        let text = encode_openmetrics(&store, &status, filter).unwrap();
+        let text = encode_openmetrics(&store, &status, &filter).unwrap();
         assert!(text.contains("ebpf_cache_misses_total{workload=\"jobs\"}"));
         assert!(!text.contains("workload=\"other\""));
         assert!(!text.contains("ebpf_fadvise"));
@@ -617,10 +638,10 @@ mod tests {
     fn prometheus_text_renames_counter_families() {
         let (store, status) = fixture();
         let text =
-            to_prometheus_text(&encode_openmetrics(&store, &status, Filter::default()).unwrap());
+            to_prometheus_text(&encode_openmetrics(&store, &status, &Filter::default()).unwrap());
         assert!(text.contains("# TYPE ebpf_fadvise_calls_total counter\n"));
         assert!(text.contains("# HELP ebpf_fadvise_calls_total posix_fadvise"));
-        assert!(text.contains("# TYPE sidecar_build_info gauge\n"));
+        assert!(text.contains("sidecar_build_info{version="));
         assert!(!text.contains("# EOF"));
         assert!(text.contains("# TYPE ebpf_memory_memcg_reclaim_seconds histogram\n"));
     }

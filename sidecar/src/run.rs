@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 use crate::{
     aggregate::aggregate,
     config::{Config, Unmatched},
+    grpc,
     http::{self, HttpState},
     kernel::{
         Kernel, KernelOptions,
@@ -31,9 +32,6 @@ pub const EXIT_FAILURE: u8 = 1;
 
 /// The first drain happens after this long at most.
 const FIRST_DRAIN_AFTER: Duration = Duration::from_secs(1);
-
-/// Intervals kept for rates and the APIs: an hour's worth, at most this many.
-const MAX_RETAINED_INTERVALS: usize = 3600;
 
 pub fn run(config: Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -99,8 +97,7 @@ pub fn start_kernel(config: &Config, attach: bool) -> anyhow::Result<(Kernel, St
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let names = WorkloadNames::from_config(&config);
     let interval = config.interval.0;
-    let retain = (Duration::from_secs(3600).as_nanos() / interval.as_nanos().max(1))
-        .clamp(1, MAX_RETAINED_INTERVALS as u128) as usize;
+    let retain = config.retained_intervals();
     let store = Arc::new(RwLock::new(Store::new(
         names.clone(),
         retain,
@@ -127,10 +124,35 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             .await
     });
     info!(addr = %metrics_addr, "serving /metrics and /health");
-    info!(
-        addr = %config.server.grpc_addr.0,
-        "the gRPC API is not part of this build yet; server.grpc_addr is accepted and unused"
+
+    let grpc_addr = config.server.grpc_addr.0;
+    let grpc_listener = tokio::net::TcpListener::bind(grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on {grpc_addr} (server.grpc_addr)"))?;
+    // Each drain bumps this; WatchIOStats streams and the health service follow it.
+    let (drains_tx, drains_rx) = tokio::sync::watch::channel(0u64);
+    let api = grpc::Api::new(
+        Arc::clone(&store),
+        Arc::clone(&status),
+        drains_rx.clone(),
+        config.server.max_streams.0 as usize,
+        interval,
     );
+    let grpc::Services { router, health } =
+        grpc::services(api).context("building the gRPC services")?;
+    grpc::set_health(&health, false).await;
+    let mut grpc_shutdown = shutdown_rx.clone();
+    let grpc_server = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                async move {
+                    let _ = grpc_shutdown.wait_for(|stop| *stop).await;
+                },
+            )
+            .await
+    });
+    info!(addr = %grpc_addr, "serving the gRPC API");
 
     let kernel_config = config.clone();
     let (mut kernel, tracefs) =
@@ -176,8 +198,26 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let drain_store = Arc::clone(&store);
     let drainer = thread::Builder::new()
         .name("sidecar-drain".to_owned())
-        .spawn(move || drain_loop(kernel, classifier, names, drain_store, interval, stop_rx))
+        .spawn(move || {
+            drain_loop(
+                kernel,
+                classifier,
+                names,
+                drain_store,
+                interval,
+                stop_rx,
+                drains_tx,
+            );
+        })
         .context("starting the drain thread")?;
+    // Ready (and SERVING) once the first drain is in the store.
+    let mut first_drain = drains_rx;
+    let health_for_ready = health.clone();
+    tokio::spawn(async move {
+        if first_drain.wait_for(|drains| *drains > 0).await.is_ok() {
+            grpc::set_health(&health_for_ready, true).await;
+        }
+    });
 
     wait_for_signal().await;
     info!("stopping: final drain");
@@ -186,9 +226,13 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if drainer.await.is_err() {
         warn!("the drain thread panicked");
     }
+    grpc::set_health(&health, false).await;
     let _ = shutdown_tx.send(true);
     if let Ok(Err(err)) = http_server.await {
         warn!("HTTP server: {err}");
+    }
+    if let Ok(Err(err)) = grpc_server.await {
+        warn!("gRPC server: {err}");
     }
     info!("stopped; programs detached");
     Ok(ExitCode::SUCCESS)
@@ -243,6 +287,7 @@ fn drain_loop(
     store: Arc<RwLock<Store>>,
     interval: Duration,
     stop: mpsc::Receiver<()>,
+    published: tokio::sync::watch::Sender<u64>,
 ) {
     let mut previous = Instant::now();
     // The first drain comes early, so that readiness does not wait a whole long interval.
@@ -259,11 +304,12 @@ fn drain_loop(
                 let at = SystemTime::now();
                 let interval_data = aggregate(&delta, &mut classifier, &names, at, now - previous);
                 previous = now;
-                store.write().unwrap_or_else(|e| e.into_inner()).apply(
-                    interval_data,
-                    delta.programs,
-                    classifier.tracked(),
-                );
+                let drains = {
+                    let mut store = store.write().unwrap_or_else(|e| e.into_inner());
+                    store.apply(interval_data, delta.programs, classifier.tracked());
+                    store.drains()
+                };
+                published.send_replace(drains);
             }
             Err(err) => {
                 failures += 1;

@@ -36,6 +36,35 @@ impl Default for LatencyHistogram {
 }
 
 impl LatencyHistogram {
+    /// Upper bound (seconds) of the bucket holding the `q` quantile; `None` when empty.
+    /// The last bucket is open: its lower bound is returned instead.
+    pub fn quantile_seconds(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (bucket, count) in self.buckets.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Some(bucket_bound_seconds(bucket));
+            }
+        }
+        None
+    }
+
+    /// Upper bound (seconds) of the highest non-empty bucket.
+    pub fn max_seconds(&self) -> Option<f64> {
+        self.buckets
+            .iter()
+            .rposition(|&c| c > 0)
+            .map(bucket_bound_seconds)
+    }
+
+    pub fn mean_seconds(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_ns as f64 / self.count as f64 / 1e9)
+    }
+
     pub fn add_bucket(&mut self, bucket: usize, episodes: u64, stalled_ns: u64) {
         let bucket = bucket.min(LATENCY_BUCKETS - 1);
         self.buckets[bucket] += episodes;
@@ -54,6 +83,13 @@ impl LatencyHistogram {
         self.count += other.count;
         self.sum_ns += other.sum_ns;
     }
+}
+
+fn bucket_bound_seconds(bucket: usize) -> f64 {
+    let bucket = bucket as u32;
+    let ns =
+        sidecar_common::latency_bucket_upper_ns(bucket).unwrap_or(1u64 << bucket.saturating_sub(1));
+    ns as f64 / 1e9
 }
 
 /// Everything counted for one workload.
@@ -172,6 +208,47 @@ impl Interval {
     }
 }
 
+/// Counts summed over consecutive intervals.
+#[derive(Clone, Debug)]
+pub struct Period {
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub intervals: usize,
+    /// Indexed by `WorkloadId`.
+    pub workloads: Vec<WorkloadCounts>,
+    pub host: HostCounts,
+    /// At the end of the period.
+    pub direct_reclaim_in_progress: i64,
+}
+
+impl Period {
+    fn from_intervals<'a>(mut intervals: impl Iterator<Item = &'a Interval>) -> Option<Period> {
+        let first = intervals.next()?;
+        let mut period = Period {
+            start: first.at.checked_sub(first.length).unwrap_or(first.at),
+            end: first.at,
+            intervals: 1,
+            workloads: first.workloads.clone(),
+            host: first.host,
+            direct_reclaim_in_progress: first.direct_reclaim_in_progress,
+        };
+        for interval in intervals {
+            for (total, delta) in period.workloads.iter_mut().zip(&interval.workloads) {
+                total.add(delta);
+            }
+            period.host.add(&interval.host);
+            period.end = interval.at;
+            period.intervals += 1;
+            period.direct_reclaim_in_progress = interval.direct_reclaim_in_progress;
+        }
+        Some(period)
+    }
+
+    pub fn workload(&self, id: WorkloadId) -> &WorkloadCounts {
+        &self.workloads[id.0 as usize]
+    }
+}
+
 /// Drain durations, for `sidecar_drain_duration_seconds`.
 pub const DRAIN_DURATION_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -280,6 +357,29 @@ impl Store {
         self.recent.iter()
     }
 
+    /// Intervals kept for windows.
+    pub fn retained(&self) -> usize {
+        self.retain
+    }
+
+    /// The last interval (`window` = None), or the sum of the retained intervals that
+    /// ended within `window` of the last drain. `None` before the first drain.
+    pub fn period(&self, window: Option<Duration>) -> Option<Period> {
+        let last = self.recent.back()?;
+        match window {
+            None => Period::from_intervals(std::iter::once(last)),
+            Some(window) => {
+                let since = last.at.checked_sub(window).unwrap_or(std::time::UNIX_EPOCH);
+                let first = self
+                    .recent
+                    .iter()
+                    .position(|i| i.at > since)
+                    .unwrap_or(self.recent.len() - 1);
+                Period::from_intervals(self.recent.range(first..))
+            }
+        }
+    }
+
     pub const fn drains(&self) -> u64 {
         self.drains
     }
@@ -381,6 +481,50 @@ mod tests {
         assert_eq!(h.count, 2);
         assert_eq!(h.buckets[11], 2);
         assert_eq!(h.sum_ns, 2524);
+    }
+
+    #[test]
+    fn periods_sum_the_window() {
+        let names = names();
+        let mut store = Store::new(names.clone(), 100, false);
+        assert!(store.period(None).is_none());
+        let start = SystemTime::now();
+        for i in 1..=10u64 {
+            let mut interval = Interval::empty(names.len(), start + Duration::from_secs(i));
+            interval.length = Duration::from_secs(1);
+            interval.workloads[0].page_cache.requested_pages = i;
+            store.apply(interval, Vec::new(), 0);
+        }
+        let last = store.period(None).unwrap();
+        assert_eq!(last.intervals, 1);
+        assert_eq!(last.workload(WorkloadId(0)).page_cache.requested_pages, 10);
+        let window = store.period(Some(Duration::from_secs(3))).unwrap();
+        assert_eq!(window.intervals, 3);
+        assert_eq!(
+            window.workload(WorkloadId(0)).page_cache.requested_pages,
+            8 + 9 + 10
+        );
+        assert_eq!(
+            window.end.duration_since(window.start).unwrap(),
+            Duration::from_secs(3)
+        );
+        let all = store.period(Some(Duration::from_secs(3600))).unwrap();
+        assert_eq!(all.intervals, 10);
+    }
+
+    #[test]
+    fn latency_summaries() {
+        let mut h = LatencyHistogram::default();
+        assert_eq!(h.quantile_seconds(0.5), None);
+        for _ in 0..99 {
+            h.record(1000); // bucket 10: [512, 1024) ns
+        }
+        h.record(5_000_000); // bucket 23
+        assert_eq!(h.quantile_seconds(0.5), Some(1024e-9));
+        assert_eq!(h.quantile_seconds(0.99), Some(1024e-9));
+        assert_eq!(h.quantile_seconds(1.0), Some((1u64 << 23) as f64 / 1e9));
+        assert_eq!(h.max_seconds(), Some((1u64 << 23) as f64 / 1e9));
+        assert!((h.mean_seconds().unwrap() - (99_000.0 + 5e6) / 100.0 / 1e9).abs() < 1e-15);
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub fn scratch_dir() -> tempfile::TempDir {
 pub struct Sidecar {
     child: Option<Child>,
     pub addr: SocketAddr,
+    pub grpc: SocketAddr,
     pub dir: tempfile::TempDir,
     log: PathBuf,
 }
@@ -122,6 +123,7 @@ impl Sidecar {
         Sidecar {
             child: Some(child),
             addr,
+            grpc,
             dir,
             log,
         }
@@ -357,6 +359,18 @@ pub fn report_u64(report: &serde_json::Value, key: &str) -> u64 {
     report[key]
         .as_u64()
         .unwrap_or_else(|| panic!("{key} missing from {report}"))
+}
+
+/// Percent-encodes a URL query value.
+pub fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Counters from /proc/vmstat.

@@ -1,0 +1,624 @@
+//! The gRPC API (`sidecar.v1.SidecarService`), with the standard health and reflection
+//! services beside it. Like every sink it reads the store only.
+
+use std::{
+    pin::Pin,
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+
+use crate::{
+    api::pb::{self, sidecar_service_server::SidecarService},
+    config::parse_duration,
+    kernel::{ModuleState, modules::Module},
+    metrics::{self, CATALOG, Family, Filter, Kind, Value},
+    status::Status as DaemonStatus,
+    store::{LatencyHistogram, Period, Store},
+    workload::WorkloadId,
+};
+
+pub const DEFAULT_PAGE_SIZE: u32 = 500;
+pub const MAX_PAGE_SIZE: u32 = 10_000;
+/// Largest request we accept; requests are small.
+pub const MAX_DECODING_MESSAGE_SIZE: usize = 1 << 20;
+/// Largest response we send (a full page of histograms fits easily).
+pub const MAX_ENCODING_MESSAGE_SIZE: usize = 64 << 20;
+
+pub struct Api {
+    store: Arc<RwLock<Store>>,
+    status: Arc<DaemonStatus>,
+    drains: watch::Receiver<u64>,
+    streams: Arc<Semaphore>,
+    max_streams: usize,
+    interval: Duration,
+}
+
+impl Api {
+    pub fn new(
+        store: Arc<RwLock<Store>>,
+        status: Arc<DaemonStatus>,
+        drains: watch::Receiver<u64>,
+        max_streams: usize,
+        interval: Duration,
+    ) -> Api {
+        Api {
+            store,
+            status,
+            drains,
+            streams: Arc::new(Semaphore::new(max_streams)),
+            max_streams,
+            interval,
+        }
+    }
+
+    fn read_store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
+        self.store.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn invalid(field: &str, message: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {message}"))
+}
+
+fn timestamp(time: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(time)
+}
+
+fn duration(value: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(value.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(value.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// The caller's deadline from the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
+pub fn grpc_deadline(metadata: &MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob(pattern: &str, name: &str) -> bool {
+    let Some((head, rest)) = pattern.split_once('*') else {
+        return pattern == name;
+    };
+    let Some(mut remaining) = name.strip_prefix(head) else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('*').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i == parts.len() - 1 {
+            return remaining.ends_with(part);
+        }
+        match remaining.find(part) {
+            Some(at) => remaining = &remaining[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Names a metric can be asked for by: the sample name on /metrics.
+fn catalog_names() -> impl Iterator<Item = String> {
+    CATALOG.iter().map(|def| def.exposed_name())
+}
+
+fn check_modules(modules: &[String]) -> Result<(), Status> {
+    for (i, module) in modules.iter().enumerate() {
+        if !metrics::module_names().any(|known| known == module) {
+            return Err(invalid(
+                &format!("modules[{i}]"),
+                format_args!(
+                    "unknown module {module:?}; expected one of {}",
+                    metrics::module_names().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_workloads(store: &Store, workloads: &[String]) -> Result<Vec<WorkloadId>, Status> {
+    let names = store.names();
+    workloads
+        .iter()
+        .enumerate()
+        .map(|(i, workload)| {
+            names.id(workload).ok_or_else(|| {
+                invalid(
+                    &format!("workloads[{i}]"),
+                    format_args!("unknown workload {workload:?}"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A stable 64-bit FNV-1a hash (page tokens must survive across calls, not processes).
+fn fnv1a(parts: &[&[String]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for list in parts {
+        for item in *list {
+            for byte in item.bytes().chain(std::iter::once(0xff)) {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        hash ^= 0xfe;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Page tokens name the last metric returned (keyset pagination): metrics that appear or
+/// disappear between pages (rate gauges) cannot shift the others, so every metric present
+/// throughout is returned exactly once. The filter fingerprint rejects a token reused with
+/// other filters.
+fn encode_token(fingerprint: u64, last_key: &str) -> String {
+    format!("v1.{fingerprint:016x}.{}", hex(last_key.as_bytes()))
+}
+
+fn decode_token(token: &str, fingerprint: u64) -> Result<String, Status> {
+    let bad = |why: &str| invalid("page_token", why);
+    let mut parts = token.splitn(3, '.');
+    let (Some("v1"), Some(print), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad("not a token this server issued"));
+    };
+    if u64::from_str_radix(print, 16).ok() != Some(fingerprint) {
+        return Err(bad("issued for other filters"));
+    }
+    unhex(key)
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| bad("not a token this server issued"))
+}
+
+fn metric_type(kind: Kind) -> pb::MetricType {
+    match kind {
+        Kind::Counter => pb::MetricType::Counter,
+        Kind::Gauge => pb::MetricType::Gauge,
+        Kind::Histogram => pb::MetricType::Histogram,
+    }
+}
+
+/// One message per sample, with its sort key.
+fn flatten(families: &[Family], collected_at: SystemTime) -> Vec<(String, pb::Metric)> {
+    let at = timestamp(collected_at);
+    let mut rows = Vec::new();
+    for family in families {
+        let name = family.def.exposed_name();
+        for sample in &family.samples {
+            let mut labels = sample.labels.clone();
+            labels.sort();
+            let key = labels.iter().fold(name.clone(), |mut key, (k, v)| {
+                key.push('\u{1f}');
+                key.push_str(k);
+                key.push('=');
+                key.push_str(v);
+                key
+            });
+            let value = match &sample.value {
+                Value::Count(v) => Some(pb::metric::Value::Number(*v as f64)),
+                Value::Number(v) => Some(pb::metric::Value::Number(*v)),
+                Value::Histogram {
+                    count,
+                    sum,
+                    buckets,
+                } => {
+                    let mut cumulative = 0;
+                    Some(pb::metric::Value::Histogram(pb::Histogram {
+                        count: *count,
+                        sum: *sum,
+                        buckets: buckets
+                            .iter()
+                            .map(|(upper, n)| {
+                                cumulative += n;
+                                pb::Bucket {
+                                    upper_bound: *upper,
+                                    cumulative_count: cumulative,
+                                }
+                            })
+                            .collect(),
+                    }))
+                }
+            };
+            rows.push((
+                key,
+                pb::Metric {
+                    name: name.clone(),
+                    r#type: metric_type(family.def.kind) as i32,
+                    help: family.def.help.to_owned(),
+                    module: family.def.module.to_owned(),
+                    labels: sample
+                        .labels
+                        .iter()
+                        .map(|(k, v)| pb::Label {
+                            name: (*k).to_owned(),
+                            value: v.clone(),
+                        })
+                        .collect(),
+                    value,
+                    collected_at: Some(at),
+                },
+            ));
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+fn reclaim_stats(histogram: &LatencyHistogram) -> pb::ReclaimStats {
+    pb::ReclaimStats {
+        episodes: histogram.count,
+        stalled_seconds: histogram.sum_ns as f64 / 1e9,
+        mean_seconds: histogram.mean_seconds(),
+        p50_seconds: histogram.quantile_seconds(0.5),
+        p99_seconds: histogram.quantile_seconds(0.99),
+        max_seconds: histogram.max_seconds(),
+    }
+}
+
+/// Per-workload statistics of a period, for the selected workloads (all reported ones when
+/// `selected` is empty).
+pub fn io_stats(store: &Store, period: &Period, selected: &[WorkloadId]) -> pb::IoStats {
+    let names = store.names();
+    let ids: Vec<WorkloadId> = if selected.is_empty() {
+        store.reported_workloads()
+    } else {
+        selected.to_vec()
+    };
+    let workloads = ids
+        .into_iter()
+        .map(|id| {
+            let counts = period.workload(id);
+            let pc = &counts.page_cache;
+            pb::WorkloadIoStats {
+                workload: names.name(id).to_owned(),
+                fadvise: sidecar_common::Advice::ALL
+                    .iter()
+                    .map(|advice| {
+                        let c = counts.fadvise[*advice as usize];
+                        pb::FadviseStats {
+                            advice: advice.label().to_owned(),
+                            calls: c.calls,
+                            successes: c.successes,
+                        }
+                    })
+                    .collect(),
+                page_cache: Some(pb::PageCacheStats {
+                    read_attempts: pc.requested_pages,
+                    misses: pc.missed_pages,
+                    adds: pc.added_pages,
+                    evictions: pc.evicted_pages,
+                    hit_ratio: crate::store::rates::cache_hit(counts).map(|p| p / 100.0),
+                }),
+                direct_reclaim: Some(reclaim_stats(
+                    &counts.reclaim[sidecar_common::ReclaimKind::Direct as usize],
+                )),
+                memcg_reclaim: Some(reclaim_stats(
+                    &counts.reclaim[sidecar_common::ReclaimKind::Memcg as usize],
+                )),
+            }
+        })
+        .collect();
+    pb::IoStats {
+        start: Some(timestamp(period.start)),
+        end: Some(timestamp(period.end)),
+        intervals: u32::try_from(period.intervals).unwrap_or(u32::MAX),
+        workloads,
+        host: Some(pb::HostReclaim {
+            lru_pages_scanned: period.host.lru_pages_scanned,
+            lru_pages_reclaimed: period.host.lru_pages_reclaimed,
+            efficiency_percent: crate::store::rates::reclaim_efficiency(&period.host),
+            kswapd_wakeups: period.host.kswapd_wakeups,
+            direct_reclaim_in_progress: period.direct_reclaim_in_progress,
+        }),
+    }
+}
+
+fn module_status(name: &str, state: Option<&ModuleState>) -> pb::ModuleStatus {
+    pb::ModuleStatus {
+        name: name.to_owned(),
+        state: state.map_or("starting", ModuleState::label).to_owned(),
+        error: state
+            .and_then(ModuleState::error)
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchIoStatsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SidecarService for Api {
+    async fn get_metrics(
+        &self,
+        request: Request<pb::GetMetricsRequest>,
+    ) -> Result<Response<pb::GetMetricsResponse>, Status> {
+        let request = request.into_inner();
+        check_modules(&request.modules)?;
+        for (i, pattern) in request.metric_names.iter().enumerate() {
+            if pattern.is_empty() || !catalog_names().any(|name| glob(pattern, &name)) {
+                return Err(invalid(
+                    &format!("metric_names[{i}]"),
+                    format_args!("{pattern:?} matches no metric"),
+                ));
+            }
+        }
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            size if size <= MAX_PAGE_SIZE => size,
+            size => {
+                return Err(invalid(
+                    "page_size",
+                    format_args!("{size} is outside 1..={MAX_PAGE_SIZE}"),
+                ));
+            }
+        } as usize;
+        let fingerprint = fnv1a(&[&request.modules, &request.metric_names, &request.workloads]);
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(decode_token(token, fingerprint)?),
+        };
+
+        let collected_at = SystemTime::now();
+        let families = {
+            let store = self.read_store();
+            check_workloads(&store, &request.workloads)?;
+            let filter = Filter {
+                modules: request.modules.clone(),
+                workloads: request.workloads.clone(),
+            };
+            metrics::collect(&store, &self.status, &filter)
+        };
+        let mut rows = flatten(&families, collected_at);
+        if !request.metric_names.is_empty() {
+            rows.retain(|(_, metric)| request.metric_names.iter().any(|p| glob(p, &metric.name)));
+        }
+        let total_size = u32::try_from(rows.len()).unwrap_or(u32::MAX);
+        let start = after.map_or(0, |after| rows.partition_point(|(key, _)| *key <= after));
+        let page: Vec<(String, pb::Metric)> =
+            rows.into_iter().skip(start).take(page_size + 1).collect();
+        let more = page.len() > page_size;
+        let page: Vec<(String, pb::Metric)> = page.into_iter().take(page_size).collect();
+        let next_page_token = match (more, page.last()) {
+            (true, Some((key, _))) => encode_token(fingerprint, key),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::GetMetricsResponse {
+            metrics: page.into_iter().map(|(_, metric)| metric).collect(),
+            next_page_token,
+            total_size,
+            collected_at: Some(timestamp(collected_at)),
+        }))
+    }
+
+    async fn get_io_stats(
+        &self,
+        request: Request<pb::GetIoStatsRequest>,
+    ) -> Result<Response<pb::GetIoStatsResponse>, Status> {
+        let request = request.into_inner();
+        let window = match request.window.trim() {
+            "" => None,
+            text => {
+                let window = parse_duration(text).map_err(|err| invalid("window", err))?;
+                if window.is_zero() {
+                    return Err(invalid("window", "must be longer than 0"));
+                }
+                Some(window)
+            }
+        };
+        let store = self.read_store();
+        let selected = check_workloads(&store, &request.workloads)?;
+        let period = store
+            .period(window)
+            .ok_or_else(|| Status::unavailable("no drain has completed yet"))?;
+        Ok(Response::new(pb::GetIoStatsResponse {
+            stats: Some(io_stats(&store, &period, &selected)),
+        }))
+    }
+
+    type WatchIOStatsStream = WatchStream;
+
+    async fn watch_io_stats(
+        &self,
+        request: Request<pb::WatchIoStatsRequest>,
+    ) -> Result<Response<Self::WatchIOStatsStream>, Status> {
+        let deadline = grpc_deadline(request.metadata()).map(|d| tokio::time::Instant::now() + d);
+        let request = request.into_inner();
+        let selected = check_workloads(&self.read_store(), &request.workloads)?;
+        let permit = Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} WatchIOStats streams are open already (server.max_streams)",
+                self.max_streams
+            ))
+        })?;
+        let store = Arc::clone(&self.store);
+        let mut drains = self.drains.clone();
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let expired = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(expired);
+            let mut last_sent = *drains.borrow_and_update();
+            loop {
+                tokio::select! {
+                    changed = drains.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
+                    () = &mut expired => {
+                        let _ = tx.send(Err(Status::deadline_exceeded("the caller's deadline passed"))).await;
+                        return;
+                    }
+                }
+                let message = {
+                    let store = store.read().unwrap_or_else(|e| e.into_inner());
+                    let sequence = store.drains();
+                    let Some(period) = store.period(None) else {
+                        continue;
+                    };
+                    let missed = sequence.saturating_sub(last_sent).saturating_sub(1);
+                    last_sent = sequence;
+                    pb::WatchIoStatsResponse {
+                        stats: Some(io_stats(&store, &period, &selected)),
+                        sequence,
+                        missed,
+                    }
+                };
+                // A slow reader holds this send; the drainer goes on publishing, and the
+                // next message carries the newest interval and the count of those missed.
+                tokio::select! {
+                    sent = tx.send(Ok(message)) => if sent.is_err() { return },
+                    () = &mut expired => {
+                        let _ = tx.try_send(Err(Status::deadline_exceeded("the caller's deadline passed")));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_status(
+        &self,
+        _request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let store = self.read_store();
+        let status = &self.status;
+        let modules = status.modules();
+        let last = store.last();
+        let host = store.host_totals();
+        let ready = store.drains() > 0 && status.attached_modules() > 0;
+        Ok(Response::new(pb::GetStatusResponse {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            kernel_release: status.kernel().release.clone(),
+            btf_available: status.kernel().btf,
+            tracefs: status.tracefs().unwrap_or_default(),
+            modules: Module::ALL
+                .iter()
+                .map(|m| module_status(m.name(), modules.as_ref().and_then(|ms| ms.get(m))))
+                .collect(),
+            comm_tracking: Some(module_status(
+                "comm_tracking",
+                status.comm_tracking().as_ref(),
+            )),
+            interval: Some(duration(self.interval)),
+            drains: store.drains(),
+            last_drain_duration: last.map(|l| duration(l.drain.duration)),
+            last_drain_at: last.map(|l| timestamp(l.at)),
+            tracked_processes: store.tracked_processes() as u64,
+            overflow: Some(pb::Overflow {
+                fadvise: host.overflow.fadvise,
+                page_cache: host.overflow.page_cache,
+                reclaim: host.overflow.reclaim,
+                processes: host.overflow.processes,
+            }),
+            exporters: Vec::new(),
+            kernel_map_bytes: status.kernel_map_bytes(),
+            uptime: Some(duration(status.uptime())),
+            ready,
+            retained_intervals: u32::try_from(store.retained()).unwrap_or(u32::MAX),
+        }))
+    }
+}
+
+/// The services the gRPC server hosts, ready to be served.
+pub struct Services {
+    pub router: tonic::transport::server::Router,
+    pub health: tonic_health::server::HealthReporter,
+}
+
+pub fn services(api: Api) -> Result<Services, tonic_reflection::server::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let api = pb::sidecar_service_server::SidecarServiceServer::new(api)
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_ENCODING_MESSAGE_SIZE);
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(api);
+    Ok(Services { router, health })
+}
+
+/// Health of "" and of the API: SERVING once the sidecar is ready.
+pub async fn set_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    for service in ["", crate::api::SERVICE_NAME] {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("ebpf_cache_*", "ebpf_cache_misses_total"));
+        assert!(glob("*_total", "ebpf_cache_misses_total"));
+        assert!(glob("ebpf_*_misses_*", "ebpf_cache_misses_total"));
+        assert!(glob("ebpf_cache_misses_total", "ebpf_cache_misses_total"));
+        assert!(!glob("ebpf_cache_misses", "ebpf_cache_misses_total"));
+        assert!(!glob("x*", "ebpf"));
+        assert!(glob("*", "anything"));
+    }
+
+    #[test]
+    fn tokens_round_trip_and_reject_other_filters() {
+        let token = encode_token(42, "ebpf_x\u{1f}workload=a");
+        assert_eq!(decode_token(&token, 42).unwrap(), "ebpf_x\u{1f}workload=a");
+        assert!(decode_token(&token, 43).is_err());
+        assert!(decode_token("garbage", 42).is_err());
+        assert!(decode_token("v1.000000000000002a.zz", 42).is_err());
+    }
+
+    #[test]
+    fn grpc_timeout_header() {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(grpc_deadline(&metadata), Some(Duration::from_millis(250)));
+        metadata.insert("grpc-timeout", "3S".parse().unwrap());
+        assert_eq!(grpc_deadline(&metadata), Some(Duration::from_secs(3)));
+        metadata.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(grpc_deadline(&metadata), None);
+    }
+}

@@ -1,0 +1,812 @@
+//! The gRPC API and the HTTP surface, served in-process over real sockets from a store
+//! filled with known intervals. (What the kernel counts is checked in kernel.rs; here the
+//! subject is the API's behaviour: paging, filters, errors, deadlines, streams, health,
+//! reflection.)
+
+mod support;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant, SystemTime},
+};
+
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Value as ReflectValue};
+use sidecar::{
+    api::pb::{self, sidecar_service_client::SidecarServiceClient},
+    config::Config,
+    grpc::{self, Api},
+    http::{self, HttpState},
+    kernel::{ModuleState, modules::Module},
+    status::{KernelFacts, Status},
+    store::{Interval, Store},
+    workload::WorkloadNames,
+};
+use sidecar_common::{Advice, ReclaimKind};
+use support::{http_get, http_get_with};
+use tokio::sync::watch;
+use tonic::{
+    Code,
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    codegen::http::uri::PathAndQuery,
+    transport::Channel,
+};
+
+const WORKLOADS: &str = r#"
+workloads:
+  - name: jobs
+    comm: "^job"
+  - name: sync
+    comm: "^sync"
+  - name: banyandb
+    comm: "^banyand"
+"#;
+
+struct Fixture {
+    grpc: SocketAddr,
+    http: SocketAddr,
+    store: Arc<RwLock<Store>>,
+    drains: watch::Sender<u64>,
+    names: WorkloadNames,
+    _runtime_guard: tokio::sync::oneshot::Sender<()>,
+}
+
+/// One interval in which workload `i` made `10 * (i + 1)` DONTNEED calls, read
+/// `100 * (i + 1)` pages and missed `i` of them.
+fn interval(names: &WorkloadNames, at: SystemTime, scale: u64) -> Interval {
+    let mut interval = Interval::empty(names.len(), at);
+    interval.length = Duration::from_secs(1);
+    for (i, counts) in interval.workloads.iter_mut().enumerate() {
+        let i = i as u64;
+        let fadvise = &mut counts.fadvise[Advice::DontNeed as usize];
+        fadvise.calls = 10 * (i + 1) * scale;
+        fadvise.successes = 10 * (i + 1) * scale;
+        counts.page_cache.requested_pages = 100 * (i + 1) * scale;
+        counts.page_cache.missed_pages = i * scale;
+        counts.reclaim[ReclaimKind::Memcg as usize].record(2_000_000);
+    }
+    interval.host.lru_pages_scanned = 1000 * scale;
+    interval.host.lru_pages_reclaimed = 900 * scale;
+    interval
+}
+
+async fn fixture(max_streams: usize) -> Fixture {
+    let config = Config::parse(WORKLOADS, "test").unwrap();
+    let names = WorkloadNames::from_config(&config);
+    let store = Arc::new(RwLock::new(Store::new(names.clone(), 100, true)));
+    let status = Arc::new(Status::new(KernelFacts {
+        release: "test".into(),
+        btf: true,
+    }));
+    status.set_modules(
+        Module::ALL
+            .into_iter()
+            .map(|m| (m, ModuleState::Attached))
+            .collect(),
+    );
+    let start = SystemTime::now() - Duration::from_secs(10);
+    {
+        let mut store = store.write().unwrap();
+        for second in 1..=5 {
+            let at = start + Duration::from_secs(second);
+            store.apply(interval(&names, at, second), Vec::new(), 3);
+        }
+    }
+    let (drains, drains_rx) = watch::channel(5u64);
+    let api = Api::new(
+        Arc::clone(&store),
+        Arc::clone(&status),
+        drains_rx,
+        max_streams,
+        Duration::from_secs(1),
+    );
+    let grpc::Services { router, health } = grpc::services(api).unwrap();
+    grpc::set_health(&health, true).await;
+    let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_addr = grpc_listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = router
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await;
+        drop(health);
+    });
+    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = http_listener.local_addr().unwrap();
+    let router = http::router(HttpState {
+        store: Arc::clone(&store),
+        status,
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(http_listener, router).await;
+    });
+    Fixture {
+        grpc: grpc_addr,
+        http: http_addr,
+        store,
+        drains,
+        names,
+        _runtime_guard: stop,
+    }
+}
+
+async fn client(addr: SocketAddr) -> SidecarServiceClient<Channel> {
+    SidecarServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+}
+
+fn metrics_request(page_size: u32, page_token: String) -> pb::GetMetricsRequest {
+    pb::GetMetricsRequest {
+        page_size,
+        page_token,
+        ..Default::default()
+    }
+}
+
+fn key(metric: &pb::Metric) -> String {
+    let labels: BTreeMap<&str, &str> = metric
+        .labels
+        .iter()
+        .map(|l| (l.name.as_str(), l.value.as_str()))
+        .collect();
+    format!("{}{labels:?}", metric.name)
+}
+
+#[tokio::test]
+async fn pages_return_every_metric_exactly_once() {
+    let fixture = fixture(4).await;
+    let mut client = client(fixture.grpc).await;
+    let all = client
+        .get_metrics(metrics_request(10_000, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(all.next_page_token.is_empty());
+    assert_eq!(all.total_size as usize, all.metrics.len());
+    let expected: BTreeSet<String> = all.metrics.iter().map(key).collect();
+    assert_eq!(expected.len(), all.metrics.len(), "keys are unique");
+    assert!(
+        expected.len() > 100,
+        "enough metrics to page: {}",
+        expected.len()
+    );
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .get_metrics(metrics_request(7, token))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.metrics.len() <= 7);
+        assert_eq!(page.total_size as usize, expected.len());
+        seen.extend(page.metrics.iter().map(key));
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+        // Data moves on between pages: a drain lands while the client pages.
+        if pages == 3 {
+            let mut store = fixture.store.write().unwrap();
+            let at = SystemTime::now();
+            store.apply(interval(&fixture.names, at, 7), Vec::new(), 3);
+        }
+    }
+    let unique: BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no metric twice");
+    assert_eq!(unique, expected, "every metric once");
+    assert_eq!(pages, expected.len().div_ceil(7));
+}
+
+#[tokio::test]
+async fn metric_values_and_filters() {
+    let fixture = fixture(4).await;
+    let mut client = client(fixture.grpc).await;
+    let response = client
+        .get_metrics(pb::GetMetricsRequest {
+            metric_names: vec!["ebpf_fadvise_calls_total".into()],
+            workloads: vec!["jobs".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.metrics.len(), Advice::COUNT);
+    let dontneed = response
+        .metrics
+        .iter()
+        .find(|m| m.labels.iter().any(|l| l.value == "dontneed"))
+        .unwrap();
+    // 10 calls per interval, scaled by 1..=5.
+    assert_eq!(dontneed.value, Some(pb::metric::Value::Number(150.0)));
+    assert_eq!(dontneed.r#type, pb::MetricType::Counter as i32);
+    assert_eq!(dontneed.module, "fadvise");
+    assert!(dontneed.help.contains("posix_fadvise"));
+    assert!(dontneed.collected_at.is_some());
+
+    let response = client
+        .get_metrics(pb::GetMetricsRequest {
+            modules: vec!["vmscan".into()],
+            metric_names: vec!["*_seconds".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!response.metrics.is_empty());
+    for metric in &response.metrics {
+        assert_eq!(metric.module, "vmscan");
+        let Some(pb::metric::Value::Histogram(histogram)) = &metric.value else {
+            panic!("{} is not a histogram", metric.name)
+        };
+        assert_eq!(histogram.buckets.last().unwrap().upper_bound, f64::INFINITY);
+        assert_eq!(
+            histogram.buckets.last().unwrap().cumulative_count,
+            histogram.count
+        );
+    }
+    let memcg_jobs = response
+        .metrics
+        .iter()
+        .find(|m| {
+            m.name == "ebpf_memory_memcg_reclaim_seconds"
+                && m.labels.iter().any(|l| l.value == "jobs")
+        })
+        .unwrap();
+    let Some(pb::metric::Value::Histogram(histogram)) = &memcg_jobs.value else {
+        unreachable!()
+    };
+    assert_eq!(histogram.count, 5);
+}
+
+async fn expect_invalid(result: Result<impl std::fmt::Debug, tonic::Status>, field: &str) {
+    let status = result.expect_err("INVALID_ARGUMENT expected");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with(field),
+        "{field}: {}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn bad_arguments_name_their_field() {
+    let fixture = fixture(4).await;
+    let mut client = client(fixture.grpc).await;
+    let request = |f: fn(&mut pb::GetMetricsRequest)| {
+        let mut request = pb::GetMetricsRequest::default();
+        f(&mut request);
+        request
+    };
+    expect_invalid(
+        client
+            .get_metrics(request(|r| {
+                r.modules = vec!["fadvise".into(), "disk".into()]
+            }))
+            .await,
+        "modules[1]",
+    )
+    .await;
+    expect_invalid(
+        client
+            .get_metrics(request(|r| r.metric_names = vec!["nope_*".into()]))
+            .await,
+        "metric_names[0]",
+    )
+    .await;
+    expect_invalid(
+        client
+            .get_metrics(request(|r| r.workloads = vec!["ghost".into()]))
+            .await,
+        "workloads[0]",
+    )
+    .await;
+    expect_invalid(
+        client.get_metrics(request(|r| r.page_size = 10_001)).await,
+        "page_size",
+    )
+    .await;
+    expect_invalid(
+        client
+            .get_metrics(request(|r| r.page_token = "forged".into()))
+            .await,
+        "page_token",
+    )
+    .await;
+    // A real token, reused with other filters.
+    let page = client
+        .get_metrics(metrics_request(5, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    expect_invalid(
+        client
+            .get_metrics(pb::GetMetricsRequest {
+                page_size: 5,
+                page_token: page.next_page_token,
+                modules: vec!["fadvise".into()],
+                ..Default::default()
+            })
+            .await,
+        "page_token",
+    )
+    .await;
+    expect_invalid(
+        client
+            .get_io_stats(pb::GetIoStatsRequest {
+                window: "five minutes".into(),
+                ..Default::default()
+            })
+            .await,
+        "window",
+    )
+    .await;
+    expect_invalid(
+        client
+            .watch_io_stats(pb::WatchIoStatsRequest {
+                workloads: vec!["ghost".into()],
+            })
+            .await,
+        "workloads[0]",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn io_stats_for_the_last_interval_and_a_window() {
+    let fixture = fixture(4).await;
+    let mut client = client(fixture.grpc).await;
+    let last = client
+        .get_io_stats(pb::GetIoStatsRequest {
+            workloads: vec!["sync".into()],
+            window: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert_eq!(last.intervals, 1);
+    assert_eq!(last.workloads.len(), 1);
+    let sync = &last.workloads[0];
+    assert_eq!(sync.workload, "sync");
+    let dontneed = sync
+        .fadvise
+        .iter()
+        .find(|f| f.advice == "dontneed")
+        .unwrap();
+    assert_eq!(dontneed.calls, 20 * 5);
+    let pc = sync.page_cache.as_ref().unwrap();
+    assert_eq!((pc.read_attempts, pc.misses), (1000, 5));
+    assert_eq!(pc.hit_ratio, Some(0.995));
+    let memcg = sync.memcg_reclaim.as_ref().unwrap();
+    assert_eq!(memcg.episodes, 1);
+    assert!(memcg.p99_seconds.unwrap() >= 0.002);
+    let host = last.host.unwrap();
+    assert_eq!(host.efficiency_percent, Some(90.0));
+
+    let window = client
+        .get_io_stats(pb::GetIoStatsRequest {
+            workloads: Vec::new(),
+            window: "3s".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert_eq!(window.intervals, 3);
+    assert_eq!(window.workloads.len(), fixture.names.len());
+    let jobs = window
+        .workloads
+        .iter()
+        .find(|w| w.workload == "jobs")
+        .unwrap();
+    let calls: u64 = jobs.fadvise.iter().map(|f| f.calls).sum();
+    assert_eq!(calls, 10 * (3 + 4 + 5));
+    let start = window.start.unwrap();
+    let end = window.end.unwrap();
+    assert_eq!(end.seconds - start.seconds, 3);
+}
+
+#[tokio::test]
+async fn status_reports_modules_and_drains() {
+    let fixture = fixture(4).await;
+    let mut client = client(fixture.grpc).await;
+    let status = client
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(status.kernel_release, "test");
+    assert!(status.ready);
+    assert_eq!(status.drains, 5);
+    assert_eq!(status.interval.unwrap().seconds, 1);
+    assert_eq!(status.modules.len(), 3);
+    assert!(status.modules.iter().all(|m| m.state == "attached"));
+    assert_eq!(status.comm_tracking.unwrap().state, "starting");
+    assert_eq!(status.tracked_processes, 3);
+    assert_eq!(status.retained_intervals, 100);
+}
+
+#[tokio::test]
+async fn a_slow_watcher_gets_the_newest_interval_and_the_count_it_missed() {
+    let fixture = fixture(4).await;
+    let mut client = client(fixture.grpc).await;
+    let mut stream = client
+        .watch_io_stats(pb::WatchIoStatsRequest {
+            workloads: vec!["jobs".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let publish = |scale: u64| {
+        let drains = {
+            let mut store = fixture.store.write().unwrap();
+            store.apply(
+                interval(&fixture.names, SystemTime::now(), scale),
+                Vec::new(),
+                3,
+            );
+            store.drains()
+        };
+        fixture.drains.send_replace(drains);
+    };
+    publish(6);
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!((first.sequence, first.missed), (6, 0));
+    assert_eq!(first.stats.unwrap().workloads[0].workload, "jobs");
+    // The client does not read while ten drains happen; the drainer is never held up.
+    let started = Instant::now();
+    for scale in 7..=16 {
+        publish(scale);
+    }
+    assert!(started.elapsed() < Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut received = Vec::new();
+    while received
+        .last()
+        .is_none_or(|m: &pb::WatchIoStatsResponse| m.sequence < 16)
+    {
+        received.push(stream.message().await.unwrap().unwrap());
+    }
+    // At most one stale message was buffered; the last is the newest, and every drain is
+    // either received or counted as missed.
+    assert!(received.len() <= 2, "{} messages", received.len());
+    let newest = received.last().unwrap();
+    let jobs = &newest.stats.as_ref().unwrap().workloads[0];
+    assert_eq!(jobs.fadvise[Advice::DontNeed as usize].calls, 10 * 16);
+    let accounted: u64 = received.iter().map(|m| 1 + m.missed).sum();
+    assert_eq!(accounted, 16 - 6);
+}
+
+#[tokio::test]
+async fn a_stream_ends_at_the_callers_deadline() {
+    let fixture = fixture(4).await;
+    let mut client = client(fixture.grpc).await;
+    let mut request = tonic::Request::new(pb::WatchIoStatsRequest::default());
+    request.set_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let result = async {
+        let mut stream = client.watch_io_stats(request).await?.into_inner();
+        // No drain comes: the stream is slow, and the deadline passes.
+        while stream.message().await?.is_some() {}
+        Ok::<_, tonic::Status>(())
+    }
+    .await;
+    let status = result.expect_err("the deadline ends the stream");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    drop(fixture);
+}
+
+#[tokio::test]
+async fn streams_are_bounded() {
+    let fixture = fixture(2).await;
+    let mut client = client(fixture.grpc).await;
+    let first = client
+        .watch_io_stats(pb::WatchIoStatsRequest::default())
+        .await;
+    let second = client
+        .watch_io_stats(pb::WatchIoStatsRequest::default())
+        .await;
+    assert!(first.is_ok() && second.is_ok());
+    let third = client
+        .watch_io_stats(pb::WatchIoStatsRequest::default())
+        .await
+        .expect_err("over the limit");
+    assert_eq!(third.code(), Code::ResourceExhausted);
+    // A closed stream gives its slot back.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match client
+            .watch_io_stats(pb::WatchIoStatsRequest::default())
+            .await
+        {
+            Ok(_) => break,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(Instant::now() < deadline, "the slot never came back");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+}
+
+/// A codec for messages known only by their descriptor.
+#[derive(Clone)]
+struct DynamicCodec {
+    response: MessageDescriptor,
+}
+
+struct DynamicEncoder;
+struct DynamicDecoder(MessageDescriptor);
+
+impl Codec for DynamicCodec {
+    type Encode = DynamicMessage;
+    type Decode = DynamicMessage;
+    type Encoder = DynamicEncoder;
+    type Decoder = DynamicDecoder;
+    fn encoder(&mut self) -> Self::Encoder {
+        DynamicEncoder
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        DynamicDecoder(self.response.clone())
+    }
+}
+
+impl Encoder for DynamicEncoder {
+    type Item = DynamicMessage;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: DynamicMessage, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        prost::Message::encode(&item, dst).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl Decoder for DynamicDecoder {
+    type Item = DynamicMessage;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<DynamicMessage>, Self::Error> {
+        DynamicMessage::decode(self.0.clone(), src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+/// A client that knows nothing but what the server publishes through reflection.
+struct ReflectionClient {
+    channel: Channel,
+    pool: DescriptorPool,
+}
+
+impl ReflectionClient {
+    async fn connect(addr: SocketAddr) -> ReflectionClient {
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut reflection = ServerReflectionClient::new(channel.clone());
+        let ask = |request: MessageRequest| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        };
+        let responses = reflection
+            .server_reflection_info(tokio_stream::iter(vec![ask(MessageRequest::ListServices(
+                String::new(),
+            ))]))
+            .await
+            .unwrap()
+            .into_inner();
+        let services: Vec<String> = collect_responses(responses)
+            .await
+            .into_iter()
+            .filter_map(|r| match r {
+                MessageResponse::ListServicesResponse(list) => Some(list.service),
+                _ => None,
+            })
+            .flatten()
+            .map(|s| s.name)
+            .collect();
+        for expected in [
+            "sidecar.v1.SidecarService",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+        ] {
+            assert!(
+                services.iter().any(|s| s == expected),
+                "{expected} in {services:?}"
+            );
+        }
+        // Like grpcurl: the file that defines a symbol, then its imports by file name.
+        let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut wanted: Vec<MessageRequest> =
+            ["sidecar.v1.SidecarService", "grpc.health.v1.Health"]
+                .into_iter()
+                .map(|s| MessageRequest::FileContainingSymbol(s.to_owned()))
+                .collect();
+        while let Some(request) = wanted.pop() {
+            let responses = reflection
+                .server_reflection_info(tokio_stream::iter(vec![ask(request)]))
+                .await
+                .unwrap()
+                .into_inner();
+            for response in collect_responses(responses).await {
+                let MessageResponse::FileDescriptorResponse(fds) = response else {
+                    panic!("reflection answered {response:?}")
+                };
+                for bytes in fds.file_descriptor_proto {
+                    let file: prost_types::FileDescriptorProto =
+                        prost::Message::decode(bytes.as_slice()).unwrap();
+                    for import in &file.dependency {
+                        if !files.contains_key(import) {
+                            wanted.push(MessageRequest::FileByFilename(import.clone()));
+                        }
+                    }
+                    files.insert(file.name().to_owned(), bytes);
+                }
+            }
+        }
+        // A pool takes a file once its imports are in: add until everything resolves.
+        let mut pool = DescriptorPool::new();
+        let mut pending: Vec<Vec<u8>> = files.into_values().collect();
+        while !pending.is_empty() {
+            let before = pending.len();
+            pending.retain(|bytes| pool.decode_file_descriptor_proto(bytes.as_slice()).is_err());
+            assert!(pending.len() < before, "reflection lacks a dependency");
+        }
+        ReflectionClient { channel, pool }
+    }
+
+    async fn call(
+        &self,
+        service: &str,
+        method: &str,
+        fields: &[(&str, ReflectValue)],
+    ) -> Result<DynamicMessage, tonic::Status> {
+        let service = self
+            .pool
+            .get_service_by_name(service)
+            .expect("service published");
+        let method = service
+            .methods()
+            .find(|m| m.name() == method)
+            .expect("method published");
+        let mut request = DynamicMessage::new(method.input());
+        for (name, value) in fields {
+            request.set_field_by_name(name, value.clone());
+        }
+        let path =
+            PathAndQuery::try_from(format!("/{}/{}", service.full_name(), method.name())).unwrap();
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready().await.unwrap();
+        let codec = DynamicCodec {
+            response: method.output(),
+        };
+        grpc.unary(tonic::Request::new(request), path, codec)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+async fn collect_responses(
+    mut stream: tonic::Streaming<tonic_reflection::pb::v1::ServerReflectionResponse>,
+) -> Vec<tonic_reflection::pb::v1::server_reflection_response::MessageResponse> {
+    let mut out = Vec::new();
+    while let Some(response) = stream.message().await.unwrap() {
+        out.extend(response.message_response);
+    }
+    out
+}
+
+#[tokio::test]
+async fn health_and_api_through_reflection_alone() {
+    let fixture = fixture(4).await;
+    let client = ReflectionClient::connect(fixture.grpc).await;
+    for service in ["", "sidecar.v1.SidecarService"] {
+        let response = client
+            .call(
+                "grpc.health.v1.Health",
+                "Check",
+                &[("service", ReflectValue::String(service.into()))],
+            )
+            .await
+            .unwrap();
+        let status = response.get_field_by_name("status").unwrap();
+        // HealthCheckResponse.ServingStatus SERVING = 1
+        assert_eq!(status.as_enum_number(), Some(1), "health of {service:?}");
+    }
+    let status = client
+        .call("sidecar.v1.SidecarService", "GetStatus", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        status.get_field_by_name("version").unwrap().as_str(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(
+        status.get_field_by_name("ready").unwrap().as_bool(),
+        Some(true)
+    );
+    let error = client
+        .call(
+            "sidecar.v1.SidecarService",
+            "GetMetrics",
+            &[("page_size", ReflectValue::U32(20_000))],
+        )
+        .await
+        .expect_err("page_size out of range");
+    assert_eq!(error.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn http_negotiates_formats_and_filters() {
+    let fixture = fixture(4).await;
+    let addr = fixture.http;
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        http_get_with(
+            addr,
+            "/metrics",
+            &[(
+                "Accept",
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+            )],
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+    assert!(body.contains("# TYPE ebpf_fadvise_calls counter"));
+
+    let (status, body) = tokio::task::spawn_blocking(move || http_get(addr, "/metrics").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(!body.contains("# EOF"));
+    assert!(body.contains("# TYPE ebpf_fadvise_calls_total counter"));
+
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        http_get(addr, "/metrics?module=page_cache&workload=jobs").unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("ebpf_cache_read_attempts_total{workload=\"jobs\"} 1500"));
+    assert!(!body.contains("workload=\"sync\""));
+    assert!(!body.contains("ebpf_fadvise"));
+
+    let (status, body) =
+        tokio::task::spawn_blocking(move || http_get(addr, "/metrics?module=disk").unwrap())
+            .await
+            .unwrap();
+    assert_eq!(status, 400);
+    assert!(body.contains("unknown module"), "{body}");
+
+    let (status, body) =
+        tokio::task::spawn_blocking(move || http_get(addr, "/health/ready").unwrap())
+            .await
+            .unwrap();
+    assert_eq!(status, 200, "{body}");
+}
