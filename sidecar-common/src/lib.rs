@@ -31,7 +31,8 @@ pub mod global_names {
     pub const FADVISE_LAYOUT: &str = "FADVISE_LAYOUT";
     pub const FILEMAP_LAYOUT: &str = "FILEMAP_LAYOUT";
     pub const VMSCAN_LAYOUT: &str = "VMSCAN_LAYOUT";
-    pub const RENAME_LAYOUT: &str = "RENAME_LAYOUT";
+    pub const PROCESS_LAYOUT: &str = "PROCESS_LAYOUT";
+    pub const PID_NAMESPACE: &str = "PID_NAMESPACE";
 }
 
 /// `posix_fadvise` advice, as the `advice` label reports it.
@@ -255,10 +256,13 @@ pub enum HostCounter {
     ProcessOverflowEvents = 6,
     /// Tracepoint fields that could not be read (a layout bug; should stay 0).
     FieldReadErrors = 7,
+    /// Every posix_fadvise call seen, whatever its process: the host total that the
+    /// per-workload counts must add up to.
+    FadviseCallsSeen = 8,
 }
 
 impl HostCounter {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const ALL: [HostCounter; Self::COUNT] = [
         HostCounter::LruPagesScanned,
         HostCounter::LruPagesReclaimed,
@@ -268,6 +272,7 @@ impl HostCounter {
         HostCounter::ReclaimOverflowEvents,
         HostCounter::ProcessOverflowEvents,
         HostCounter::FieldReadErrors,
+        HostCounter::FadviseCallsSeen,
     ];
 }
 
@@ -285,12 +290,43 @@ impl GaugeSlot {
 
 pub const COMM_LEN: usize = 16;
 
-/// What the kernel recorded of a process the first time it counted it in an interval, so
-/// that processes that exit before the drain can still be classified by `comm`.
+/// What the kernel recorded of a process in an interval: its name, so that processes that
+/// exit before the drain can still be classified by `comm`, and whether it exec'd (its
+/// classification is stale) or exited (its cached state can go once its counts are in).
+/// The flags are bytes that programs only ever set to 1: no read-modify-write races.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcessInfo {
     pub comm: [u8; COMM_LEN],
+    pub execed: u8,
+    pub exited: u8,
+    pub _pad: [u8; 6],
+}
+
+/// The process key of tasks outside the sidecar's PID namespace: they are unmatched.
+pub const OUTSIDE_NAMESPACE_TGID: u32 = 0;
+
+/// The PID namespace processes are reported in: the sidecar's own. In the initial
+/// namespace (`translate` = 0) the kernel's tgid is used as it is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PidNamespace {
+    /// The namespace file's device, in the kernel's encoding (major << 20 | minor).
+    pub dev: u64,
+    pub ino: u64,
+    pub translate: u32,
+    pub _pad: u32,
+}
+
+impl PidNamespace {
+    pub const HOST: PidNamespace = PidNamespace {
+        dev: 0,
+        ino: 0,
+        translate: 0,
+        _pad: 0,
+    };
+    /// The inode of the initial PID namespace (PROC_PID_INIT_INO).
+    pub const INIT_INO: u64 = 0xEFFF_FFFC;
 }
 
 /// Per-thread read-path state (READ_STATE), keyed by pid_tgid.
@@ -384,18 +420,24 @@ impl VmscanLayout {
     };
 }
 
-/// Offsets of the task:task_rename fields (exec and prctl(PR_SET_NAME) both rename).
+/// Offsets of the process life-cycle tracepoint fields (task:task_rename,
+/// sched:sched_process_exit).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RenameLayout {
-    pub pid: u32,
-    pub newcomm: u32,
+pub struct ProcessLayout {
+    pub rename_pid: u32,
+    pub rename_newcomm: u32,
+    /// `ABSENT_FIELD` on kernels without it: the leader's exit stands for the group's.
+    pub exit_group_dead: u32,
+    pub _pad: u32,
 }
 
-impl RenameLayout {
-    pub const UNSET: RenameLayout = RenameLayout {
-        pid: ABSENT_FIELD,
-        newcomm: ABSENT_FIELD,
+impl ProcessLayout {
+    pub const UNSET: ProcessLayout = ProcessLayout {
+        rename_pid: ABSENT_FIELD,
+        rename_newcomm: ABSENT_FIELD,
+        exit_group_dead: ABSENT_FIELD,
+        _pad: 0,
     };
 }
 
@@ -416,7 +458,8 @@ mod pod {
     unsafe impl aya::Pod for FadviseLayout {}
     unsafe impl aya::Pod for FilemapLayout {}
     unsafe impl aya::Pod for VmscanLayout {}
-    unsafe impl aya::Pod for RenameLayout {}
+    unsafe impl aya::Pod for ProcessLayout {}
+    unsafe impl aya::Pod for PidNamespace {}
 }
 
 #[cfg(test)]
@@ -437,7 +480,9 @@ mod tests {
         assert_eq!(size_of::<FadviseLayout>(), 16);
         assert_eq!(size_of::<FilemapLayout>(), 32);
         assert_eq!(size_of::<VmscanLayout>(), 8);
-        assert_eq!(size_of::<RenameLayout>(), 8);
+        assert_eq!(size_of::<ProcessLayout>(), 16);
+        assert_eq!(size_of::<PidNamespace>(), 24);
+        assert_eq!(size_of::<ProcessInfo>(), 24);
         assert!(align_of::<ReadState>() <= 8);
     }
 

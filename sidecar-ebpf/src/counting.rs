@@ -8,12 +8,10 @@
 //! program can still hold the old epoch. The drainer then owns the old epoch's maps alone.
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
-    btf_maps::PerCpuHashMap,
-    helpers::bpf_get_current_comm,
+    bindings::BPF_NOEXIST, btf_maps::PerCpuHashMap, helpers::bpf_get_current_comm,
     programs::TracePointContext,
 };
-use sidecar_common::{ABSENT_FIELD, HostCounter, ProcessInfo, ProcessKey};
+use sidecar_common::{ABSENT_FIELD, HostCounter, OUTSIDE_NAMESPACE_TGID, ProcessInfo, ProcessKey};
 
 use crate::maps::EpochMaps;
 
@@ -60,22 +58,31 @@ pub(crate) fn bump_host(maps: &EpochMaps, counter: HostCounter, by: u64) {
 
 /// Records the comm of a process that created a counter in this interval, so that
 /// userspace can classify it even if it exits before the drain. The main thread's comm is
-/// the process's name (other threads may be named after their role), so it overwrites;
-/// another thread's only fills a gap. Later renames update it (`process.rs`).
+/// the process's name (other threads may be named after their role), so it replaces
+/// another thread's; another thread's only fills a gap. Renames update it (`process.rs`).
 #[inline(always)]
-pub(crate) fn note_process(maps: &EpochMaps, pid_tgid: u64) {
-    let tgid = tgid_of(pid_tgid);
-    let flags = if pid_tgid as u32 == tgid {
-        BPF_ANY
-    } else {
-        BPF_NOEXIST
-    };
+pub(crate) fn note_process(maps: &EpochMaps, pid_tgid: u64, key: u32) {
+    if key == OUTSIDE_NAMESPACE_TGID {
+        return;
+    }
+    let main_thread = pid_tgid as u32 == tgid_of(pid_tgid);
     let comm = bpf_get_current_comm().unwrap_or_default();
-    match maps.processes.insert(
-        &ProcessKey { tgid },
-        &ProcessInfo { comm },
-        u64::from(flags),
-    ) {
+    let process = ProcessKey { tgid: key };
+    if let Some(info) = maps.processes.get_ptr_mut(&process) {
+        if main_thread {
+            // SAFETY: a valid map value; the flags beside the comm are left alone.
+            unsafe { (*info).comm = comm };
+        }
+        return;
+    }
+    let info = ProcessInfo {
+        comm,
+        ..ProcessInfo::default()
+    };
+    match maps
+        .processes
+        .insert(&process, &info, u64::from(BPF_NOEXIST))
+    {
         Ok(()) => {}
         Err(err) if err == -EEXIST => {}
         Err(_) => bump_host(maps, HostCounter::ProcessOverflowEvents, 1),
@@ -90,6 +97,7 @@ pub(crate) fn count<K, V: Default, const N: usize, const F: usize>(
     map: &PerCpuHashMap<K, V, N, F>,
     key: &K,
     pid_tgid: u64,
+    process: u32,
     overflow: impl FnOnce() -> Option<*mut V>,
     overflow_counter: HostCounter,
     update: impl FnOnce(&mut V),
@@ -97,7 +105,7 @@ pub(crate) fn count<K, V: Default, const N: usize, const F: usize>(
     let value = match slot(map, key) {
         Slot::Existing(value) => value,
         Slot::Created(value) => {
-            note_process(maps, pid_tgid);
+            note_process(maps, pid_tgid, process);
             value
         }
         Slot::Full => {

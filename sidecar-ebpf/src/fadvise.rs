@@ -10,8 +10,9 @@ use aya_ebpf::{
 use sidecar_common::{Advice, FadviseKey, FadviseLayout, HostCounter};
 
 use crate::{
-    counting::{count, field_or_return, tgid_of},
+    counting::{bump_host, count, field_or_return},
     maps::{FADV_INFLIGHT, in_active_epoch},
+    process::process_key,
 };
 
 #[unsafe(no_mangle)]
@@ -40,20 +41,24 @@ pub(crate) fn fadvise_exit(ctx: TracePointContext) -> u32 {
     let _ = FADV_INFLIGHT.remove(&pid_tgid);
 
     let ret = field_or_return!(ctx, i64, FADVISE_LAYOUT.load().exit_ret);
-    let tgid = tgid_of(pid_tgid);
-    in_active_epoch!(|maps| count(
-        &maps,
-        maps.fadvise,
-        &FadviseKey { tgid, advice },
-        pid_tgid,
-        || maps.fadvise_overflow.get_ptr_mut(advice),
-        HostCounter::FadviseOverflowEvents,
-        |counts| {
-            counts.calls += 1;
-            if ret == 0 {
-                counts.successes += 1;
-            }
-        },
-    ));
+    let tgid = process_key(pid_tgid);
+    in_active_epoch!(|maps| {
+        bump_host(&maps, HostCounter::FadviseCallsSeen, 1);
+        count(
+            &maps,
+            maps.fadvise,
+            &FadviseKey { tgid, advice },
+            pid_tgid,
+            tgid,
+            || maps.fadvise_overflow.get_ptr_mut(advice),
+            HostCounter::FadviseOverflowEvents,
+            |counts| {
+                counts.calls += 1;
+                if ret == 0 {
+                    counts.successes += 1;
+                }
+            },
+        );
+    });
     0
 }

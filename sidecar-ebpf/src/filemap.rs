@@ -17,8 +17,9 @@ use aya_ebpf::{
 use sidecar_common::{ABSENT_FIELD, FilemapLayout, HostCounter, ProcessKey, ReadState};
 
 use crate::{
-    counting::{count, field, field_or_return, report_field_error, tgid_of},
+    counting::{count, field, field_or_return, report_field_error},
     maps::{READ_STATE, in_active_epoch},
+    process::process_key,
 };
 
 #[unsafe(no_mangle)]
@@ -84,12 +85,13 @@ pub(crate) fn filemap_get_pages(ctx: TracePointContext) -> u32 {
     if requested == 0 && missed == 0 {
         return 0;
     }
-    let tgid = tgid_of(pid_tgid);
+    let tgid = process_key(pid_tgid);
     in_active_epoch!(|maps| count(
         &maps,
         maps.page_cache,
         &ProcessKey { tgid },
         pid_tgid,
+        tgid,
         || maps.page_cache_overflow.get_ptr_mut(0),
         HostCounter::PageCacheOverflowEvents,
         |counts| {
@@ -139,12 +141,13 @@ pub(crate) fn filemap_add(ctx: TracePointContext) -> u32 {
             let _ = READ_STATE.insert(&pid_tgid, &state, u64::from(BPF_ANY));
         }
     }
-    let tgid = tgid_of(pid_tgid);
+    let tgid = process_key(pid_tgid);
     in_active_epoch!(|maps| count(
         &maps,
         maps.page_cache,
         &ProcessKey { tgid },
         pid_tgid,
+        tgid,
         || maps.page_cache_overflow.get_ptr_mut(0),
         HostCounter::PageCacheOverflowEvents,
         |counts| counts.added_pages += pages,
@@ -162,12 +165,13 @@ pub(crate) fn filemap_delete(ctx: TracePointContext) -> u32 {
         }
     };
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = tgid_of(pid_tgid);
+    let tgid = process_key(pid_tgid);
     in_active_epoch!(|maps| count(
         &maps,
         maps.page_cache,
         &ProcessKey { tgid },
         pid_tgid,
+        tgid,
         || maps.page_cache_overflow.get_ptr_mut(0),
         HostCounter::PageCacheOverflowEvents,
         |counts| counts.evicted_pages += pages,

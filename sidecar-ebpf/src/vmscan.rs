@@ -13,8 +13,9 @@ use sidecar_common::{
 };
 
 use crate::{
-    counting::{bump_host, count, field_or_return, tgid_of},
+    counting::{bump_host, count, field_or_return},
     maps::{GAUGES, RCL_INFLIGHT, in_active_epoch},
+    process::process_key,
 };
 
 #[unsafe(no_mangle)]
@@ -89,7 +90,7 @@ fn end(kind: ReclaimKind) {
     // SAFETY: a helper without preconditions.
     let stalled_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
     let bucket = latency_bucket(stalled_ns);
-    let tgid = tgid_of(pid_tgid);
+    let tgid = process_key(pid_tgid);
     in_active_epoch!(|maps| count(
         &maps,
         maps.reclaim,
@@ -100,6 +101,7 @@ fn end(kind: ReclaimKind) {
             _pad: [0; 2],
         },
         pid_tgid,
+        tgid,
         || maps
             .reclaim_overflow
             .get_ptr_mut(reclaim_overflow_slot(kind, bucket)),

@@ -31,6 +31,12 @@ pub fn aggregate(
         .collect();
     let mut dropped_events = 0u64;
     classifier.begin_drain();
+    // A process that exec'd is another program now: classify it afresh.
+    for (key, info) in &delta.processes {
+        if info.execed != 0 {
+            classifier.forget(key.tgid);
+        }
+    }
     let mut workload_of = |tgid: u32| -> Option<usize> {
         match classifier.classify(tgid, comms.get(&tgid).copied()) {
             Assignment::Workload(id) => Some(id.0 as usize),
@@ -76,6 +82,12 @@ pub fn aggregate(
             counts.stalled_ns,
         );
     }
+    // Exited processes had their last counts classified just above: forget them now.
+    for (key, info) in &delta.processes {
+        if info.exited != 0 {
+            classifier.forget(key.tgid);
+        }
+    }
     classifier.end_drain();
 
     let other = &mut interval.workloads[names.other().0 as usize];
@@ -92,6 +104,7 @@ pub fn aggregate(
             processes: delta.host(HostCounter::ProcessOverflowEvents),
         },
         field_read_errors: delta.host(HostCounter::FieldReadErrors),
+        fadvise_calls_seen: delta.host(HostCounter::FadviseCallsSeen),
         dropped_process_events: dropped_events,
     };
     interval.direct_reclaim_in_progress = delta.direct_reclaim_in_progress;
@@ -198,7 +211,25 @@ mod tests {
             (ProcessKey { tgid: 1 }, comm("job-a")),
             (ProcessKey { tgid: 2 }, comm("job-b")),
             (ProcessKey { tgid: 3 }, comm("sync-1")),
+            // Exited in this interval: classified for its counts, then forgotten.
+            (
+                ProcessKey { tgid: 9 },
+                ProcessInfo {
+                    exited: 1,
+                    ..comm("job-x")
+                },
+            ),
         ];
+        delta.fadvise.push((
+            FadviseKey {
+                tgid: 9,
+                advice: dontneed,
+            },
+            FadviseCounts {
+                calls: 1,
+                successes: 1,
+            },
+        ));
         delta.page_cache = vec![(
             ProcessKey { tgid: 3 },
             PageCacheCounts {
@@ -243,8 +274,8 @@ mod tests {
         assert_eq!(
             jobs.fadvise[dontneed as usize],
             FadviseCounts {
-                calls: 7,
-                successes: 6
+                calls: 8,
+                successes: 7
             }
         );
         assert_eq!(jobs.reclaim[ReclaimKind::Memcg as usize].count, 2);
@@ -263,6 +294,8 @@ mod tests {
             .iter()
             .map(|w| w.fadvise_totals().calls)
             .sum();
-        assert_eq!(total, 3 + 4 + 5 + 7);
+        assert_eq!(total, 3 + 4 + 5 + 7 + 1);
+        // The exited process is no longer cached; the others are.
+        assert_eq!(classifier.tracked(), 3);
     }
 }

@@ -78,9 +78,9 @@ pub fn check(config: &Config) -> ExitCode {
             state.label()
         );
     }
-    let tracking = kernel.comm_tracking();
+    let tracking = kernel.process_tracking();
     println!(
-        "comm tracking {:<24} {}",
+        "process tracking {:<24} {}",
         tracking.label(),
         tracking.error().unwrap_or("task:task_rename")
     );

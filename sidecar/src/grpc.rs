@@ -529,9 +529,9 @@ impl SidecarService for Api {
                 .iter()
                 .map(|m| module_status(m.name(), modules.as_ref().and_then(|ms| ms.get(m))))
                 .collect(),
-            comm_tracking: Some(module_status(
-                "comm_tracking",
-                status.comm_tracking().as_ref(),
+            process_tracking: Some(module_status(
+                "process_tracking",
+                status.process_tracking().as_ref(),
             )),
             interval: Some(duration(self.interval)),
             drains: store.drains(),

@@ -151,7 +151,7 @@ struct Health {
     drains: u64,
     modules: std::collections::BTreeMap<&'static str, ModuleHealth>,
     /// Renames (exec, PR_SET_NAME) followed for classification; not needed for readiness.
-    comm_tracking: ModuleHealth,
+    process_tracking: ModuleHealth,
 }
 
 fn health(state: &HttpState) -> (bool, Health) {
@@ -179,7 +179,7 @@ fn health(state: &HttpState) -> (bool, Health) {
             (module.name(), health)
         })
         .collect();
-    let comm_tracking = match state.status.comm_tracking() {
+    let process_tracking = match state.status.process_tracking() {
         Some(tracking) => ModuleHealth {
             state: tracking.label(),
             error: tracking.error().map(str::to_owned),
@@ -194,7 +194,7 @@ fn health(state: &HttpState) -> (bool, Health) {
         startup_done: state.status.startup_done(),
         drains,
         modules,
-        comm_tracking,
+        process_tracking,
     };
     (ready, body)
 }

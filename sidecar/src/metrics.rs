@@ -130,6 +130,8 @@ families! {
         "Tracepoint fields the programs could not read (should stay 0).";
     DROPPED_PROCESS_EVENTS = "sidecar_dropped_process_events", Counter, SELF_MODULE,
         "Events of processes that matched no workload, dropped (unmatched: drop).";
+    FADVISE_CALLS_SEEN = "sidecar_fadvise_calls_seen", Counter, SELF_MODULE,
+        "posix_fadvise calls seen host-wide: the per-workload calls add up to this.";
     TRACKED_PROCESSES = "sidecar_tracked_processes", Gauge, SELF_MODULE,
         "Processes with a cached workload classification.";
     KERNEL_MAP_BYTES = "sidecar_kernel_map_bytes", Gauge, SELF_MODULE,

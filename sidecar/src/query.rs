@@ -249,7 +249,7 @@ fn status_table(status: &pb::GetStatusResponse) -> String {
         let _ = writeln!(out, "{key:<19} {value}");
     }
     let _ = writeln!(out, "\n{:<14} {:<12} ERROR", "MODULE", "STATE");
-    for module in status.modules.iter().chain(status.comm_tracking.iter()) {
+    for module in status.modules.iter().chain(status.process_tracking.iter()) {
         let _ = writeln!(
             out,
             "{:<14} {:<12} {}",

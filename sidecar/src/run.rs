@@ -84,11 +84,25 @@ pub fn start_kernel(config: &Config, attach: bool) -> anyhow::Result<(Kernel, St
             (module, enabled)
         })
         .collect();
+    let pid_namespace = match crate::kernel::own_pid_namespace() {
+        Ok(namespace) => namespace,
+        Err(err) => {
+            warn!("cannot read /proc/self/ns/pid ({err}); reporting host PIDs");
+            sidecar_common::PidNamespace::HOST
+        }
+    };
+    if pid_namespace.translate != 0 {
+        info!(
+            inode = pid_namespace.ino,
+            "in a PID namespace: processes are reported by their PIDs in it; others are unmatched"
+        );
+    }
     let options = KernelOptions {
         modules,
         max_tracked_processes: config.limits.max_tracked_processes.0,
         max_tracked_threads: config.limits.max_tracked_threads.0,
         attach,
+        pid_namespace,
     };
     let kernel = Kernel::load(&options, &layouts).context("loading the eBPF programs")?;
     Ok((kernel, tracefs_description))
@@ -161,7 +175,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             .context("kernel start-up task")??;
     status.set_tracefs(tracefs);
     status.set_modules(kernel.modules().clone());
-    status.set_comm_tracking(kernel.comm_tracking().clone());
+    status.set_process_tracking(kernel.process_tracking().clone());
     status.set_kernel_map_bytes(kernel.map_bytes());
     status.set_bpf_stats_error(kernel.stats_error().map(str::to_owned));
     for (module, state) in kernel.modules() {
@@ -170,8 +184,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             None => info!(module = module.name(), state = state.label(), "module"),
         }
     }
-    if let Some(err) = kernel.comm_tracking().error() {
-        warn!("process renames are not followed (classification by comm may lag exec): {err}");
+    if let Some(err) = kernel.process_tracking().error() {
+        warn!("process life-cycle events are not followed (classification may lag exec): {err}");
     }
     if let Some(err) = kernel.stats_error() {
         warn!("BPF run-time statistics unavailable: {err}");

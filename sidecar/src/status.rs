@@ -17,7 +17,7 @@ pub struct Status {
     startup_done: AtomicBool,
     /// `None` until the kernel programs have been loaded.
     modules: RwLock<Option<BTreeMap<Module, ModuleState>>>,
-    comm_tracking: RwLock<Option<ModuleState>>,
+    process_tracking: RwLock<Option<ModuleState>>,
     kernel: KernelFacts,
     tracefs: RwLock<Option<String>>,
     kernel_map_bytes: RwLock<u64>,
@@ -48,7 +48,7 @@ impl Status {
             started: Instant::now(),
             startup_done: AtomicBool::new(false),
             modules: RwLock::new(None),
-            comm_tracking: RwLock::new(None),
+            process_tracking: RwLock::new(None),
             kernel,
             tracefs: RwLock::new(None),
             kernel_map_bytes: RwLock::new(0),
@@ -67,16 +67,16 @@ impl Status {
             .clone()
     }
 
-    pub fn set_comm_tracking(&self, state: ModuleState) {
+    pub fn set_process_tracking(&self, state: ModuleState) {
         *self
-            .comm_tracking
+            .process_tracking
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(state);
     }
 
     /// Whether exec/PR_SET_NAME renames reach the classifier (`None` while starting).
-    pub fn comm_tracking(&self) -> Option<ModuleState> {
-        self.comm_tracking
+    pub fn process_tracking(&self) -> Option<ModuleState> {
+        self.process_tracking
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

@@ -151,6 +151,8 @@ pub struct HostCounts {
     pub field_read_errors: u64,
     /// Events of processes dropped by `unmatched: drop` (still in host totals).
     pub dropped_process_events: u64,
+    /// Every fadvise call the kernel saw, whatever its workload.
+    pub fadvise_calls_seen: u64,
 }
 
 impl HostCounts {
@@ -164,6 +166,7 @@ impl HostCounts {
         self.overflow.processes += other.overflow.processes;
         self.field_read_errors += other.field_read_errors;
         self.dropped_process_events += other.dropped_process_events;
+        self.fadvise_calls_seen += other.fadvise_calls_seen;
     }
 }
 

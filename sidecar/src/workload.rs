@@ -146,9 +146,18 @@ impl Classifier {
         }
     }
 
+    /// Drops what is cached of a process: it exec'd (classify it afresh) or exited.
+    pub fn forget(&mut self, tgid: u32) {
+        self.cache.remove(&tgid);
+    }
+
     /// The assignment of process `tgid`; `kernel_comm` is what the kernel recorded for it in
     /// this interval, if anything.
     pub fn classify(&mut self, tgid: u32, kernel_comm: Option<&[u8; 16]>) -> Assignment {
+        // Tasks outside our PID namespace share one key and no /proc entry of ours.
+        if tgid == sidecar_common::OUTSIDE_NAMESPACE_TGID {
+            return self.unmatched();
+        }
         let drain = self.drain;
         if let Some(entry) = self.cache.get_mut(&tgid)
             && kernel_comm.is_none_or(|comm| *comm == entry.kernel_comm)
@@ -176,6 +185,10 @@ impl Classifier {
                 return Assignment::Workload(WorkloadId(index as u16));
             }
         }
+        self.unmatched()
+    }
+
+    const fn unmatched(&self) -> Assignment {
         match self.unmatched {
             Unmatched::Other => Assignment::Workload(self.other),
             Unmatched::Drop => Assignment::Dropped,
@@ -385,6 +398,19 @@ workloads:
             classifier.classify(7, Some(&comm("job-worker"))),
             Assignment::Workload(WorkloadId(0))
         );
+    }
+
+    #[test]
+    fn processes_outside_the_namespace_are_unmatched() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config("workloads:\n  - name: jobs\n    comm: \"^job\"\n");
+        let names = WorkloadNames::from_config(&config);
+        let mut classifier = Classifier::with_proc_root(&config, &names, dir.path());
+        assert_eq!(
+            classifier.classify(sidecar_common::OUTSIDE_NAMESPACE_TGID, Some(&comm("job-1"))),
+            Assignment::Workload(names.other())
+        );
+        assert_eq!(classifier.tracked(), 0);
     }
 
     #[test]

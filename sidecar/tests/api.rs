@@ -435,7 +435,7 @@ async fn status_reports_modules_and_drains() {
     assert_eq!(status.interval.unwrap().seconds, 1);
     assert_eq!(status.modules.len(), 3);
     assert!(status.modules.iter().all(|m| m.state == "attached"));
-    assert_eq!(status.comm_tracking.unwrap().state, "starting");
+    assert_eq!(status.process_tracking.unwrap().state, "starting");
     assert_eq!(status.tracked_processes, 3);
     assert_eq!(status.retained_intervals, 100);
 }

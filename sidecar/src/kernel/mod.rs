@@ -18,13 +18,14 @@ use aya::{
     programs::{ProgramError, TracePoint},
 };
 use sidecar_common::{
-    FadviseLayout, FilemapLayout, RenameLayout, VmscanLayout, global_names, map_names,
+    FadviseLayout, FilemapLayout, PidNamespace, ProcessLayout, VmscanLayout, global_names,
+    map_names,
 };
 
 pub use self::drain::{KernelDelta, ProgramStats};
 use self::{
     drain::EpochMaps,
-    modules::{Layouts, Module, ProgramSpec, RENAME_PROGRAMS},
+    modules::{Layouts, Module, PROCESS_PROGRAMS, ProgramSpec},
 };
 
 /// The eBPF object, built by `cargo xtask build-ebpf` and embedded by build.rs.
@@ -98,6 +99,8 @@ pub struct KernelOptions {
     pub max_tracked_threads: u32,
     /// Attach the programs (`run`), or only load and verify them (`check`).
     pub attach: bool,
+    /// The PID namespace processes are reported in.
+    pub pid_namespace: PidNamespace,
 }
 
 /// The loaded programs and their maps.
@@ -107,7 +110,7 @@ pub struct Kernel {
     epochs: [EpochMaps; 2],
     gauges: drain::DrainableMap,
     modules: BTreeMap<Module, ModuleState>,
-    comm_tracking: ModuleState,
+    process_tracking: ModuleState,
     map_bytes: u64,
     /// Keeps the kernel's BPF run-time statistics on while we live.
     _stats: Option<OwnedFd>,
@@ -162,13 +165,17 @@ impl Kernel {
             .as_ref()
             .map_or(FilemapLayout::UNSET, |l| *l);
         let vmscan_layout = layouts.vmscan.as_ref().map_or(VmscanLayout::UNSET, |l| *l);
-        let rename_layout = layouts.rename.as_ref().map_or(RenameLayout::UNSET, |l| *l);
+        let process_layout = layouts
+            .process
+            .as_ref()
+            .map_or(ProcessLayout::UNSET, |l| *l);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(global_names::FADVISE_LAYOUT, &fadvise_layout, true)
             .override_global(global_names::FILEMAP_LAYOUT, &filemap_layout, true)
             .override_global(global_names::VMSCAN_LAYOUT, &vmscan_layout, true)
-            .override_global(global_names::RENAME_LAYOUT, &rename_layout, true);
+            .override_global(global_names::PROCESS_LAYOUT, &process_layout, true)
+            .override_global(global_names::PID_NAMESPACE, &options.pid_namespace, true);
         for (name, size) in &sizes {
             loader.map_max_entries(name, *size);
         }
@@ -197,12 +204,12 @@ impl Kernel {
             };
             modules.insert(module, state);
         }
-        let comm_tracking = if !modules.values().any(ModuleState::is_usable) {
+        let process_tracking = if !modules.values().any(ModuleState::is_usable) {
             ModuleState::Disabled
-        } else if let Err(err) = &layouts.rename {
+        } else if let Err(err) = &layouts.process {
             ModuleState::Unavailable(err.to_string())
         } else {
-            match start_programs(&mut ebpf, &RENAME_PROGRAMS, options.attach) {
+            match start_programs(&mut ebpf, &PROCESS_PROGRAMS, options.attach) {
                 Ok(()) if options.attach => ModuleState::Attached,
                 Ok(()) => ModuleState::Verified,
                 Err(err) => ModuleState::Failed(err),
@@ -222,7 +229,7 @@ impl Kernel {
             epochs,
             gauges,
             modules,
-            comm_tracking,
+            process_tracking,
             map_bytes,
             _stats: stats,
             stats_error,
@@ -234,9 +241,9 @@ impl Kernel {
         &self.modules
     }
 
-    /// Whether renames (exec, PR_SET_NAME) update the names used for classification.
-    pub const fn comm_tracking(&self) -> &ModuleState {
-        &self.comm_tracking
+    /// Whether process life-cycle events (rename, exec, exit) reach the classifier.
+    pub const fn process_tracking(&self) -> &ModuleState {
+        &self.process_tracking
     }
 
     /// Kernel memory held by our maps (the kernel's own accounting, `memlock` in fdinfo).
@@ -347,6 +354,25 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     } else {
         lines.join(" | ")
     }
+}
+
+/// The PID namespace the sidecar runs in: processes are reported as it sees them. In the
+/// initial namespace (a host process, a DaemonSet with hostPID) nothing is translated.
+pub fn own_pid_namespace() -> std::io::Result<PidNamespace> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = fs::metadata("/proc/self/ns/pid")?;
+    if meta.ino() == PidNamespace::INIT_INO {
+        return Ok(PidNamespace::HOST);
+    }
+    let dev = meta.dev();
+    // The helper compares with the kernel's dev_t encoding, not the one stat(2) returns.
+    let kernel_dev = (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev));
+    Ok(PidNamespace {
+        dev: kernel_dev,
+        ino: meta.ino(),
+        translate: 1,
+        _pad: 0,
+    })
 }
 
 /// Older kernels charge BPF memory to RLIMIT_MEMLOCK; newer ones to the memory cgroup.

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use sidecar_common::{ABSENT_FIELD, FadviseLayout, FilemapLayout, RenameLayout, VmscanLayout};
+use sidecar_common::{ABSENT_FIELD, FadviseLayout, FilemapLayout, ProcessLayout, VmscanLayout};
 
 use super::tracefs::{EventFormat, Tracefs, TracefsError};
 
@@ -40,10 +40,14 @@ impl Module {
     }
 }
 
-/// Not a module: follows exec and prctl(PR_SET_NAME) so that processes that exit before a
-/// drain are classified by the name they ended with.
-pub const RENAME_PROGRAMS: [ProgramSpec; 1] =
-    [ProgramSpec::new("task_rename", "task", "task_rename")];
+/// Not a module: process life-cycle events that keep classification right. Renames (exec,
+/// prctl(PR_SET_NAME)) keep the recorded comm current; exec marks a classification stale;
+/// exit releases per-thread state and, after the last counts, the process's cache entry.
+pub const PROCESS_PROGRAMS: [ProgramSpec; 3] = [
+    ProgramSpec::new("task_rename", "task", "task_rename"),
+    ProgramSpec::new("process_exec", "sched", "sched_process_exec"),
+    ProgramSpec::new("process_exit", "sched", "sched_process_exit"),
+];
 
 const FADVISE_PROGRAMS: [ProgramSpec; 2] = [
     ProgramSpec::new("fadvise_enter", "syscalls", "sys_enter_fadvise64"),
@@ -133,7 +137,7 @@ pub struct Layouts {
     pub fadvise: Result<FadviseLayout, LayoutError>,
     pub filemap: Result<FilemapLayout, LayoutError>,
     pub vmscan: Result<VmscanLayout, LayoutError>,
-    pub rename: Result<RenameLayout, LayoutError>,
+    pub process: Result<ProcessLayout, LayoutError>,
 }
 
 impl Layouts {
@@ -142,7 +146,7 @@ impl Layouts {
             fadvise: fadvise_layout(tracefs),
             filemap: filemap_layout(tracefs),
             vmscan: vmscan_layout(tracefs),
-            rename: rename_layout(tracefs),
+            process: process_layout(tracefs),
         }
     }
 
@@ -155,7 +159,7 @@ impl Layouts {
             fadvise: reason(err),
             filemap: reason(err),
             vmscan: reason(err),
-            rename: reason(err),
+            process: reason(err),
         }
     }
 
@@ -256,11 +260,13 @@ fn vmscan_layout(tracefs: &Tracefs) -> Result<VmscanLayout, LayoutError> {
     })
 }
 
-fn rename_layout(tracefs: &Tracefs) -> Result<RenameLayout, LayoutError> {
-    let formats = Formats::of(tracefs, &RENAME_PROGRAMS)?;
-    Ok(RenameLayout {
-        pid: formats.offset("task_rename", "pid", 4)?,
-        newcomm: formats.offset("task_rename", "newcomm", 16)?,
+fn process_layout(tracefs: &Tracefs) -> Result<ProcessLayout, LayoutError> {
+    let formats = Formats::of(tracefs, &PROCESS_PROGRAMS)?;
+    Ok(ProcessLayout {
+        rename_pid: formats.offset("task_rename", "pid", 4)?,
+        rename_newcomm: formats.offset("task_rename", "newcomm", 16)?,
+        exit_group_dead: formats.optional_offset("sched_process_exit", "group_dead", 1)?,
+        _pad: 0,
     })
 }
 
