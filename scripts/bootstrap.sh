@@ -44,7 +44,7 @@ apt_install() {
 
 apt_install build-essential pkg-config protobuf-compiler curl ca-certificates
 if [ "$want_test" = 1 ]; then
-  apt_install bpftool prometheus util-linux procps
+  apt_install bpftool bpftrace prometheus util-linux procps
 fi
 
 # --- Rust toolchain ---------------------------------------------------------------------------

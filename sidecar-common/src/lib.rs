@@ -33,6 +33,7 @@ pub mod global_names {
     pub const VMSCAN_LAYOUT: &str = "VMSCAN_LAYOUT";
     pub const PROCESS_LAYOUT: &str = "PROCESS_LAYOUT";
     pub const PID_NAMESPACE: &str = "PID_NAMESPACE";
+    pub const INODE_LAYOUT: &str = "INODE_LAYOUT";
 }
 
 /// `posix_fadvise` advice, as the `advice` label reports it.
@@ -405,6 +406,37 @@ impl FilemapLayout {
     };
 }
 
+/// Where a file's identity and size are in kernel memory (from the kernel's BTF), so that
+/// the raw mm_filemap_get_pages program can bound a read's page range by the file's size:
+/// a read asks for as many bytes as its buffer holds, however small the file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InodeLayout {
+    /// `struct address_space` -> `host` (`struct inode *`).
+    pub mapping_host: u32,
+    /// `struct inode` -> `i_sb` (`struct super_block *`).
+    pub inode_sb: u32,
+    /// `struct inode` -> `i_ino`.
+    pub inode_ino: u32,
+    /// `struct inode` -> `i_size` (`loff_t`).
+    pub inode_size: u32,
+    /// `struct super_block` -> `s_dev`.
+    pub sb_dev: u32,
+    /// log2 of the page size.
+    pub page_shift: u32,
+}
+
+impl InodeLayout {
+    pub const UNSET: InodeLayout = InodeLayout {
+        mapping_host: ABSENT_FIELD,
+        inode_sb: ABSENT_FIELD,
+        inode_ino: ABSENT_FIELD,
+        inode_size: ABSENT_FIELD,
+        sb_dev: ABSENT_FIELD,
+        page_shift: 12,
+    };
+}
+
 /// Offsets of the vmscan tracepoint fields.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -460,6 +492,7 @@ mod pod {
     unsafe impl aya::Pod for VmscanLayout {}
     unsafe impl aya::Pod for ProcessLayout {}
     unsafe impl aya::Pod for PidNamespace {}
+    unsafe impl aya::Pod for InodeLayout {}
 }
 
 #[cfg(test)]
@@ -482,6 +515,7 @@ mod tests {
         assert_eq!(size_of::<VmscanLayout>(), 8);
         assert_eq!(size_of::<ProcessLayout>(), 16);
         assert_eq!(size_of::<PidNamespace>(), 24);
+        assert_eq!(size_of::<InodeLayout>(), 24);
         assert_eq!(size_of::<ProcessInfo>(), 24);
         assert!(align_of::<ReadState>() <= 8);
     }

@@ -8,7 +8,7 @@
 //! program can still hold the old epoch. The drainer then owns the old epoch's maps alone.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST, btf_maps::PerCpuHashMap, helpers::bpf_get_current_comm,
+    EbpfContext, bindings::BPF_NOEXIST, btf_maps::PerCpuHashMap, helpers::bpf_get_current_comm,
     programs::TracePointContext,
 };
 use sidecar_common::{ABSENT_FIELD, HostCounter, OUTSIDE_NAMESPACE_TGID, ProcessInfo, ProcessKey};
@@ -89,6 +89,22 @@ pub(crate) fn note_process(maps: &EpochMaps, pid_tgid: u64, key: u32) {
     }
 }
 
+/// Who an event belongs to: the thread (for the main-thread check) and the process key.
+pub(crate) struct Caller {
+    pub(crate) pid_tgid: u64,
+    pub(crate) process: u32,
+}
+
+impl Caller {
+    #[inline(always)]
+    pub(crate) fn new(pid_tgid: u64) -> Caller {
+        Caller {
+            pid_tgid,
+            process: crate::process::process_key(pid_tgid),
+        }
+    }
+}
+
 /// Bumps a per-process counter, creating the entry (and noting the process) on first use,
 /// or bumps the overflow slot when the map is full.
 #[inline(always)]
@@ -96,8 +112,7 @@ pub(crate) fn count<K, V: Default, const N: usize, const F: usize>(
     maps: &EpochMaps,
     map: &PerCpuHashMap<K, V, N, F>,
     key: &K,
-    pid_tgid: u64,
-    process: u32,
+    caller: &Caller,
     overflow: impl FnOnce() -> Option<*mut V>,
     overflow_counter: HostCounter,
     update: impl FnOnce(&mut V),
@@ -105,7 +120,7 @@ pub(crate) fn count<K, V: Default, const N: usize, const F: usize>(
     let value = match slot(map, key) {
         Slot::Existing(value) => value,
         Slot::Created(value) => {
-            note_process(maps, pid_tgid, process);
+            note_process(maps, caller.pid_tgid, caller.process);
             value
         }
         Slot::Full => {
@@ -134,8 +149,8 @@ pub(crate) fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, u32> {
 /// A field that should exist could not be read: the layout userspace computed is wrong for
 /// this kernel. Counted (sidecar_bpf_field_read_errors_total) and logged, never silent.
 #[inline(always)]
-pub(crate) fn report_field_error(ctx: &TracePointContext, offset: u32) {
-    aya_log_ebpf::warn!(ctx, "cannot read tracepoint field at offset {}", offset);
+pub(crate) fn report_field_error<C: EbpfContext>(ctx: &C, offset: u32) {
+    aya_log_ebpf::warn!(ctx, "cannot read a field at offset {}", offset);
     crate::maps::in_active_epoch!(|maps| bump_host(&maps, HostCounter::FieldReadErrors, 1));
 }
 

@@ -10,9 +10,8 @@ use aya_ebpf::{
 use sidecar_common::{Advice, FadviseKey, FadviseLayout, HostCounter};
 
 use crate::{
-    counting::{bump_host, count, field_or_return},
+    counting::{Caller, bump_host, count, field_or_return},
     maps::{FADV_INFLIGHT, in_active_epoch},
-    process::process_key,
 };
 
 #[unsafe(no_mangle)]
@@ -41,15 +40,15 @@ pub(crate) fn fadvise_exit(ctx: TracePointContext) -> u32 {
     let _ = FADV_INFLIGHT.remove(&pid_tgid);
 
     let ret = field_or_return!(ctx, i64, FADVISE_LAYOUT.load().exit_ret);
-    let tgid = process_key(pid_tgid);
+    let caller = Caller::new(pid_tgid);
+    let tgid = caller.process;
     in_active_epoch!(|maps| {
         bump_host(&maps, HostCounter::FadviseCallsSeen, 1);
         count(
             &maps,
             maps.fadvise,
             &FadviseKey { tgid, advice },
-            pid_tgid,
-            tgid,
+            &caller,
             || maps.fadvise_overflow.get_ptr_mut(advice),
             HostCounter::FadviseOverflowEvents,
             |counts| {

@@ -11,20 +11,26 @@
 //! higher first index) are not counted again.
 
 use aya_ebpf::{
-    bindings::BPF_ANY, helpers::bpf_get_current_pid_tgid, macros::tracepoint,
-    programs::TracePointContext,
+    bindings::BPF_ANY,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
-use sidecar_common::{ABSENT_FIELD, FilemapLayout, HostCounter, ProcessKey, ReadState};
+use sidecar_common::{
+    ABSENT_FIELD, FilemapLayout, HostCounter, InodeLayout, ProcessKey, ReadState,
+};
 
 use crate::{
-    counting::{count, field, field_or_return, report_field_error},
+    counting::{Caller, count, field, field_or_return, report_field_error},
     maps::{READ_STATE, in_active_epoch},
-    process::process_key,
 };
 
 #[unsafe(no_mangle)]
 static FILEMAP_LAYOUT: aya_ebpf::Global<FilemapLayout> =
     aya_ebpf::Global::new(FilemapLayout::UNSET);
+
+#[unsafe(no_mangle)]
+static INODE_LAYOUT: aya_ebpf::Global<InodeLayout> = aya_ebpf::Global::new(InodeLayout::UNSET);
 
 /// No previous range: the next get_pages event is never a continuation.
 const NO_INDEX: u64 = u64::MAX;
@@ -46,13 +52,74 @@ pub(crate) fn filemap_get_pages(ctx: TracePointContext) -> u32 {
     let dev = field_or_return!(ctx, u32, layout.get_pages_dev);
     let index = field_or_return!(ctx, u64, layout.get_pages_index);
     let last_index = field_or_return!(ctx, u64, layout.get_pages_last_index);
-    let pid_tgid = bpf_get_current_pid_tgid();
-
-    let mut requested = if last_index >= index {
+    let requested = if last_index >= index {
         last_index - index + 1
     } else {
         0
     };
+    on_get_pages(ino, dev, index, last_index, requested);
+    0
+}
+
+/// The same event as a raw tracepoint, used when the kernel's BTF says where the file's size
+/// is: `TP_PROTO(struct address_space *mapping, pgoff_t index, pgoff_t last_index)`. The
+/// range is cut at the end of the file, so that a 4 KiB file read through a 128 KiB buffer
+/// counts one page requested, not 32.
+#[raw_tracepoint(tracepoint = "mm_filemap_get_pages")]
+pub(crate) fn filemap_get_pages_sized(ctx: RawTracePointContext) -> u32 {
+    let layout = INODE_LAYOUT.load();
+    let mapping: u64 = ctx.arg(0);
+    let index: u64 = ctx.arg(1);
+    let last_index: u64 = ctx.arg(2);
+    let read = |base: u64, offset: u32| -> Result<u64, u32> {
+        kernel_read::<u64>(base, offset).map_err(|_| offset)
+    };
+    let fields = read(mapping, layout.mapping_host).and_then(|host| {
+        Ok((
+            read(host, layout.inode_size)?,
+            read(host, layout.inode_ino)?,
+            read(host, layout.inode_sb)?,
+        ))
+    });
+    let (size, ino, dev) = match fields.and_then(|(size, ino, sb)| {
+        let dev = kernel_read::<u32>(sb, layout.sb_dev).map_err(|_| layout.sb_dev)?;
+        Ok((size as i64, ino, dev))
+    }) {
+        Ok(fields) => fields,
+        Err(offset) => {
+            report_field_error(&ctx, offset);
+            return 0;
+        }
+    };
+    let page_size = 1u64 << (layout.page_shift & 31);
+    let file_pages = (size.max(0) as u64).div_ceil(page_size);
+    let last_index = if file_pages == 0 {
+        0
+    } else {
+        last_index.min(file_pages - 1)
+    };
+    let requested = if file_pages > 0 && last_index >= index {
+        last_index - index + 1
+    } else {
+        0
+    };
+    on_get_pages(ino, dev, index, last_index, requested);
+    0
+}
+
+#[inline(always)]
+fn kernel_read<T>(base: u64, offset: u32) -> Result<T, i64> {
+    if base == 0 {
+        return Err(0);
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.map_err(i64::from)
+}
+
+/// A read-path request of `requested` pages for the range `index..=last_index` of a file.
+#[inline(always)]
+fn on_get_pages(ino: u64, dev: u32, index: u64, last_index: u64, mut requested: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
     let mut missed = 0;
     match READ_STATE.get_ptr_mut(&pid_tgid) {
         Some(state) => {
@@ -83,15 +150,15 @@ pub(crate) fn filemap_get_pages(ctx: TracePointContext) -> u32 {
         }
     }
     if requested == 0 && missed == 0 {
-        return 0;
+        return;
     }
-    let tgid = process_key(pid_tgid);
+    let caller = Caller::new(pid_tgid);
+    let tgid = caller.process;
     in_active_epoch!(|maps| count(
         &maps,
         maps.page_cache,
         &ProcessKey { tgid },
-        pid_tgid,
-        tgid,
+        &caller,
         || maps.page_cache_overflow.get_ptr_mut(0),
         HostCounter::PageCacheOverflowEvents,
         |counts| {
@@ -99,7 +166,6 @@ pub(crate) fn filemap_get_pages(ctx: TracePointContext) -> u32 {
             counts.missed_pages += missed;
         },
     ));
-    0
 }
 
 #[tracepoint(category = "filemap", name = "mm_filemap_add_to_page_cache")]
@@ -141,13 +207,13 @@ pub(crate) fn filemap_add(ctx: TracePointContext) -> u32 {
             let _ = READ_STATE.insert(&pid_tgid, &state, u64::from(BPF_ANY));
         }
     }
-    let tgid = process_key(pid_tgid);
+    let caller = Caller::new(pid_tgid);
+    let tgid = caller.process;
     in_active_epoch!(|maps| count(
         &maps,
         maps.page_cache,
         &ProcessKey { tgid },
-        pid_tgid,
-        tgid,
+        &caller,
         || maps.page_cache_overflow.get_ptr_mut(0),
         HostCounter::PageCacheOverflowEvents,
         |counts| counts.added_pages += pages,
@@ -165,13 +231,13 @@ pub(crate) fn filemap_delete(ctx: TracePointContext) -> u32 {
         }
     };
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = process_key(pid_tgid);
+    let caller = Caller::new(pid_tgid);
+    let tgid = caller.process;
     in_active_epoch!(|maps| count(
         &maps,
         maps.page_cache,
         &ProcessKey { tgid },
-        pid_tgid,
-        tgid,
+        &caller,
         || maps.page_cache_overflow.get_ptr_mut(0),
         HostCounter::PageCacheOverflowEvents,
         |counts| counts.evicted_pages += pages,

@@ -13,9 +13,8 @@ use sidecar_common::{
 };
 
 use crate::{
-    counting::{bump_host, count, field_or_return},
+    counting::{Caller, bump_host, count, field_or_return},
     maps::{GAUGES, RCL_INFLIGHT, in_active_epoch},
-    process::process_key,
 };
 
 #[unsafe(no_mangle)]
@@ -90,7 +89,8 @@ fn end(kind: ReclaimKind) {
     // SAFETY: a helper without preconditions.
     let stalled_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
     let bucket = latency_bucket(stalled_ns);
-    let tgid = process_key(pid_tgid);
+    let caller = Caller::new(pid_tgid);
+    let tgid = caller.process;
     in_active_epoch!(|maps| count(
         &maps,
         maps.reclaim,
@@ -100,8 +100,7 @@ fn end(kind: ReclaimKind) {
             bucket: bucket as u8,
             _pad: [0; 2],
         },
-        pid_tgid,
-        tgid,
+        &caller,
         || maps
             .reclaim_overflow
             .get_ptr_mut(reclaim_overflow_slot(kind, bucket)),

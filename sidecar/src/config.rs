@@ -110,6 +110,9 @@ pub struct Limits {
     pub max_tracked_threads: Capacity,
     /// How far back GetIOStats windows reach (at most `MAX_RETAINED_INTERVALS` intervals).
     pub retention: Retention,
+    /// Kernel memory the per-process maps may take; on hosts with many CPUs the number of
+    /// tracked processes is lowered to fit (per-CPU maps cost memory per CPU).
+    pub max_kernel_memory: ByteSize,
 }
 
 impl Default for Limits {
@@ -118,7 +121,59 @@ impl Default for Limits {
             max_tracked_processes: Capacity(8192),
             max_tracked_threads: Capacity(16384),
             retention: Retention(Duration::from_secs(3600)),
+            max_kernel_memory: ByteSize(256 << 20),
         }
+    }
+}
+
+/// A size in bytes: `256MiB`, `1GiB`, `65536`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<ByteSize, String> {
+        let text = text.trim();
+        let digits = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(digits);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("bad size {text:?}: expected a number and KiB, MiB or GiB"))?;
+        let shift = match unit.trim() {
+            "" | "B" => 0,
+            "KiB" => 10,
+            "MiB" => 20,
+            "GiB" => 30,
+            other => {
+                return Err(format!(
+                    "bad size {text:?}: unknown unit {other:?} (use B, KiB, MiB or GiB)"
+                ));
+            }
+        };
+        number
+            .checked_mul(1u64 << shift)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size {text:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as 256MiB")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(text).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(value))
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
     }
 }
 
@@ -597,6 +652,22 @@ mod tests {
         assert!(err.contains("used twice"), "{err}");
         let err = error_of("workloads:\n  - name: \"a b\"\n    pids: [1]\n");
         assert!(err.contains("may use only"), "{err}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(ByteSize::parse("256MiB"), Ok(ByteSize(256 << 20)));
+        assert_eq!(ByteSize::parse("1GiB"), Ok(ByteSize(1 << 30)));
+        assert_eq!(ByteSize::parse("4096"), Ok(ByteSize(4096)));
+        assert!(ByteSize::parse("12MB").is_err());
+        assert!(ByteSize::parse("MiB").is_err());
+        let err = error_of("limits:\n  max_kernel_memory: 3 parsecs\n");
+        assert!(
+            err.starts_with("test.yaml:2:22: limits.max_kernel_memory: bad size"),
+            "{err}"
+        );
+        let config = Config::parse("limits:\n  max_kernel_memory: 64MiB\n", "t").unwrap();
+        assert_eq!(config.limits.max_kernel_memory, ByteSize(64 << 20));
     }
 
     #[test]

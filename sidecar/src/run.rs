@@ -18,6 +18,7 @@ use crate::{
     kernel::{
         Kernel, KernelOptions,
         modules::{Layouts, Module},
+        sizing,
         tracefs::{Mounted, Tracefs},
     },
     status::{KernelFacts, Status},
@@ -97,9 +98,21 @@ pub fn start_kernel(config: &Config, attach: bool) -> anyhow::Result<(Kernel, St
             "in a PID namespace: processes are reported by their PIDs in it; others are unmatched"
         );
     }
+    let cpus = aya::util::nr_cpus().map_or(1, |n| u64::from(n.get()));
+    let requested = config.limits.max_tracked_processes.0;
+    let processes = sizing::fit_processes(requested, config.limits.max_kernel_memory.0, cpus);
+    if processes < requested {
+        warn!(
+            requested,
+            tracked = processes,
+            cpus,
+            bytes_per_process = sizing::bytes_per_process(cpus),
+            "limits.max_tracked_processes lowered to fit limits.max_kernel_memory on this many CPUs"
+        );
+    }
     let options = KernelOptions {
         modules,
-        max_tracked_processes: config.limits.max_tracked_processes.0,
+        max_tracked_processes: processes,
         max_tracked_threads: config.limits.max_tracked_threads.0,
         attach,
         pid_namespace,

@@ -8,26 +8,9 @@ mod support;
 use std::time::Duration;
 
 use support::{
-    MemoryCgroup, Metrics, Sidecar, bpftool_map_entries, kernel, load, load_command, parse_report,
-    report_u64, scratch_dir, unique, vmstat_scan_steal,
+    MemoryCgroup, Sidecar, bpftool_map_entries, kernel, load, load_command, parse_report,
+    report_u64, scratch_dir, unique, vmstat_scan_steal, workload_config,
 };
-
-fn workload_config(interval: &str, workloads: &[(&str, &str)], extra: &str) -> String {
-    let mut text = format!("interval: {interval}\nworkloads:\n");
-    for (name, comm) in workloads {
-        text.push_str(&format!("  - name: {name}\n    comm: \"^{comm}$\"\n"));
-    }
-    text.push_str(extra);
-    text
-}
-
-fn fadvise_calls(metrics: &Metrics, workload: &str, advice: &str) -> (u64, u64) {
-    let labels = [("workload", workload), ("advice", advice)];
-    (
-        metrics.value("ebpf_fadvise_calls_total", &labels) as u64,
-        metrics.value("ebpf_fadvise_success_total", &labels) as u64,
-    )
-}
 
 /// Exactly N calls from several threads, drained every 50 ms while they run: every call is
 /// counted once, and a failing call counts as a call but not a success.
@@ -58,7 +41,7 @@ fn fadvise_counts_are_exact_under_fast_drains() {
 
     assert_eq!(report_u64(&report, "calls"), 200_007);
     assert_eq!(report_u64(&report, "successes"), 200_000);
-    let (calls, successes) = fadvise_calls(&metrics, &comm, "dontneed");
+    let (calls, successes) = metrics.fadvise_calls(&comm, "dontneed");
     assert_eq!(calls, 200_007, "calls counted");
     assert_eq!(successes, 200_000, "successful calls counted");
     // The calls spanned many drains, so the epoch switch happened while threads were calling.
@@ -303,7 +286,7 @@ fn a_missing_tracepoint_disables_one_module() {
 
     load(&comm, &["fadvise", "--calls", "1234"]);
     let metrics = sidecar.after_drains(2);
-    assert_eq!(fadvise_calls(&metrics, &comm, "dontneed"), (1234, 1234));
+    assert_eq!(metrics.fadvise_calls(&comm, "dontneed"), (1234, 1234));
     assert_eq!(
         metrics.value("sidecar_module_attached", &[("module", "page_cache")]),
         0.0

@@ -50,6 +50,9 @@ enum Mode {
         /// File to advise on (a temporary file when absent).
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Wait for a line (or EOF) on stdin before the first call.
+        #[arg(long)]
+        wait_stdin: bool,
     },
     /// Reads a file sequentially, reporting how many of its pages were cached before.
     Read {
@@ -73,6 +76,43 @@ enum Mode {
     Evict {
         #[arg(long)]
         file: PathBuf,
+    },
+    /// Writes `count` files of `kib` KiB into `dir` (job-00000, ...) and evicts them.
+    MakeFiles {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        kib: u64,
+    },
+    /// A job worker: claims jobs one after another; each job reads one of the files in
+    /// `dir` (made by make-files) and drops it from the cache (POSIX_FADV_DONTNEED).
+    JobWorker {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        jobs: u64,
+        /// Bytes per read call.
+        #[arg(long, default_value_t = 128 << 10)]
+        block_size: usize,
+        /// Spread the jobs over at least this long.
+        #[arg(long, value_parser = parse_duration)]
+        over: Option<Duration>,
+    },
+    /// A sync worker: pages through `source` sequentially (POSIX_FADV_SEQUENTIAL once,
+    /// POSIX_FADV_WILLNEED ahead of each page) and upserts each page into `output`.
+    SyncWorker {
+        #[arg(long)]
+        source: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        /// Bytes per page of the upstream "API".
+        #[arg(long, default_value_t = 1 << 20)]
+        page_size: usize,
+        /// Spread the pages over at least this long.
+        #[arg(long, value_parser = parse_duration)]
+        over: Option<Duration>,
     },
     /// Forks short-lived processes that each make a few fadvise calls and exit.
     Churn {
@@ -134,7 +174,14 @@ fn main() -> Result<()> {
             bad_fd_calls,
             over,
             file,
-        } => fadvise(calls, threads, advice, bad_fd_calls, over, file.as_deref())?,
+            wait_stdin,
+        } => {
+            if wait_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+            }
+            fadvise(calls, threads, advice, bad_fd_calls, over, file.as_deref())?
+        }
         Mode::Read {
             file,
             block_size,
@@ -150,6 +197,19 @@ fn main() -> Result<()> {
             calls_per_process,
             advice,
         } => churn(processes, calls_per_process, advice)?,
+        Mode::MakeFiles { dir, count, kib } => make_files(&dir, count, kib)?,
+        Mode::JobWorker {
+            dir,
+            jobs,
+            block_size,
+            over,
+        } => job_worker(&dir, jobs, block_size, over)?,
+        Mode::SyncWorker {
+            source,
+            output,
+            page_size,
+            over,
+        } => sync_worker(&source, &output, page_size, over)?,
     };
     println!("{report}");
     Ok(())
@@ -355,6 +415,146 @@ fn read(path: &Path, block_size: usize, passes: u32) -> Result<serde_json::Value
         "resident_pages_before": resident_before,
         "bytes": bytes,
         "read_calls": reads,
+    }))
+}
+
+/// Sleeps until the `done`-th of `total` steps is due, for work spread over `over`.
+fn pace(started: Instant, over: Option<Duration>, done: u64, total: u64) {
+    if let Some(over) = over {
+        let due = started + over.mul_f64(done as f64 / total.max(1) as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+fn job_file(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("job-{index:05}"))
+}
+
+fn make_files(dir: &Path, count: u64, kib: u64) -> Result<serde_json::Value> {
+    std::fs::create_dir_all(dir)?;
+    let content = vec![0x6au8; usize::try_from(kib)? << 10];
+    let mut pages = 0;
+    for index in 0..count {
+        let path = job_file(dir, index);
+        std::fs::write(&path, &content)?;
+        evict(&path)?;
+        pages += file_pages(&path)?;
+    }
+    Ok(json!({ "files": count, "pages": pages }))
+}
+
+fn job_worker(
+    dir: &Path,
+    jobs: u64,
+    block_size: usize,
+    over: Option<Duration>,
+) -> Result<serde_json::Value> {
+    let files = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("job-"))
+        .count() as u64;
+    if files == 0 {
+        bail!("no job files in {} (run make-files first)", dir.display());
+    }
+    let started = Instant::now();
+    let mut buffer = vec![0u8; block_size.max(1)];
+    let (mut bytes, mut pages, mut cached_before) = (0u64, 0u64, 0u64);
+    for job in 0..jobs {
+        let path = job_file(dir, job % files);
+        cached_before += resident_pages(&path)?;
+        pages += file_pages(&path)?;
+        let mut file = File::open(&path)?;
+        loop {
+            let n = file.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+        }
+        let ret = posix_fadvise_range(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        if ret != 0 {
+            bail!(
+                "posix_fadvise(DONTNEED): {}",
+                std::io::Error::from_raw_os_error(ret)
+            );
+        }
+        pace(started, over, job + 1, jobs);
+    }
+    Ok(json!({
+        "pid": std::process::id(),
+        "jobs": jobs,
+        "dontneed_calls": jobs,
+        "bytes": bytes,
+        "pages": pages,
+        "resident_pages_before": cached_before,
+        "seconds": started.elapsed().as_secs_f64(),
+    }))
+}
+
+fn sync_worker(
+    source: &Path,
+    output: &Path,
+    page_size: usize,
+    over: Option<Duration>,
+) -> Result<serde_json::Value> {
+    use std::os::unix::fs::FileExt as _;
+    let started = Instant::now();
+    let input = File::open(source).with_context(|| format!("opening {}", source.display()))?;
+    let length = input.metadata()?.len();
+    let out = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(output)?;
+    let fd = input.as_raw_fd();
+    let check = |ret: libc::c_int, what: &str| -> Result<()> {
+        if ret == 0 {
+            Ok(())
+        } else {
+            bail!(
+                "posix_fadvise({what}): {}",
+                std::io::Error::from_raw_os_error(ret)
+            )
+        }
+    };
+    check(
+        posix_fadvise_range(fd, 0, 0, libc::POSIX_FADV_SEQUENTIAL),
+        "SEQUENTIAL",
+    )?;
+    let chunk = page_size.max(1);
+    let chunks = length.div_ceil(chunk as u64);
+    let mut buffer = vec![0u8; chunk];
+    let mut read_bytes = 0u64;
+    for index in 0..chunks {
+        let offset = index * chunk as u64;
+        let len = (length - offset).min(chunk as u64);
+        // Ask for the next page of the upstream before processing this one.
+        check(
+            posix_fadvise_range(
+                fd,
+                i64::try_from(offset)?,
+                i64::try_from(len)?,
+                libc::POSIX_FADV_WILLNEED,
+            ),
+            "WILLNEED",
+        )?;
+        let len = usize::try_from(len)?;
+        input.read_exact_at(&mut buffer[..len], offset)?;
+        read_bytes += len as u64;
+        out.write_all_at(&buffer[..len], offset)?;
+        pace(started, over, index + 1, chunks);
+    }
+    out.sync_all()?;
+    Ok(json!({
+        "pid": std::process::id(),
+        "sequential_calls": 1,
+        "willneed_calls": chunks,
+        "bytes": read_bytes,
+        "pages": file_pages(source)?,
+        "output_pages": file_pages(output)?,
+        "seconds": started.elapsed().as_secs_f64(),
     }))
 }
 

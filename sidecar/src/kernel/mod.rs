@@ -2,8 +2,10 @@
 //! draining their maps. Nothing outside this module touches a BPF map.
 
 mod batch;
+mod btf;
 mod drain;
 pub mod modules;
+pub mod sizing;
 pub mod tracefs;
 
 use std::{
@@ -15,17 +17,17 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, ArrayOfMaps, Map, MapData},
-    programs::{ProgramError, TracePoint},
+    programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use sidecar_common::{
-    FadviseLayout, FilemapLayout, PidNamespace, ProcessLayout, VmscanLayout, global_names,
-    map_names,
+    FadviseLayout, FilemapLayout, InodeLayout, PidNamespace, ProcessLayout, VmscanLayout,
+    global_names, map_names,
 };
 
 pub use self::drain::{KernelDelta, ProgramStats};
 use self::{
     drain::EpochMaps,
-    modules::{Layouts, Module, PROCESS_PROGRAMS, ProgramSpec},
+    modules::{Layouts, Module, PAGE_CACHE_SIZED_PROGRAMS, PROCESS_PROGRAMS, ProgramSpec},
 };
 
 /// The eBPF object, built by `cargo xtask build-ebpf` and embedded by build.rs.
@@ -169,13 +171,15 @@ impl Kernel {
             .process
             .as_ref()
             .map_or(ProcessLayout::UNSET, |l| *l);
+        let inode_layout = layouts.inode.as_ref().map_or(InodeLayout::UNSET, |l| *l);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(global_names::FADVISE_LAYOUT, &fadvise_layout, true)
             .override_global(global_names::FILEMAP_LAYOUT, &filemap_layout, true)
             .override_global(global_names::VMSCAN_LAYOUT, &vmscan_layout, true)
             .override_global(global_names::PROCESS_LAYOUT, &process_layout, true)
-            .override_global(global_names::PID_NAMESPACE, &options.pid_namespace, true);
+            .override_global(global_names::PID_NAMESPACE, &options.pid_namespace, true)
+            .override_global(global_names::INODE_LAYOUT, &inode_layout, true);
         for (name, size) in &sizes {
             loader.map_max_entries(name, *size);
         }
@@ -196,7 +200,11 @@ impl Kernel {
             } else if let Some(err) = layouts.error(module) {
                 ModuleState::Unavailable(err.to_string())
             } else {
-                match start_programs(&mut ebpf, module.programs(), options.attach) {
+                let programs = match (module, &layouts.inode) {
+                    (Module::PageCache, Ok(_)) => &PAGE_CACHE_SIZED_PROGRAMS[..],
+                    _ => module.programs(),
+                };
+                match start_programs(&mut ebpf, programs, options.attach) {
                     Ok(()) if options.attach => ModuleState::Attached,
                     Ok(()) => ModuleState::Verified,
                     Err(err) => ModuleState::Failed(err),
@@ -302,13 +310,21 @@ fn start_programs(ebpf: &mut Ebpf, programs: &[ProgramSpec], attach: bool) -> Re
     let mut result = Ok(());
     for spec in programs {
         let step = (|| -> Result<(), ProgramError> {
-            let program: &mut TracePoint = ebpf
+            let program = ebpf
                 .program_mut(spec.program)
-                .ok_or_else(|| ProgramError::UnexpectedProgramType)?
-                .try_into()?;
-            program.load()?;
-            if attach {
-                program.attach(spec.category, spec.event)?;
+                .ok_or(ProgramError::UnexpectedProgramType)?;
+            if spec.raw {
+                let program: &mut RawTracePoint = program.try_into()?;
+                program.load()?;
+                if attach {
+                    program.attach(spec.event)?;
+                }
+            } else {
+                let program: &mut TracePoint = program.try_into()?;
+                program.load()?;
+                if attach {
+                    program.attach(spec.category, spec.event)?;
+                }
             }
             Ok(())
         })();
@@ -329,8 +345,9 @@ fn start_programs(ebpf: &mut Ebpf, programs: &[ProgramSpec], attach: bool) -> Re
     if result.is_err() {
         for name in done {
             if let Some(program) = ebpf.program_mut(name) {
-                let program: Result<&mut TracePoint, _> = program.try_into();
-                if let Ok(program) = program {
+                if let Ok(program) = <&mut TracePoint>::try_from(&mut *program) {
+                    let _ = program.unload();
+                } else if let Ok(program) = <&mut RawTracePoint>::try_from(program) {
                     let _ = program.unload();
                 }
             }

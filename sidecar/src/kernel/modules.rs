@@ -2,9 +2,14 @@
 
 use std::fmt;
 
-use sidecar_common::{ABSENT_FIELD, FadviseLayout, FilemapLayout, ProcessLayout, VmscanLayout};
+use sidecar_common::{
+    ABSENT_FIELD, FadviseLayout, FilemapLayout, InodeLayout, ProcessLayout, VmscanLayout,
+};
 
-use super::tracefs::{EventFormat, Tracefs, TracefsError};
+use super::{
+    btf::Btf,
+    tracefs::{EventFormat, Tracefs, TracefsError},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Module {
@@ -101,6 +106,8 @@ pub struct ProgramSpec {
     pub program: &'static str,
     pub category: &'static str,
     pub event: &'static str,
+    /// Attached as a raw tracepoint (TP_PROTO arguments) instead of through tracefs.
+    pub raw: bool,
 }
 
 impl ProgramSpec {
@@ -109,8 +116,56 @@ impl ProgramSpec {
             program,
             category,
             event,
+            raw: false,
         }
     }
+
+    const fn raw(program: &'static str, category: &'static str, event: &'static str) -> Self {
+        ProgramSpec {
+            program,
+            category,
+            event,
+            raw: true,
+        }
+    }
+}
+
+/// The page-cache programs when the kernel's BTF locates a file's size: the raw
+/// get_pages program bounds each read's range by the file (see `filemap.rs`).
+pub const PAGE_CACHE_SIZED_PROGRAMS: [ProgramSpec; 3] = [
+    ProgramSpec::raw("filemap_get_pages_sized", "filemap", "mm_filemap_get_pages"),
+    PAGE_CACHE_PROGRAMS[1],
+    PAGE_CACHE_PROGRAMS[2],
+];
+
+/// Offsets of a file's identity and size in kernel memory, from the kernel's BTF.
+pub fn inode_layout() -> Result<InodeLayout, String> {
+    let btf = Btf::from_sys_fs().map_err(|err| err.to_string())?;
+    let place = |strukt: &str, member: &str, size: u32| -> Result<u32, String> {
+        let place = btf.member(strukt, member).map_err(|err| err.to_string())?;
+        if place.size != size {
+            return Err(format!(
+                "{strukt}.{member} is {} bytes, the program reads {size}",
+                place.size
+            ));
+        }
+        Ok(place.offset)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page_shift = u64::try_from(page_size)
+        .ok()
+        .filter(|size| size.is_power_of_two())
+        .map(u64::trailing_zeros)
+        .ok_or_else(|| format!("odd page size {page_size}"))?;
+    Ok(InodeLayout {
+        mapping_host: place("address_space", "host", 8)?,
+        inode_sb: place("inode", "i_sb", 8)?,
+        inode_ino: place("inode", "i_ino", 8)?,
+        inode_size: place("inode", "i_size", 8)?,
+        sb_dev: place("super_block", "s_dev", 4)?,
+        page_shift,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +193,8 @@ pub struct Layouts {
     pub filemap: Result<FilemapLayout, LayoutError>,
     pub vmscan: Result<VmscanLayout, LayoutError>,
     pub process: Result<ProcessLayout, LayoutError>,
+    /// Where file sizes are; without it reads are counted as asked, not cut at EOF.
+    pub inode: Result<InodeLayout, String>,
 }
 
 impl Layouts {
@@ -147,6 +204,7 @@ impl Layouts {
             filemap: filemap_layout(tracefs),
             vmscan: vmscan_layout(tracefs),
             process: process_layout(tracefs),
+            inode: inode_layout(),
         }
     }
 
@@ -160,6 +218,7 @@ impl Layouts {
             filemap: reason(err),
             vmscan: reason(err),
             process: reason(err),
+            inode: Err("no tracefs".to_owned()),
         }
     }
 

@@ -97,8 +97,19 @@ impl Sidecar {
         sidecar
     }
 
+    /// Starts a sidecar through a wrapper (`nsenter ... --`) and waits until it is ready.
+    pub fn start_wrapped(wrapper: &[&str], body: &str) -> Sidecar {
+        let sidecar = Sidecar::spawn_wrapped(wrapper, body, &[]);
+        sidecar.wait_ready(Duration::from_secs(30));
+        sidecar
+    }
+
     /// Starts a sidecar without waiting for it.
     pub fn spawn(body: &str, env: &[(&str, &str)]) -> Sidecar {
+        Sidecar::spawn_wrapped(&[], body, env)
+    }
+
+    fn spawn_wrapped(wrapper: &[&str], body: &str, env: &[(&str, &str)]) -> Sidecar {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -109,7 +120,14 @@ impl Sidecar {
         std::fs::write(&path, config).expect("write config");
         let log = dir.path().join("sidecar.log");
         let log_file = std::fs::File::create(&log).expect("log file");
-        let mut command = Command::new(SIDECAR);
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(SIDECAR);
+                command
+            }
+            None => Command::new(SIDECAR),
+        };
         command
             .args(["run", "--config"])
             .arg(&path)
@@ -127,6 +145,11 @@ impl Sidecar {
             dir,
             log,
         }
+    }
+
+    /// The host PID of the process we started (the wrapper's, when wrapped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn log(&self) -> String {
@@ -287,6 +310,15 @@ impl Metrics {
     }
 
     /// The sample with exactly these labels (any others allowed); 0 when absent.
+    /// (calls, successes) of one workload and advice.
+    pub fn fadvise_calls(&self, workload: &str, advice: &str) -> (u64, u64) {
+        let labels = [("workload", workload), ("advice", advice)];
+        (
+            self.value("ebpf_fadvise_calls_total", &labels) as u64,
+            self.value("ebpf_fadvise_success_total", &labels) as u64,
+        )
+    }
+
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.find(name, labels).unwrap_or(0.0)
     }
@@ -371,6 +403,19 @@ pub fn url_encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Resident memory of a process, in KiB (VmRSS).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Counters from /proc/vmstat.
@@ -508,4 +553,14 @@ fn cgroup2_with_memory() -> Option<PathBuf> {
             .any(|c| c == "memory")
             .then_some(mount_point)
     })
+}
+
+/// A config with one `comm`-matched workload per (name, comm) pair.
+pub fn workload_config(interval: &str, workloads: &[(&str, &str)], extra: &str) -> String {
+    let mut text = format!("interval: {interval}\nworkloads:\n");
+    for (name, comm) in workloads {
+        text.push_str(&format!("  - name: {name}\n    comm: \"^{comm}$\"\n"));
+    }
+    text.push_str(extra);
+    text
 }

@@ -1,0 +1,360 @@
+//! Just enough of BTF to find where a struct member lives: the offsets the raw
+//! mm_filemap_get_pages program needs to read a file's size (mapping->host->i_size).
+//!
+//! Format: Documentation/bpf/btf.rst. Type ids start at 1; each type is a 12-byte header
+//! followed by kind-specific data whose length the kind and `vlen` give.
+
+use std::{collections::HashMap, fs, path::Path};
+
+const MAGIC: u16 = 0xeb9f;
+
+const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_TYPE_TAG: u32 = 18;
+const KIND_ENUM64: u32 = 19;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("malformed BTF: {0}")]
+    Malformed(&'static str),
+    #[error("BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("BTF struct {0} has no member {1}")]
+    NoMember(String, String),
+}
+
+#[derive(Clone, Debug)]
+struct Member {
+    name_off: u32,
+    type_id: u32,
+    bit_offset: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Type {
+    name_off: u32,
+    kind: u32,
+    /// Size for ints, structs, unions, enums; the referenced type for modifiers.
+    size_or_type: u32,
+    members: Vec<Member>,
+}
+
+/// A parsed BTF blob, types and strings.
+pub struct Btf {
+    types: Vec<Type>,
+    strings: Vec<u8>,
+    structs: HashMap<String, u32>,
+}
+
+/// Where a member is, in bytes from the start of the outermost struct, and how big.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberPlace {
+    pub offset: u32,
+    pub size: u32,
+}
+
+fn u16_at(data: &[u8], at: usize) -> Result<u16, BtfError> {
+    data.get(at..at + 2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .ok_or(BtfError::Malformed("truncated"))
+}
+
+fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
+    data.get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(BtfError::Malformed("truncated"))
+}
+
+impl Btf {
+    /// The running kernel's BTF.
+    pub fn from_sys_fs() -> Result<Btf, BtfError> {
+        Btf::from_file(Path::new("/sys/kernel/btf/vmlinux"))
+    }
+
+    pub fn from_file(path: &Path) -> Result<Btf, BtfError> {
+        let data = fs::read(path).map_err(|source| BtfError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Btf::parse(&data)
+    }
+
+    /// Parses a little-endian BTF blob (the only byte order on the hosts we run on).
+    pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
+        if u16_at(data, 0)? != MAGIC {
+            return Err(BtfError::Malformed("bad magic (or big-endian BTF)"));
+        }
+        let header_len = u32_at(data, 4)? as usize;
+        let type_off = u32_at(data, 8)? as usize;
+        let type_len = u32_at(data, 12)? as usize;
+        let str_off = u32_at(data, 16)? as usize;
+        let str_len = u32_at(data, 20)? as usize;
+        let types_start = header_len + type_off;
+        let type_data = data
+            .get(types_start..types_start + type_len)
+            .ok_or(BtfError::Malformed("type section out of bounds"))?;
+        let strings_start = header_len + str_off;
+        let strings = data
+            .get(strings_start..strings_start + str_len)
+            .ok_or(BtfError::Malformed("string section out of bounds"))?
+            .to_vec();
+
+        // Type id 0 is void.
+        let mut types = vec![Type {
+            name_off: 0,
+            kind: 0,
+            size_or_type: 0,
+            members: Vec::new(),
+        }];
+        let mut at = 0;
+        while at < type_data.len() {
+            let name_off = u32_at(type_data, at)?;
+            let info = u32_at(type_data, at + 4)?;
+            let size_or_type = u32_at(type_data, at + 8)?;
+            at += 12;
+            let vlen = (info & 0xffff) as usize;
+            let kind = (info >> 24) & 0x1f;
+            let kind_flag = info >> 31 == 1;
+            let mut members = Vec::new();
+            let extra = match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                KIND_ARRAY => 12,
+                KIND_STRUCT | KIND_UNION => {
+                    for i in 0..vlen {
+                        let base = at + i * 12;
+                        let offset = u32_at(type_data, base + 8)?;
+                        members.push(Member {
+                            name_off: u32_at(type_data, base)?,
+                            type_id: u32_at(type_data, base + 4)?,
+                            bit_offset: if kind_flag {
+                                offset & 0x00ff_ffff
+                            } else {
+                                offset
+                            },
+                        });
+                    }
+                    vlen * 12
+                }
+                KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
+                KIND_DATASEC | KIND_ENUM64 => vlen * 12,
+                _ => 0,
+            };
+            at += extra;
+            types.push(Type {
+                name_off,
+                kind,
+                size_or_type,
+                members,
+            });
+        }
+
+        let mut btf = Btf {
+            types,
+            strings,
+            structs: HashMap::new(),
+        };
+        let structs = btf
+            .types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.kind == KIND_STRUCT && t.name_off != 0)
+            .map(|(id, t)| (btf.name(t.name_off).to_owned(), id as u32))
+            .collect();
+        btf.structs = structs;
+        Ok(btf)
+    }
+
+    fn name(&self, offset: u32) -> &str {
+        let rest = self.strings.get(offset as usize..).unwrap_or_default();
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        std::str::from_utf8(&rest[..end]).unwrap_or_default()
+    }
+
+    fn ty(&self, id: u32) -> Option<&Type> {
+        self.types.get(id as usize)
+    }
+
+    /// Follows typedefs and modifiers to the type itself.
+    fn resolve(&self, mut id: u32) -> Option<&Type> {
+        for _ in 0..32 {
+            let ty = self.ty(id)?;
+            match ty.kind {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = ty.size_or_type;
+                }
+                _ => return Some(ty),
+            }
+        }
+        None
+    }
+
+    fn size_of(&self, id: u32) -> Option<u32> {
+        let ty = self.resolve(id)?;
+        match ty.kind {
+            KIND_PTR => Some(8),
+            KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 => Some(ty.size_or_type),
+            _ => None,
+        }
+    }
+
+    /// Finds `member` in the members of type `id`, looking inside anonymous structs and
+    /// unions; returns its byte offset and size.
+    fn find(&self, id: u32, member: &str) -> Option<MemberPlace> {
+        let ty = self.resolve(id)?;
+        for m in &ty.members {
+            let name = self.name(m.name_off);
+            if name == member {
+                return Some(MemberPlace {
+                    offset: m.bit_offset / 8,
+                    size: self.size_of(m.type_id)?,
+                });
+            }
+            if name.is_empty()
+                && let Some(inner) = self.find(m.type_id, member)
+            {
+                return Some(MemberPlace {
+                    offset: m.bit_offset / 8 + inner.offset,
+                    size: inner.size,
+                });
+            }
+        }
+        None
+    }
+
+    /// The place of `member` in `struct name`.
+    pub fn member(&self, name: &str, member: &str) -> Result<MemberPlace, BtfError> {
+        let id = *self
+            .structs
+            .get(name)
+            .ok_or_else(|| BtfError::NoStruct(name.to_owned()))?;
+        self.find(id, member)
+            .ok_or_else(|| BtfError::NoMember(name.to_owned(), member.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hand-made BTF: `struct inner { int a; }` and
+    /// `struct outer { long pad; union { int x; struct inner in; }; struct inner *p; }`.
+    fn sample() -> Vec<u8> {
+        let strings = b"\0int\0long\0inner\0a\0outer\0pad\0x\0in\0p\0".to_vec();
+        let name = |s: &str| -> u32 {
+            let needle = format!("\0{s}\0");
+            strings
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+                .map(|p| p as u32 + 1)
+                .unwrap()
+        };
+        let mut types = Vec::new();
+        let mut push = |words: &[u32]| {
+            for w in words {
+                types.extend_from_slice(&w.to_le_bytes());
+            }
+        };
+        let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
+        // 1: int (4 bytes)
+        push(&[name("int"), info(KIND_INT, 0), 4, 32]);
+        // 2: long (8 bytes)
+        push(&[name("long"), info(KIND_INT, 0), 8, 64]);
+        // 3: struct inner { int a; }
+        push(&[name("inner"), info(KIND_STRUCT, 1), 4, name("a"), 1, 0]);
+        // 4: anonymous union { int x; struct inner in; }
+        push(&[0, info(KIND_UNION, 2), 4, name("x"), 1, 0, name("in"), 3, 0]);
+        // 5: struct inner *
+        push(&[0, info(KIND_PTR, 0), 3]);
+        // 6: struct outer { long pad; union; struct inner *p; }
+        push(&[
+            name("outer"),
+            info(KIND_STRUCT, 3),
+            24,
+            name("pad"),
+            2,
+            0,
+            0,
+            4,
+            64,
+            name("p"),
+            5,
+            128,
+        ]);
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&MAGIC.to_le_bytes());
+        blob.extend_from_slice(&[1, 0]);
+        for word in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            blob.extend_from_slice(&word.to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(&strings);
+        blob
+    }
+
+    #[test]
+    fn members_through_anonymous_unions() {
+        let btf = Btf::parse(&sample()).unwrap();
+        assert_eq!(
+            btf.member("outer", "pad").unwrap(),
+            MemberPlace { offset: 0, size: 8 }
+        );
+        assert_eq!(
+            btf.member("outer", "x").unwrap(),
+            MemberPlace { offset: 8, size: 4 }
+        );
+        assert_eq!(
+            btf.member("outer", "in").unwrap(),
+            MemberPlace { offset: 8, size: 4 }
+        );
+        assert_eq!(
+            btf.member("outer", "p").unwrap(),
+            MemberPlace {
+                offset: 16,
+                size: 8
+            }
+        );
+        assert!(matches!(
+            btf.member("outer", "q"),
+            Err(BtfError::NoMember(..))
+        ));
+        assert!(matches!(
+            btf.member("nope", "p"),
+            Err(BtfError::NoStruct(_))
+        ));
+    }
+
+    #[test]
+    fn the_running_kernel_if_it_has_btf() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            eprintln!("no /sys/kernel/btf/vmlinux here: nothing to check");
+            return;
+        };
+        let host = btf.member("address_space", "host").unwrap();
+        assert_eq!(host.size, 8);
+        assert_eq!(btf.member("inode", "i_size").unwrap().size, 8);
+        assert_eq!(btf.member("super_block", "s_dev").unwrap().size, 4);
+    }
+}
