@@ -202,6 +202,12 @@ impl Kernel {
             } else {
                 let programs = match (module, &layouts.inode) {
                     (Module::PageCache, Ok(_)) => &PAGE_CACHE_SIZED_PROGRAMS[..],
+                    (Module::PageCache, Err(why)) => {
+                        tracing::warn!(
+                            "page_cache: file sizes not located through BTF ({why}); reads past the end of a file count the pages asked for"
+                        );
+                        module.programs()
+                    }
                     _ => module.programs(),
                 };
                 match start_programs(&mut ebpf, programs, options.attach) {
