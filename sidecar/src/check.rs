@@ -9,23 +9,10 @@ use std::process::ExitCode;
 use crate::{
     config::Config,
     kernel::modules::Module,
+    privilege::CapabilitySet,
     run::{EXIT_NO_MODULE, start_kernel},
     status::KernelFacts,
 };
-
-/// Capabilities that matter, with their bit numbers (linux/capability.h).
-const CAPABILITIES: [(&str, u32); 4] = [
-    ("CAP_BPF", 39),
-    ("CAP_PERFMON", 38),
-    ("CAP_SYS_ADMIN", 21),
-    ("CAP_SYS_RESOURCE", 24),
-];
-
-fn effective_capabilities() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
-}
 
 pub fn check(config: &Config) -> ExitCode {
     let facts = KernelFacts::probe();
@@ -38,21 +25,7 @@ pub fn check(config: &Config) -> ExitCode {
             "absent (not needed by these programs)"
         }
     );
-    let caps = effective_capabilities().unwrap_or(0);
-    let caps_line: Vec<String> = CAPABILITIES
-        .iter()
-        .map(|(name, bit)| {
-            format!(
-                "{name} {}",
-                if caps & (1u64 << bit) != 0 {
-                    "yes"
-                } else {
-                    "no"
-                }
-            )
-        })
-        .collect();
-    println!("capabilities  {}", caps_line.join(", "));
+    println!("capabilities  {}", CapabilitySet::effective());
 
     let (kernel, tracefs) = match start_kernel(config, false) {
         Ok(loaded) => loaded,
@@ -61,7 +34,7 @@ pub fn check(config: &Config) -> ExitCode {
             return ExitCode::from(EXIT_NO_MODULE);
         }
     };
-    println!("tracefs       {tracefs}");
+    println!("tracefs       {}", tracefs.description);
     let mut usable = 0;
     for module in Module::ALL {
         let state = &kernel.modules()[&module];

@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub grpc_addr: Addr,
     /// Concurrent WatchIOStats streams; more get RESOURCE_EXHAUSTED.
     pub max_streams: Capacity,
+    /// A file holding the bearer token that /metrics and the gRPC API then require.
+    pub token_file: Option<crate::auth::BearerToken>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +70,7 @@ impl Default for ServerConfig {
             metrics_addr: Addr(SocketAddr::from(([127, 0, 0, 1], 9464))),
             grpc_addr: Addr(SocketAddr::from(([127, 0, 0, 1], 50051))),
             max_streams: Capacity(64),
+            token_file: None,
         }
     }
 }

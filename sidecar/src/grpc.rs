@@ -559,7 +559,16 @@ pub struct Services {
     pub health: tonic_health::server::HealthReporter,
 }
 
+/// The services without authentication.
 pub fn services(api: Api) -> Result<Services, tonic_reflection::server::Error> {
+    services_with_token(api, None)
+}
+
+/// The services; with a token, the API and reflection require it (health never does).
+pub fn services_with_token(
+    api: Api,
+    token: Option<crate::auth::BearerToken>,
+) -> Result<Services, tonic_reflection::server::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
@@ -568,10 +577,16 @@ pub fn services(api: Api) -> Result<Services, tonic_reflection::server::Error> {
     let api = pb::sidecar_service_server::SidecarServiceServer::new(api)
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_ENCODING_MESSAGE_SIZE);
+    let check = crate::auth::grpc_interceptor(token);
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
-        .add_service(api);
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection,
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            api, check,
+        ));
     Ok(Services { router, health })
 }
 

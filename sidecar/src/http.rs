@@ -22,15 +22,45 @@ use crate::{
 pub struct HttpState {
     pub store: Arc<RwLock<Store>>,
     pub status: Arc<Status>,
+    /// When set, /metrics requires it (the health endpoints never do).
+    pub token: Option<crate::auth::BearerToken>,
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let metrics = Router::new()
         .route("/metrics", get(metrics_handler))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.token.clone(),
+            require_token,
+        ));
+    Router::new()
+        .merge(metrics)
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/health/startup", get(startup))
         .with_state(state)
+}
+
+async fn require_token(
+    State(token): State<Option<crate::auth::BearerToken>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &token {
+        let presented = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .map(axum::http::HeaderValue::as_bytes);
+        if !token.accepts(presented) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                "missing or wrong bearer token (Authorization: Bearer <token>)\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

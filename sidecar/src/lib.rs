@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod http;
 pub mod kernel;
 pub mod logging;
 pub mod metrics;
+pub mod privilege;
 pub mod query;
 pub mod run;
 pub mod status;

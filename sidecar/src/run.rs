@@ -21,6 +21,7 @@ use crate::{
         sizing,
         tracefs::{Mounted, Tracefs},
     },
+    privilege,
     status::{KernelFacts, Status},
     store::Store,
     workload::{Classifier, WorkloadNames},
@@ -30,11 +31,48 @@ use crate::{
 pub const EXIT_NO_MODULE: u8 = 3;
 /// Exit status for other start-up failures (a port in use, ...).
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit status without the privileges to load programs (documented in docs/operations.md).
+pub const EXIT_PRIVILEGE: u8 = 4;
+/// Exit status when tracefs is neither mounted nor mountable.
+pub const EXIT_NO_TRACEFS: u8 = 5;
 
 /// The first drain happens after this long at most.
 const FIRST_DRAIN_AFTER: Duration = Duration::from_secs(1);
 
 pub fn run(config: Config) -> ExitCode {
+    // The order matters: one clear line for a missing privilege; ports before the kernel,
+    // so that a port in use fails with nothing attached; the kernel while this is the only
+    // thread, so that the capabilities dropped after it are gone from every thread.
+    if let Some(why) = privilege::missing_load_privilege() {
+        error!("{why}");
+        return ExitCode::from(EXIT_PRIVILEGE);
+    }
+    let listeners = match Listeners::bind(&config) {
+        Ok(listeners) => listeners,
+        Err(err) => {
+            error!("{err:#}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let (kernel, tracefs) = match start_kernel(&config, true) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            error!("{err:#}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if !tracefs.available && !kernel.modules().values().any(|s| s.is_usable()) {
+        error!(
+            "tracefs is unavailable and could not be mounted: {}",
+            tracefs.description
+        );
+        return ExitCode::from(EXIT_NO_TRACEFS);
+    }
+    let held = privilege::CapabilitySet::effective();
+    match privilege::drop_all() {
+        Ok(()) => info!(dropped = %held, "attached: capabilities dropped"),
+        Err(err) => warn!("could not drop capabilities after attaching: {err}"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -47,7 +85,7 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, listeners, kernel, tracefs.description)) {
         Ok(code) => code,
         Err(err) => {
             error!("{err:#}");
@@ -56,8 +94,38 @@ pub fn run(config: Config) -> ExitCode {
     }
 }
 
+/// The HTTP and gRPC listening sockets, bound before anything else happens.
+struct Listeners {
+    metrics: std::net::TcpListener,
+    grpc: std::net::TcpListener,
+}
+
+impl Listeners {
+    fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let bind = |addr: std::net::SocketAddr, key: &str| {
+            let listener = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} ({key})"))?;
+            listener
+                .set_nonblocking(true)
+                .with_context(|| format!("cannot listen on {addr} ({key})"))?;
+            anyhow::Ok(listener)
+        };
+        Ok(Listeners {
+            metrics: bind(config.server.metrics_addr.0, "server.metrics_addr")?,
+            grpc: bind(config.server.grpc_addr.0, "server.grpc_addr")?,
+        })
+    }
+}
+
+/// Where tracefs is, as `start_kernel` found it.
+pub struct TracefsFound {
+    /// False when it is neither mounted nor mountable.
+    pub available: bool,
+    pub description: String,
+}
+
 /// Everything `run` and `check` need from the kernel side.
-pub fn start_kernel(config: &Config, attach: bool) -> anyhow::Result<(Kernel, String)> {
+pub fn start_kernel(config: &Config, attach: bool) -> anyhow::Result<(Kernel, TracefsFound)> {
     let (layouts, tracefs_description) = match Tracefs::locate(config.tracefs.mount) {
         Ok((tracefs, mounted)) => {
             let description = match mounted {
@@ -69,10 +137,20 @@ pub fn start_kernel(config: &Config, attach: bool) -> anyhow::Result<(Kernel, St
             if mounted == Mounted::MountedBySidecar {
                 info!(path = %tracefs.root().display(), "tracefs was not mounted: mounted it");
             }
-            (Layouts::resolve(&tracefs), description)
+            let found = TracefsFound {
+                available: true,
+                description,
+            };
+            (Layouts::resolve(&tracefs), found)
         }
         // Without tracefs no module can attach; each reports why.
-        Err(err) => (Layouts::unavailable(&err), format!("unavailable: {err}")),
+        Err(err) => {
+            let found = TracefsFound {
+                available: false,
+                description: format!("unavailable: {err}"),
+            };
+            (Layouts::unavailable(&err), found)
+        }
     };
     let modules = Module::ALL
         .into_iter()
@@ -121,7 +199,12 @@ pub fn start_kernel(config: &Config, attach: bool) -> anyhow::Result<(Kernel, St
     Ok((kernel, tracefs_description))
 }
 
-async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+async fn serve(
+    config: Config,
+    listeners: Listeners,
+    mut kernel: Kernel,
+    tracefs: String,
+) -> anyhow::Result<ExitCode> {
     let names = WorkloadNames::from_config(&config);
     let interval = config.interval.0;
     let retain = config.retained_intervals();
@@ -134,13 +217,13 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 
     // Listen before touching the kernel: a port in use fails with nothing attached.
     let metrics_addr = config.server.metrics_addr.0;
-    let listener = tokio::net::TcpListener::bind(metrics_addr)
-        .await
-        .with_context(|| format!("cannot listen on {metrics_addr} (server.metrics_addr)"))?;
+    let listener = tokio::net::TcpListener::from_std(listeners.metrics)
+        .context("registering the metrics listener")?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let router = http::router(HttpState {
         store: Arc::clone(&store),
         status: Arc::clone(&status),
+        token: config.server.token_file.clone(),
     });
     let mut http_shutdown = shutdown_rx.clone();
     let http_server = tokio::spawn(async move {
@@ -153,9 +236,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     info!(addr = %metrics_addr, "serving /metrics and /health");
 
     let grpc_addr = config.server.grpc_addr.0;
-    let grpc_listener = tokio::net::TcpListener::bind(grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen on {grpc_addr} (server.grpc_addr)"))?;
+    let grpc_listener = tokio::net::TcpListener::from_std(listeners.grpc)
+        .context("registering the gRPC listener")?;
     // Each drain bumps this; WatchIOStats streams and the health service follow it.
     let (drains_tx, drains_rx) = tokio::sync::watch::channel(0u64);
     let api = grpc::Api::new(
@@ -166,7 +248,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         interval,
     );
     let grpc::Services { router, health } =
-        grpc::services(api).context("building the gRPC services")?;
+        grpc::services_with_token(api, config.server.token_file.clone())
+            .context("building the gRPC services")?;
     grpc::set_health(&health, false).await;
     let mut grpc_shutdown = shutdown_rx.clone();
     let grpc_server = tokio::spawn(async move {
@@ -181,11 +264,6 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     });
     info!(addr = %grpc_addr, "serving the gRPC API");
 
-    let kernel_config = config.clone();
-    let (mut kernel, tracefs) =
-        tokio::task::spawn_blocking(move || start_kernel(&kernel_config, true))
-            .await
-            .context("kernel start-up task")??;
     status.set_tracefs(tracefs);
     status.set_modules(kernel.modules().clone());
     status.set_process_tracking(kernel.process_tracking().clone());

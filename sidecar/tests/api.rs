@@ -120,6 +120,7 @@ async fn fixture(max_streams: usize) -> Fixture {
     let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_addr = http_listener.local_addr().unwrap();
     let router = http::router(HttpState {
+        token: None,
         store: Arc::clone(&store),
         status,
     });

@@ -8,8 +8,8 @@ mod support;
 use std::time::Duration;
 
 use support::{
-    MemoryCgroup, Sidecar, bpftool_map_entries, kernel, load, load_command, parse_report,
-    report_u64, scratch_dir, unique, vmstat_scan_steal, workload_config,
+    MemoryCgroup, Sidecar, kernel, load, load_command, parse_report, report_u64, scratch_dir,
+    unique, vmstat_scan_steal, workload_config,
 };
 
 /// Exactly N calls from several threads, drained every 50 ms while they run: every call is
@@ -243,7 +243,7 @@ fn churn_loses_nothing_and_kernel_maps_empty() {
 
     // The kernel's view: after the drains, no fadvise entries remain in either epoch.
     for name in ["FADV_CNT_0", "FADV_CNT_1"] {
-        assert_eq!(bpftool_map_entries(name), 0, "{name} is empty");
+        assert_eq!(sidecar.map_entries(name), 0, "{name} is empty");
     }
     assert!(
         after.value("sidecar_tracked_processes", &[]) <= 256.0,

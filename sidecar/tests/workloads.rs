@@ -11,8 +11,8 @@ use std::{
 };
 
 use support::{
-    LOAD, MemoryCgroup, Metrics, Sidecar, bpftool_map_entries, kernel, load, load_command,
-    parse_report, report_u64, rss_kib, scratch_dir, unique, workload_config,
+    LOAD, MemoryCgroup, Metrics, Sidecar, kernel, load, load_command, parse_report, report_u64,
+    rss_kib, scratch_dir, unique, workload_config,
 };
 
 fn pages(metrics: &Metrics, name: &str, workload: &str) -> f64 {
@@ -341,7 +341,7 @@ fn churn_of_50000_processes() {
             "PC_CNT_0",
             "PC_CNT_1",
         ] {
-            max_entries = max_entries.max(bpftool_map_entries(name));
+            max_entries = max_entries.max(sidecar.map_entries(name));
         }
         if churn.try_wait().unwrap().is_some() {
             break churn.wait_with_output().unwrap();

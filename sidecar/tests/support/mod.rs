@@ -6,7 +6,7 @@
 )]
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
@@ -82,6 +82,8 @@ pub struct Sidecar {
     pub grpc: SocketAddr,
     pub dir: tempfile::TempDir,
     log: PathBuf,
+    /// BPF maps that existed before this sidecar started: the others with our names are ours.
+    maps_before: BTreeSet<u64>,
 }
 
 impl Sidecar {
@@ -137,14 +139,48 @@ impl Sidecar {
         for (key, value) in env {
             command.env(key, value);
         }
+        let maps_before = bpf_object_ids("map");
         let child = command.spawn().expect("start sidecar");
         Sidecar {
+            maps_before,
             child: Some(child),
             addr,
             grpc,
             dir,
             log,
         }
+    }
+
+    /// Entries of this sidecar's BPF map `name`, by bpftool (the kernel's view); another
+    /// instance's maps of the same name are not counted.
+    pub fn map_entries(&self, name: &str) -> usize {
+        let output = Command::new("bpftool")
+            .args(["-j", "map", "show"])
+            .output()
+            .expect("bpftool (installed by scripts/bootstrap.sh --test)");
+        let listed: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("bpftool JSON");
+        let ours: Vec<u64> = listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|map| map["name"].as_str() == Some(name))
+            .filter_map(|map| map["id"].as_u64())
+            .filter(|id| !self.maps_before.contains(id))
+            .collect();
+        assert!(!ours.is_empty(), "no map {name} of this sidecar");
+        ours.iter()
+            .map(|id| {
+                let output = Command::new("bpftool")
+                    .args(["-j", "map", "dump", "id", &id.to_string()])
+                    .output()
+                    .expect("bpftool");
+                assert!(output.status.success(), "bpftool map dump id {id}");
+                let dumped: serde_json::Value =
+                    serde_json::from_slice(&output.stdout).expect("bpftool JSON");
+                dumped.as_array().map_or(0, Vec::len)
+            })
+            .sum()
     }
 
     /// The host PID of the process we started (the wrapper's, when wrapped).
@@ -201,9 +237,14 @@ impl Sidecar {
 
     /// Stops with SIGTERM and returns the exit status code.
     pub fn stop(&mut self) -> Option<i32> {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Stops with `signal` and returns the exit status code.
+    pub fn stop_with(&mut self, signal: libc::c_int) -> Option<i32> {
         let mut child = self.child.take()?;
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(child.id() as i32, signal) };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -212,7 +253,10 @@ impl Sidecar {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("sidecar did not stop on SIGTERM; log:\n{}", self.log());
+                panic!(
+                    "sidecar did not stop on signal {signal}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -447,19 +491,19 @@ pub fn vmstat_scan_steal() -> (u64, u64) {
     }
 }
 
-/// Entries of every loaded BPF map with this name, by bpftool (the kernel's view).
-pub fn bpftool_map_entries(name: &str) -> usize {
-    let output = Command::new("bpftool")
-        .args(["-j", "map", "dump", "name", name])
-        .output()
-        .expect("bpftool (installed by scripts/bootstrap.sh --test)");
-    assert!(
-        output.status.success(),
-        "bpftool map dump name {name}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).expect("bpftool JSON");
-    value.as_array().map_or(0, Vec::len)
+/// IDs of every loaded BPF program or map (`kind`: "prog" or "map"), by bpftool; empty
+/// when bpftool cannot list them.
+pub fn bpf_object_ids(kind: &str) -> BTreeSet<u64> {
+    let Ok(output) = Command::new("bpftool").args(["-j", kind, "show"]).output() else {
+        return BTreeSet::new();
+    };
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|object| object["id"].as_u64())
+        .collect()
 }
 
 /// Names of every loaded BPF program, by bpftool.

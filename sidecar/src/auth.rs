@@ -1,0 +1,123 @@
+//! Optional bearer-token authentication for `/metrics` and the gRPC API.
+//!
+//! The token lives in a file (`server.token_file`), read when the configuration is loaded,
+//! so that it never appears in the configuration, the command line or the log. Requests
+//! carry `Authorization: Bearer <token>`; the comparison takes the same time whatever the
+//! first differing byte. The health endpoints (HTTP `/health/*`, `grpc.health.v1`) stay
+//! open: probes must reach them, and they reveal only whether the sidecar is ready.
+
+use std::{fmt, path::PathBuf, sync::Arc};
+
+use serde::{Deserialize, Deserializer, de::Error as _};
+
+/// The expected token. Its `Debug` form does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken {
+    token: Arc<[u8]>,
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+impl BearerToken {
+    pub fn new(token: &str) -> Option<BearerToken> {
+        let token = token.trim();
+        (!token.is_empty()).then(|| BearerToken {
+            token: Arc::from(token.as_bytes()),
+        })
+    }
+
+    /// Reads a token file: its content, surrounding whitespace removed, must not be empty.
+    pub fn from_file(path: &std::path::Path) -> Result<BearerToken, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("cannot read token file {}: {err}", path.display()))?;
+        BearerToken::new(&text).ok_or_else(|| format!("token file {} is empty", path.display()))
+    }
+
+    /// Whether an `Authorization` header value carries this token.
+    pub fn accepts(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(presented) = authorization.and_then(|v| v.strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        constant_time_eq(presented, &self.token)
+    }
+}
+
+/// Equal slices, in a time that depends on their lengths only.
+fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
+    let mut difference = u8::from(presented.len() != expected.len());
+    for (i, &e) in expected.iter().enumerate() {
+        let p = presented.get(i).copied().unwrap_or(!e);
+        difference |= p ^ e;
+    }
+    std::hint::black_box(difference) == 0
+}
+
+impl<'de> Deserialize<'de> for BearerToken {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let path = PathBuf::deserialize(deserializer)?;
+        BearerToken::from_file(&path).map_err(D::Error::custom)
+    }
+}
+
+/// The gRPC side: an interceptor for the API and reflection services.
+pub fn grpc_interceptor(
+    token: Option<BearerToken>,
+) -> impl Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |request: tonic::Request<()>| {
+        let Some(token) = &token else {
+            return Ok(request);
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .map(tonic::metadata::MetadataValue::as_bytes);
+        if token.accepts(presented) {
+            Ok(request)
+        } else {
+            Err(tonic::Status::unauthenticated(
+                "missing or wrong bearer token (authorization: Bearer <token>)",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_only_the_exact_bearer_token() {
+        let token = BearerToken::new("s3cret\n").unwrap();
+        assert!(token.accepts(Some(b"Bearer s3cret")));
+        assert!(!token.accepts(Some(b"Bearer s3cre")));
+        assert!(!token.accepts(Some(b"Bearer s3cret2")));
+        assert!(!token.accepts(Some(b"Bearer S3cret")));
+        assert!(!token.accepts(Some(b"Basic s3cret")));
+        assert!(!token.accepts(Some(b"s3cret")));
+        assert!(!token.accepts(None));
+        assert!(BearerToken::new(" \n").is_none());
+        assert_eq!(format!("{token:?}"), "BearerToken(<redacted>)");
+    }
+
+    #[test]
+    fn an_empty_or_missing_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(
+            BearerToken::from_file(&empty)
+                .unwrap_err()
+                .contains("is empty")
+        );
+        let missing = dir.path().join("missing");
+        assert!(
+            BearerToken::from_file(&missing)
+                .unwrap_err()
+                .contains("cannot read token file")
+        );
+    }
+}

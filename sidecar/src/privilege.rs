@@ -1,0 +1,177 @@
+//! Capabilities: what loading needs, and giving up what draining does not.
+//!
+//! Loading and attaching needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, which implies
+//! both on the kernels we support); mounting tracefs needs CAP_SYS_ADMIN; raising the
+//! memlock limit on old kernels needs CAP_SYS_RESOURCE. Once the programs are attached,
+//! draining only uses the map and program file descriptors we already hold, and the kernel
+//! checks no capability on those. So every capability is dropped then, from every set,
+//! before any other thread exists: a bug in the HTTP or gRPC code can then do no more than
+//! an unprivileged process could.
+
+use std::fmt;
+
+/// The capabilities that matter here (bit numbers from linux/capability.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    SysAdmin = 21,
+    SysResource = 24,
+    Perfmon = 38,
+    Bpf = 39,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 4] = [
+        Capability::Bpf,
+        Capability::Perfmon,
+        Capability::SysAdmin,
+        Capability::SysResource,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::SysAdmin => "CAP_SYS_ADMIN",
+            Capability::SysResource => "CAP_SYS_RESOURCE",
+            Capability::Perfmon => "CAP_PERFMON",
+            Capability::Bpf => "CAP_BPF",
+        }
+    }
+
+    fn bit(self) -> u64 {
+        1 << (self as u32)
+    }
+}
+
+/// A set of capabilities, as in /proc/PID/status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CapabilitySet(pub u64);
+
+impl CapabilitySet {
+    /// The calling thread's effective set.
+    pub fn effective() -> CapabilitySet {
+        CapabilitySet(status_mask("CapEff:").unwrap_or(0))
+    }
+
+    pub fn has(self, capability: Capability) -> bool {
+        self.0 & capability.bit() != 0
+    }
+
+    /// Whether programs can be loaded and attached with these capabilities.
+    pub fn can_load(self) -> bool {
+        self.has(Capability::SysAdmin)
+            || (self.has(Capability::Bpf) && self.has(Capability::Perfmon))
+    }
+}
+
+impl fmt::Display for CapabilitySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let described: Vec<String> = Capability::ALL
+            .iter()
+            .map(|&c| format!("{} {}", c.name(), if self.has(c) { "yes" } else { "no" }))
+            .collect();
+        f.write_str(&described.join(", "))
+    }
+}
+
+fn status_mask(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix(field))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Why the sidecar cannot load its programs, or `None` when it can.
+pub fn missing_load_privilege() -> Option<String> {
+    let effective = CapabilitySet::effective();
+    if effective.can_load() {
+        return None;
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    Some(format!(
+        "insufficient privilege: loading eBPF programs needs CAP_BPF and CAP_PERFMON (or root); running as uid {uid} with {effective}"
+    ))
+}
+
+// capset(2) structures, version 3 (two 32-bit words per set).
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapUserHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct CapUserData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Drops every capability from the bounding, ambient, inheritable, permitted and effective
+/// sets of the calling thread. Call it while the process has a single thread: threads
+/// created afterwards inherit the empty sets, threads that already exist would not.
+pub fn drop_all() -> std::io::Result<()> {
+    // The bounding set first: that needs CAP_SETPCAP, which we are about to give up.
+    // Bits past the kernel's last capability give EINVAL: that is the end of the set.
+    for capability in 0..64 {
+        // SAFETY: prctl with integer arguments.
+        let dropped = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0) };
+        // EINVAL past the kernel's last capability; EPERM without CAP_SETPCAP, in which
+        // case the bounding set stays and the other sets still go.
+        if dropped != 0 {
+            break;
+        }
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    let mut header = CapUserHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapUserData::default(); 2];
+    // SAFETY: a v3 header and two data words, as capset(2) expects.
+    let result = unsafe { libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The effective, permitted and bounding sets of the calling thread.
+pub fn current_sets() -> (CapabilitySet, CapabilitySet, CapabilitySet) {
+    (
+        CapabilitySet(status_mask("CapEff:").unwrap_or(0)),
+        CapabilitySet(status_mask("CapPrm:").unwrap_or(0)),
+        CapabilitySet(status_mask("CapBnd:").unwrap_or(0)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_needs_bpf_and_perfmon_or_sys_admin() {
+        let bpf = Capability::Bpf.bit();
+        let perfmon = Capability::Perfmon.bit();
+        assert!(!CapabilitySet(bpf).can_load());
+        assert!(CapabilitySet(bpf | perfmon).can_load());
+        assert!(CapabilitySet(Capability::SysAdmin.bit()).can_load());
+        assert!(!CapabilitySet(0).can_load());
+    }
+
+    #[test]
+    fn display_names_each_capability() {
+        let text = CapabilitySet(Capability::Bpf.bit()).to_string();
+        assert!(text.starts_with("CAP_BPF yes, CAP_PERFMON no"), "{text}");
+    }
+}
