@@ -33,6 +33,9 @@ pub struct QueryArgs {
     /// The sidecar's gRPC address (server.grpc_addr).
     #[arg(long, value_name = "ADDR", value_parser = parse_addr, default_value = "127.0.0.1:50051")]
     pub addr: Addr,
+    /// A file holding the bearer token the sidecar requires (server.token_file).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Print canonical proto JSON, one object per message, instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -41,7 +41,28 @@ async fn run(args: QueryArgs) -> Result<()> {
         .connect()
         .await
         .with_context(|| format!("cannot connect to {}", args.addr.0))?;
-    let mut client = SidecarServiceClient::new(channel)
+    let authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = match &args
+        .token_file
+    {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read token file {}", path.display()))?;
+            let value = format!("Bearer {}", token.trim())
+                .parse()
+                .with_context(|| format!("token file {}: not a valid header", path.display()))?;
+            Some(value)
+        }
+        None => None,
+    };
+    let mut client =
+        SidecarServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            if let Some(value) = &authorization {
+                request
+                    .metadata_mut()
+                    .insert("authorization", value.clone());
+            }
+            Ok(request)
+        })
         .max_decoding_message_size(crate::grpc::MAX_ENCODING_MESSAGE_SIZE);
     let timeout = args.timeout.map(|t| t.0);
     let printer = Printer::new(args.json)?;

@@ -15,6 +15,7 @@ use std::{
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Value as ReflectValue};
 use sidecar::{
     api::pb::{self, sidecar_service_client::SidecarServiceClient},
+    auth::BearerToken,
     config::Config,
     grpc::{self, Api},
     http::{self, HttpState},
@@ -72,6 +73,10 @@ fn interval(names: &WorkloadNames, at: SystemTime, scale: u64) -> Interval {
 }
 
 async fn fixture(max_streams: usize) -> Fixture {
+    fixture_with_token(max_streams, None).await
+}
+
+async fn fixture_with_token(max_streams: usize, token: Option<BearerToken>) -> Fixture {
     let config = Config::parse(WORKLOADS, "test").unwrap();
     let names = WorkloadNames::from_config(&config);
     let store = Arc::new(RwLock::new(Store::new(names.clone(), 100, true)));
@@ -101,7 +106,7 @@ async fn fixture(max_streams: usize) -> Fixture {
         max_streams,
         Duration::from_secs(1),
     );
-    let grpc::Services { router, health } = grpc::services(api).unwrap();
+    let grpc::Services { router, health } = grpc::services_with_token(api, token.clone()).unwrap();
     grpc::set_health(&health, true).await;
     let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc_addr = grpc_listener.local_addr().unwrap();
@@ -120,7 +125,7 @@ async fn fixture(max_streams: usize) -> Fixture {
     let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_addr = http_listener.local_addr().unwrap();
     let router = http::router(HttpState {
-        token: None,
+        token,
         store: Arc::clone(&store),
         status,
     });
@@ -810,4 +815,63 @@ async fn http_negotiates_formats_and_filters() {
             .await
             .unwrap();
     assert_eq!(status, 200, "{body}");
+}
+
+/// With a token configured, /metrics and the API need it; health does not.
+#[tokio::test]
+async fn a_bearer_token_guards_metrics_and_the_api() {
+    let token = BearerToken::new("t0ken-for-tests").unwrap();
+    let fixture = fixture_with_token(4, Some(token)).await;
+    let addr = fixture.http;
+    let get = |headers: &'static [(&'static str, &'static str)], path: &'static str| {
+        tokio::task::spawn_blocking(move || http_get_with(addr, path, headers).unwrap())
+    };
+    let (status, body) = get(&[], "/metrics").await.unwrap();
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = get(&[("Authorization", "Bearer wrong")], "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    let (status, body) = get(&[("Authorization", "Bearer t0ken-for-tests")], "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("ebpf_fadvise_calls_total"));
+    let (status, _) = get(&[], "/health/ready").await.unwrap();
+    assert_eq!(status, 200, "probes need no token");
+
+    let mut api = client(fixture.grpc).await;
+    let error = api
+        .get_status(pb::GetStatusRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::Unauthenticated);
+    let mut request = tonic::Request::new(pb::GetStatusRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer wrong".parse().unwrap());
+    assert_eq!(
+        api.get_status(request).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let mut request = tonic::Request::new(pb::GetStatusRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer t0ken-for-tests".parse().unwrap());
+    assert!(api.get_status(request).await.is_ok());
+
+    let channel = Channel::from_shared(format!("http://{}", fixture.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let answer = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health needs no token");
+    assert_eq!(
+        answer.into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 }
