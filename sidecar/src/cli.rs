@@ -33,6 +33,17 @@ pub struct QueryArgs {
     /// The sidecar's gRPC address (server.grpc_addr).
     #[arg(long, value_name = "ADDR", value_parser = parse_addr, default_value = "127.0.0.1:50051")]
     pub addr: Addr,
+    /// Connect with TLS, trusting this CA (PEM) for the server's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate and key (PEM) when the sidecar requires them (server.tls.client_ca).
+    #[arg(long, value_name = "FILE", requires = "key", requires = "ca")]
+    pub cert: Option<std::path::PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// The server name to verify in its certificate (default: localhost).
+    #[arg(long, value_name = "NAME", default_value = "localhost")]
+    pub server_name: String,
     /// A file holding the bearer token the sidecar requires (server.token_file).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<std::path::PathBuf>,

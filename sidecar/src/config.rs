@@ -62,6 +62,8 @@ pub struct ServerConfig {
     pub max_streams: Capacity,
     /// A file holding the bearer token that /metrics and the gRPC API then require.
     pub token_file: Option<crate::auth::BearerToken>,
+    /// TLS for both servers (cert, key, optional client_ca), PEM files.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +73,7 @@ impl Default for ServerConfig {
             grpc_addr: Addr(SocketAddr::from(([127, 0, 0, 1], 50051))),
             max_streams: Capacity(64),
             token_file: None,
+            tls: None,
         }
     }
 }

@@ -560,15 +560,25 @@ pub struct Services {
 }
 
 /// The services without authentication.
-pub fn services(api: Api) -> Result<Services, tonic_reflection::server::Error> {
-    services_with_token(api, None)
+pub fn services(api: Api) -> Result<Services, ServicesError> {
+    services_with(api, None, None)
 }
 
-/// The services; with a token, the API and reflection require it (health never does).
-pub fn services_with_token(
+#[derive(Debug, thiserror::Error)]
+pub enum ServicesError {
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] tonic::transport::Error),
+}
+
+/// The services; with a token, the API and reflection require it (health never does);
+/// with TLS, every service is served over it.
+pub fn services_with(
     api: Api,
     token: Option<crate::auth::BearerToken>,
-) -> Result<Services, tonic_reflection::server::Error> {
+    tls: Option<&crate::tls::TlsFiles>,
+) -> Result<Services, ServicesError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
@@ -578,7 +588,11 @@ pub fn services_with_token(
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_ENCODING_MESSAGE_SIZE);
     let check = crate::auth::grpc_interceptor(token);
-    let router = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls.tonic_config())?;
+    }
+    let router = server
         .add_service(health_service)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             reflection,

@@ -19,4 +19,5 @@ pub mod query;
 pub mod run;
 pub mod status;
 pub mod store;
+pub mod tls;
 pub mod workload;

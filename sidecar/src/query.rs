@@ -34,9 +34,26 @@ pub fn query(args: QueryArgs) -> ExitCode {
 }
 
 async fn run(args: QueryArgs) -> Result<()> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr.0))
-        .context("bad address")?
-        .connect_timeout(Duration::from_secs(5));
+    let scheme = if args.ca.is_some() { "https" } else { "http" };
+    let mut endpoint =
+        tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", args.addr.0))
+            .context("bad address")?
+            .connect_timeout(Duration::from_secs(5));
+    if let Some(ca) = &args.ca {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?))
+            .domain_name(args.server_name.clone());
+        if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read(cert)?,
+                read(key)?,
+            ));
+        }
+        endpoint = endpoint.tls_config(tls).context("TLS settings")?;
+    }
     let channel = endpoint
         .connect()
         .await

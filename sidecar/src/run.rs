@@ -226,14 +226,28 @@ async fn serve(
         token: config.server.token_file.clone(),
     });
     let mut http_shutdown = shutdown_rx.clone();
+    let https = match &config.server.tls {
+        Some(tls) => Some(tls.rustls_config().map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let scheme = if https.is_some() { "https" } else { "http" };
     let http_server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.wait_for(|stop| *stop).await;
-            })
-            .await
+        let stopped = async move {
+            let _ = http_shutdown.wait_for(|stop| *stop).await;
+        };
+        match https {
+            Some(tls) => {
+                crate::tls::serve_https(listener, router, tls, stopped).await;
+                Ok(())
+            }
+            None => {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        }
     });
-    info!(addr = %metrics_addr, "serving /metrics and /health");
+    info!(addr = %metrics_addr, scheme, "serving /metrics and /health");
 
     let grpc_addr = config.server.grpc_addr.0;
     let grpc_listener = tokio::net::TcpListener::from_std(listeners.grpc)
@@ -247,9 +261,12 @@ async fn serve(
         config.server.max_streams.0 as usize,
         interval,
     );
-    let grpc::Services { router, health } =
-        grpc::services_with_token(api, config.server.token_file.clone())
-            .context("building the gRPC services")?;
+    let grpc::Services { router, health } = grpc::services_with(
+        api,
+        config.server.token_file.clone(),
+        config.server.tls.as_ref(),
+    )
+    .context("building the gRPC services")?;
     grpc::set_health(&health, false).await;
     let mut grpc_shutdown = shutdown_rx.clone();
     let grpc_server = tokio::spawn(async move {

@@ -77,6 +77,14 @@ async fn fixture(max_streams: usize) -> Fixture {
 }
 
 async fn fixture_with_token(max_streams: usize, token: Option<BearerToken>) -> Fixture {
+    fixture_with(max_streams, token, None).await
+}
+
+async fn fixture_with(
+    max_streams: usize,
+    token: Option<BearerToken>,
+    tls: Option<sidecar::tls::TlsFiles>,
+) -> Fixture {
     let config = Config::parse(WORKLOADS, "test").unwrap();
     let names = WorkloadNames::from_config(&config);
     let store = Arc::new(RwLock::new(Store::new(names.clone(), 100, true)));
@@ -106,7 +114,8 @@ async fn fixture_with_token(max_streams: usize, token: Option<BearerToken>) -> F
         max_streams,
         Duration::from_secs(1),
     );
-    let grpc::Services { router, health } = grpc::services_with_token(api, token.clone()).unwrap();
+    let grpc::Services { router, health } =
+        grpc::services_with(api, token.clone(), tls.as_ref()).unwrap();
     grpc::set_health(&health, true).await;
     let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc_addr = grpc_listener.local_addr().unwrap();
@@ -130,7 +139,16 @@ async fn fixture_with_token(max_streams: usize, token: Option<BearerToken>) -> F
         status,
     });
     tokio::spawn(async move {
-        let _ = axum::serve(http_listener, router).await;
+        match tls {
+            Some(tls) => {
+                let config = tls.rustls_config().unwrap();
+                sidecar::tls::serve_https(http_listener, router, config, std::future::pending())
+                    .await;
+            }
+            None => {
+                let _ = axum::serve(http_listener, router).await;
+            }
+        }
     });
     Fixture {
         grpc: grpc_addr,
@@ -873,5 +891,199 @@ async fn a_bearer_token_guards_metrics_and_the_api() {
     assert_eq!(
         answer.into_inner().status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
+
+/// PEM files of a test CA, a server certificate for localhost and a client certificate.
+struct TestPki {
+    dir: tempfile::TempDir,
+    ca_pem: String,
+}
+
+impl TestPki {
+    fn new() -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        for name in ["server", "client"] {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec!["localhost".to_owned()])
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+        TestPki {
+            ca_pem: ca_cert.pem(),
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// `server.tls` as the configuration would give it.
+    fn server_tls(&self, mutual: bool) -> sidecar::tls::TlsFiles {
+        let mut text = format!(
+            "server:\n  tls:\n    cert: {}\n    key: {}\n",
+            self.path("server.pem"),
+            self.path("server.key")
+        );
+        if mutual {
+            text.push_str(&format!("    client_ca: {}\n", self.path("ca.pem")));
+        }
+        Config::parse(&text, "tls.yaml")
+            .unwrap()
+            .server
+            .tls
+            .unwrap()
+    }
+
+    fn grpc_tls(&self, with_client_cert: bool) -> tonic::transport::ClientTlsConfig {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
+            .domain_name("localhost");
+        if with_client_cert {
+            let read = |name: &str| std::fs::read(self.path(name)).unwrap();
+            tls.identity(tonic::transport::Identity::from_pem(
+                read("client.pem"),
+                read("client.key"),
+            ))
+        } else {
+            tls
+        }
+    }
+}
+
+/// A GET over TLS that trusts only the test CA; the status code, or the TLS error.
+async fn https_get(pki: &TestPki, addr: SocketAddr, path: &str) -> Result<u16, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no status line in {answer:?}"))
+}
+
+/// With `server.tls`, both servers speak only TLS, with a certificate the client can check.
+#[tokio::test]
+async fn tls_serves_http_and_grpc() {
+    let pki = TestPki::new();
+    let fixture = fixture_with(4, None, Some(pki.server_tls(false))).await;
+
+    assert_eq!(https_get(&pki, fixture.http, "/metrics").await, Ok(200));
+    assert_eq!(
+        https_get(&pki, fixture.http, "/health/ready").await,
+        Ok(200)
+    );
+    let addr = fixture.http;
+    let plain = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
+        .await
+        .unwrap();
+    assert!(
+        !matches!(plain, Ok((200, _))),
+        "plain HTTP must not get metrics from a TLS port"
+    );
+
+    let channel = Channel::from_shared(format!("https://{}", fixture.grpc))
+        .unwrap()
+        .tls_config(pki.grpc_tls(false))
+        .unwrap()
+        .connect()
+        .await
+        .expect("TLS connect");
+    let mut api = SidecarServiceClient::new(channel);
+    api.get_status(pb::GetStatusRequest::default())
+        .await
+        .expect("GetStatus over TLS");
+    let plain = SidecarServiceClient::connect(format!("http://{}", fixture.grpc)).await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(mut client) => client
+            .get_status(pb::GetStatusRequest::default())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "plain-text gRPC to a TLS port fails");
+}
+
+/// With `server.tls.client_ca`, a client without a certificate from that CA is refused.
+#[tokio::test]
+async fn mutual_tls_requires_a_client_certificate() {
+    let pki = TestPki::new();
+    let fixture = fixture_with(4, None, Some(pki.server_tls(true))).await;
+    let connect = |with_cert: bool| {
+        let tls = pki.grpc_tls(with_cert);
+        let url = format!("https://{}", fixture.grpc);
+        async move {
+            let channel = Channel::from_shared(url)
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            SidecarServiceClient::new(channel)
+                .get_status(pb::GetStatusRequest::default())
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    assert!(connect(false).await.is_err(), "no client certificate");
+    connect(true).await.expect("with the client certificate");
+    assert!(
+        https_get(&pki, fixture.http, "/metrics").await.is_err(),
+        "HTTP without a client certificate"
+    );
+}
+
+#[test]
+fn a_bad_tls_file_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let text = format!(
+        "server:\n  tls:\n    cert: {0}\n    key: {0}\n",
+        junk.display()
+    );
+    let err = Config::parse(&text, "tls.yaml").unwrap_err().to_string();
+    assert!(
+        err.contains("server.tls") && err.contains("tls.cert"),
+        "{err}"
     );
 }
