@@ -34,6 +34,10 @@ pub struct Config {
     pub limits: Limits,
     pub tracefs: TracefsConfig,
     pub log: LogConfig,
+    /// Push sinks: `export.banyandb`.
+    pub export: ExportConfig,
+    /// How long SIGTERM/SIGINT may take: the final drain, flushing exporters, stopping.
+    pub shutdown_timeout: ShutdownTimeout,
 }
 
 impl Default for Config {
@@ -47,6 +51,8 @@ impl Default for Config {
             limits: Limits::default(),
             tracefs: TracefsConfig::default(),
             log: LogConfig::default(),
+            export: ExportConfig::default(),
+            shutdown_timeout: ShutdownTimeout(Duration::from_secs(10)),
         }
     }
 }
@@ -197,6 +203,23 @@ impl Config {
 /// How long recent intervals are kept: `1h`, `15m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention(pub Duration);
+
+/// `shutdown_timeout`: 1s..=5m.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownTimeout(pub Duration);
+
+impl<'de> Deserialize<'de> for ShutdownTimeout {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let duration = parse_duration(&text).map_err(de::Error::custom)?;
+        if duration < Duration::from_secs(1) || duration > Duration::from_secs(300) {
+            return Err(de::Error::custom(format!(
+                "shutdown_timeout {text:?} is outside 1s..=5m"
+            )));
+        }
+        Ok(ShutdownTimeout(duration))
+    }
+}
 
 impl<'de> Deserialize<'de> for Retention {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -513,6 +536,334 @@ impl<'de> Deserialize<'de> for Capacity {
             }
         }
         deserializer.deserialize_u64(CapacityVisitor)
+    }
+}
+
+/// Push sinks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    pub banyandb: BanyanDbConfig,
+}
+
+/// `export.banyandb`: forwarding each drain's deltas to Apache SkyWalking BanyanDB.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawBanyanDbConfig")]
+pub struct BanyanDbConfig {
+    pub enabled: bool,
+    /// BanyanDB's gRPC endpoint, `HOST:PORT`.
+    pub addr: Endpoint,
+    /// The `node` tag of every point; the host name when not given.
+    pub node: Option<String>,
+    /// The group the sidecar creates (catalog MEASURE) and writes into.
+    pub group: SchemaName,
+    /// How long BanyanDB keeps the data: whole hours or days.
+    pub ttl: IntervalRule,
+    /// The group's segment interval: whole hours or days.
+    pub segment_interval: IntervalRule,
+    pub shard_num: Bounded<1, 1024>,
+    /// Points per Write stream at most.
+    pub batch_size: Bounded<1, 100_000>,
+    /// How often queued points are written.
+    pub flush_interval: BoundedDuration<10, 60_000>,
+    /// Deadline of each registry call and Write stream.
+    pub timeout: BoundedDuration<100, 300_000>,
+    pub spool: SpoolConfig,
+    pub tls: Option<ClientTls>,
+    /// Sent as BanyanDB's `username`/`password` gRPC metadata.
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl Default for BanyanDbConfig {
+    fn default() -> Self {
+        BanyanDbConfig {
+            enabled: false,
+            addr: Endpoint("127.0.0.1:17912".to_owned()),
+            node: None,
+            group: SchemaName("sidecar".to_owned()),
+            ttl: IntervalRule {
+                unit: IntervalUnit::Day,
+                num: 7,
+            },
+            segment_interval: IntervalRule {
+                unit: IntervalUnit::Day,
+                num: 1,
+            },
+            shard_num: Bounded(1),
+            batch_size: Bounded(1000),
+            flush_interval: BoundedDuration(Duration::from_secs(1)),
+            timeout: BoundedDuration(Duration::from_secs(5)),
+            spool: SpoolConfig::default(),
+            tls: None,
+            username: None,
+            password: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBanyanDbConfig {
+    enabled: bool,
+    addr: Endpoint,
+    node: Option<SchemaName>,
+    group: SchemaName,
+    ttl: IntervalRule,
+    segment_interval: IntervalRule,
+    shard_num: Bounded<1, 1024>,
+    batch_size: Bounded<1, 100_000>,
+    flush_interval: BoundedDuration<10, 60_000>,
+    timeout: BoundedDuration<100, 300_000>,
+    spool: SpoolConfig,
+    tls: Option<ClientTls>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl Default for RawBanyanDbConfig {
+    fn default() -> Self {
+        let d = BanyanDbConfig::default();
+        RawBanyanDbConfig {
+            enabled: d.enabled,
+            addr: d.addr,
+            node: None,
+            group: d.group,
+            ttl: d.ttl,
+            segment_interval: d.segment_interval,
+            shard_num: d.shard_num,
+            batch_size: d.batch_size,
+            flush_interval: d.flush_interval,
+            timeout: d.timeout,
+            spool: d.spool,
+            tls: d.tls,
+            username: d.username,
+            password: d.password,
+        }
+    }
+}
+
+impl TryFrom<RawBanyanDbConfig> for BanyanDbConfig {
+    type Error = String;
+    fn try_from(raw: RawBanyanDbConfig) -> Result<Self, String> {
+        if raw.password.is_some() && raw.username.is_none() {
+            return Err("password is set without username".to_owned());
+        }
+        if raw.segment_interval.as_duration() > raw.ttl.as_duration() {
+            return Err(format!(
+                "segment_interval ({}) is longer than ttl ({})",
+                raw.segment_interval, raw.ttl
+            ));
+        }
+        Ok(BanyanDbConfig {
+            enabled: raw.enabled,
+            addr: raw.addr,
+            node: raw.node.map(|n| n.0),
+            group: raw.group,
+            ttl: raw.ttl,
+            segment_interval: raw.segment_interval,
+            shard_num: raw.shard_num,
+            batch_size: raw.batch_size,
+            flush_interval: raw.flush_interval,
+            timeout: raw.timeout,
+            spool: raw.spool,
+            tls: raw.tls,
+            username: raw.username,
+            password: raw.password,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Where points wait on disk while BanyanDB is away; survives restarts.
+    pub dir: PathBuf,
+    /// The spool's cap; beyond it the oldest points are dropped (and counted).
+    pub max_bytes: ByteSize,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: PathBuf::from("/var/lib/sidecar/banyandb-spool"),
+            max_bytes: ByteSize(256 << 20),
+        }
+    }
+}
+
+/// TLS towards BanyanDB: a CA to trust (else the system roots) and a client certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawClientTls")]
+pub struct ClientTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientTls {
+    #[serde(default)]
+    ca: Option<PathBuf>,
+    #[serde(default)]
+    cert: Option<PathBuf>,
+    #[serde(default)]
+    key: Option<PathBuf>,
+}
+
+impl TryFrom<RawClientTls> for ClientTls {
+    type Error = String;
+    fn try_from(raw: RawClientTls) -> Result<Self, String> {
+        if raw.cert.is_some() != raw.key.is_some() {
+            return Err("give both cert and key (a client certificate), or neither".to_owned());
+        }
+        Ok(ClientTls {
+            ca: raw.ca,
+            cert: raw.cert,
+            key: raw.key,
+        })
+    }
+}
+
+/// A gRPC endpoint, `HOST:PORT` (a name or an IP address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint(pub String);
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let valid = text.parse::<SocketAddr>().is_ok()
+            || text.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty()
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+                    && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+        if valid {
+            Ok(Endpoint(text))
+        } else {
+            Err(de::Error::custom(format!(
+                "bad address {text:?}: expected HOST:PORT"
+            )))
+        }
+    }
+}
+
+/// A BanyanDB group name or tag value we choose: 1 to 64 of letters, digits, '-', '_', '.'.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaName(pub String);
+
+impl<'de> Deserialize<'de> for SchemaName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.is_empty()
+            || text.len() > 64
+            || !text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(de::Error::custom(format!(
+                "bad name {text:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
+            )));
+        }
+        Ok(SchemaName(text))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntervalUnit {
+    Hour,
+    Day,
+}
+
+/// A BanyanDB interval rule: a whole number of hours or days, `12h`, `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntervalRule {
+    pub unit: IntervalUnit,
+    pub num: u32,
+}
+
+impl IntervalRule {
+    pub fn as_duration(self) -> Duration {
+        let unit = match self.unit {
+            IntervalUnit::Hour => 3600,
+            IntervalUnit::Day => 86400,
+        };
+        Duration::from_secs(unit * u64::from(self.num))
+    }
+
+    pub fn parse(text: &str) -> Result<IntervalRule, String> {
+        let text = text.trim();
+        let bad =
+            || format!("bad interval {text:?}: expected whole hours or days, as in 12h or 7d");
+        let (number, unit) = if let Some(number) = text.strip_suffix('h') {
+            (number, IntervalUnit::Hour)
+        } else if let Some(number) = text.strip_suffix('d') {
+            (number, IntervalUnit::Day)
+        } else {
+            return Err(bad());
+        };
+        match number.parse::<u32>() {
+            Ok(num) if (1..=100_000).contains(&num) => Ok(IntervalRule { unit, num }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for IntervalRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.unit {
+            IntervalUnit::Hour => 'h',
+            IntervalUnit::Day => 'd',
+        };
+        write!(f, "{}{unit}", self.num)
+    }
+}
+
+impl<'de> Deserialize<'de> for IntervalRule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        IntervalRule::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+/// An integer in `MIN..=MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounded<const MIN: u32, const MAX: u32>(pub u32);
+
+impl<'de, const MIN: u32, const MAX: u32> Deserialize<'de> for Bounded<MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(deserializer)?;
+        match u32::try_from(value) {
+            Ok(value) if (MIN..=MAX).contains(&value) => Ok(Bounded(value)),
+            _ => Err(de::Error::custom(format!(
+                "{value} is outside {MIN}..={MAX}"
+            ))),
+        }
+    }
+}
+
+/// A duration in `MIN_MS..=MAX_MS` milliseconds: `1s`, `500ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundedDuration<const MIN_MS: u64, const MAX_MS: u64>(pub Duration);
+
+impl<'de, const MIN_MS: u64, const MAX_MS: u64> Deserialize<'de>
+    for BoundedDuration<MIN_MS, MAX_MS>
+{
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let duration = parse_duration(&text).map_err(de::Error::custom)?;
+        let (min, max) = (Duration::from_millis(MIN_MS), Duration::from_millis(MAX_MS));
+        if duration < min || duration > max {
+            return Err(de::Error::custom(format!(
+                "{text:?} is outside {}..={}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            )));
+        }
+        Ok(BoundedDuration(duration))
     }
 }
 

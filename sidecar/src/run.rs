@@ -85,13 +85,16 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(serve(config, listeners, kernel, tracefs.description)) {
+    let code = match runtime.block_on(serve(config, listeners, kernel, tracefs.description)) {
         Ok(code) => code,
         Err(err) => {
             error!("{err:#}");
             ExitCode::from(EXIT_FAILURE)
         }
-    }
+    };
+    // A task stuck past shutdown_timeout must not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    code
 }
 
 /// The HTTP and gRPC listening sockets, bound before anything else happens.
@@ -342,19 +345,30 @@ async fn serve(
     });
 
     wait_for_signal().await;
-    info!("stopping: final drain");
-    let _ = stop_tx.send(());
-    let drainer = tokio::task::spawn_blocking(move || drainer.join());
-    if drainer.await.is_err() {
-        warn!("the drain thread panicked");
-    }
-    grpc::set_health(&health, false).await;
-    let _ = shutdown_tx.send(true);
-    if let Ok(Err(err)) = http_server.await {
-        warn!("HTTP server: {err}");
-    }
-    if let Ok(Err(err)) = grpc_server.await {
-        warn!("gRPC server: {err}");
+    let deadline = config.shutdown_timeout.0;
+    let stopping = async move {
+        info!("stopping: final drain");
+        let _ = stop_tx.send(());
+        let drainer = tokio::task::spawn_blocking(move || drainer.join());
+        if drainer.await.is_err() {
+            warn!("the drain thread panicked");
+        }
+        grpc::set_health(&health, false).await;
+        let _ = shutdown_tx.send(true);
+        if let Ok(Err(err)) = http_server.await {
+            warn!("HTTP server: {err}");
+        }
+        if let Ok(Err(err)) = grpc_server.await {
+            warn!("gRPC server: {err}");
+        }
+    };
+    if tokio::time::timeout(deadline, stopping).await.is_err() {
+        // Exiting closes every map and program descriptor: nothing stays attached.
+        error!(
+            timeout = %humantime::format_duration(deadline),
+            "shutdown_timeout passed before the shutdown finished; exiting now"
+        );
+        return Ok(ExitCode::from(EXIT_FAILURE));
     }
     info!("stopped; programs detached");
     Ok(ExitCode::SUCCESS)
