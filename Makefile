@@ -11,7 +11,7 @@ SIDECAR := target/release/sidecar
 # Root for the kernel programs; sudo when we are not root and it exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || echo sudo)
 
-.PHONY: all bootstrap bootstrap-test ebpf build run test unit-test kernel-test lint fmt clean
+.PHONY: all bootstrap bootstrap-test ebpf build run test unit-test kernel-test lint fmt clean image
 
 all: build
 
@@ -45,3 +45,32 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+# The container image, offline: the static (musl) binary built here, in the FROM scratch
+# stage `image` of the Dockerfile, built by podman or buildah from target/image (the binary
+# and the default configuration). IMAGE names it. See the Dockerfile for the multi-stage
+# build from source.
+IMAGE ?= localhost/sidecar:latest
+MUSL_TARGET := x86_64-unknown-linux-musl
+MUSL_SIDECAR := target/$(MUSL_TARGET)/release/sidecar
+
+image: ebpf
+	@scripts/bootstrap.sh --image
+	$(CARGO) build --release --locked --target $(MUSL_TARGET) -p sidecar --bin sidecar
+	@if readelf -l $(MUSL_SIDECAR) | grep -q INTERP; then \
+	  echo "make image: $(MUSL_SIDECAR) is not static" >&2; exit 1; fi
+	$(MUSL_SIDECAR) --version
+	rm -rf target/image && mkdir -p target/image
+	cp $(MUSL_SIDECAR) target/image/sidecar
+	cp $(CONFIG) target/image/sidecar.yaml
+	@if command -v podman >/dev/null; then \
+	  echo "podman build --target image -t $(IMAGE) -f Dockerfile target/image"; \
+	  podman build --target image -t $(IMAGE) -f Dockerfile target/image; \
+	elif command -v buildah >/dev/null; then \
+	  echo "buildah bud --target image -t $(IMAGE) -f Dockerfile target/image"; \
+	  buildah bud --target image -t $(IMAGE) -f Dockerfile target/image; \
+	else \
+	  echo "make image: neither podman nor buildah is installed (Debian: apt-get install podman)." >&2; \
+	  echo "make image: the static binary and the build context are ready in target/image/." >&2; \
+	  exit 1; \
+	fi

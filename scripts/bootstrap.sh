@@ -4,17 +4,21 @@
 # and bpf-linker built against that toolchain's own libLLVM (see docs/building.md for why).
 #
 #   scripts/bootstrap.sh            build prerequisites only
-#   scripts/bootstrap.sh --test     plus what the test suite uses (bpftool, promtool, ...)
+#   scripts/bootstrap.sh --test     plus what the test suite uses (bpftool, promtool, a pinned
+#                                   kubernetes-validate in a venv, ...)
+#   scripts/bootstrap.sh --image    plus what `make image` uses (the musl target, musl-tools)
 #
 # Prints the bpf-linker directory on its last line when called with --print-linker-dir.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 want_test=0
+want_image=0
 print_dir=0
 for arg in "$@"; do
   case "$arg" in
     --test) want_test=1 ;;
+    --image) want_image=1 ;;
     --print-linker-dir) print_dir=1 ;;
     *) echo "bootstrap: unknown argument $arg" >&2; exit 2 ;;
   esac
@@ -25,6 +29,11 @@ log() { [ "$print_dir" = 1 ] && echo "bootstrap: $*" >&2 || echo "bootstrap: $*"
 toolchain="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$here/rust-toolchain.toml")"
 [ -n "$toolchain" ] || { echo "bootstrap: no channel in rust-toolchain.toml" >&2; exit 1; }
 bpf_linker_version="0.13.0"
+# The offline Kubernetes schema validator of sidecar/tests/deploy.rs (it bundles the schemas),
+# with its dependencies pinned too.
+kubernetes_validate_pins=(kubernetes-validate==1.37.0 jsonschema==4.26.0
+  jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1 attrs==26.1.0
+  PyYAML==6.0.3 packaging==26.3 importlib_resources==7.1.0 typing_extensions==4.16.0)
 
 # --- Debian packages ------------------------------------------------------------------------
 apt_install() {
@@ -44,7 +53,11 @@ apt_install() {
 
 apt_install build-essential pkg-config protobuf-compiler curl ca-certificates
 if [ "$want_test" = 1 ]; then
-  apt_install bpftool bpftrace prometheus util-linux procps
+  apt_install bpftool bpftrace prometheus util-linux procps python3 python3-venv
+fi
+if [ "$want_image" = 1 ]; then
+  # x86_64-linux-musl-gcc: ring compiles C for x86_64-unknown-linux-musl and fails without it.
+  apt_install musl-tools
 fi
 
 # --- Rust toolchain ---------------------------------------------------------------------------
@@ -79,6 +92,23 @@ if [ ! -x "$linker_dir/bin/bpf-linker" ]; then
   rm -rf "$linker_dir.partial"
 fi
 "$linker_dir/bin/bpf-linker" --version >/dev/null
+
+# --- test tools: kubernetes-validate, pinned, in its own venv ----------------------------------
+if [ "$want_test" = 1 ]; then
+  venv="$tools_root/venv-k8s"
+  want_version="${kubernetes_validate_pins[0]#kubernetes-validate==}"
+  if [ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" != "$want_version" ]; then
+    log "installing kubernetes-validate $want_version into $venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${kubernetes_validate_pins[@]}" >&2
+  fi
+fi
+
+# --- image: the static (musl) target -----------------------------------------------------------
+if [ "$want_image" = 1 ]; then
+  rustup target list --toolchain "$toolchain" --installed | grep -qx x86_64-unknown-linux-musl ||
+    rustup target add --toolchain "$toolchain" x86_64-unknown-linux-musl >&2
+fi
 
 if [ "$print_dir" = 1 ]; then
   echo "$linker_dir/bin"
