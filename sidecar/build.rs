@@ -33,6 +33,34 @@ fn compile_protos() {
     {
         fail(&format!("generating the gRPC code: {err}"));
     }
+    compile_banyandb_protos(&proto_root);
+}
+
+/// The BanyanDB subset (proto/banyandb): client code for the exporter, server code for the
+/// test stand-in. Kept out of the descriptor set that our server reflection publishes.
+fn compile_banyandb_protos(proto_root: &Path) {
+    let files = [
+        "banyandb/common/v1/common.proto",
+        "banyandb/common/v1/rpc.proto",
+        "banyandb/model/v1/common.proto",
+        "banyandb/model/v1/write.proto",
+        "banyandb/database/v1/schema.proto",
+        "banyandb/database/v1/rpc.proto",
+        "banyandb/measure/v1/write.proto",
+        "banyandb/measure/v1/rpc.proto",
+    ]
+    .map(|file| proto_root.join(file));
+    let descriptors = match protox::compile(&files, [proto_root]) {
+        Ok(descriptors) => descriptors,
+        Err(err) => fail(&format!("compiling the BanyanDB protos: {err}")),
+    };
+    if let Err(err) = tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)
+    {
+        fail(&format!("generating the BanyanDB gRPC code: {err}"));
+    }
 }
 
 fn embed_ebpf_object() {

@@ -692,7 +692,8 @@ impl Default for SpoolConfig {
     }
 }
 
-/// TLS towards BanyanDB: a CA to trust (else the system roots) and a client certificate.
+/// TLS towards BanyanDB: the CA that signed its certificate, and an optional client
+/// certificate.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawClientTls")]
 pub struct ClientTls {
@@ -715,6 +716,9 @@ struct RawClientTls {
 impl TryFrom<RawClientTls> for ClientTls {
     type Error = String;
     fn try_from(raw: RawClientTls) -> Result<Self, String> {
+        if raw.ca.is_none() {
+            return Err("give ca: the CA certificate that signed BanyanDB's (PEM)".to_owned());
+        }
         if raw.cert.is_some() != raw.key.is_some() {
             return Err("give both cert and key (a client certificate), or neither".to_owned());
         }
@@ -732,23 +736,41 @@ pub struct Endpoint(pub String);
 
 impl<'de> Deserialize<'de> for Endpoint {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let valid = text.parse::<SocketAddr>().is_ok()
-            || text.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty()
-                    && host
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
-                    && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-        if valid {
-            Ok(Endpoint(text))
-        } else {
-            Err(de::Error::custom(format!(
-                "bad address {text:?}: expected HOST:PORT"
-            )))
+        parse_str(deserializer, "an address such as 127.0.0.1:17912", |text| {
+            let valid = text.parse::<SocketAddr>().is_ok()
+                || text.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty()
+                        && host
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+                        && port.parse::<u16>().is_ok_and(|p| p > 0)
+                });
+            if valid {
+                Ok(Endpoint(text.to_owned()))
+            } else {
+                Err(format!("bad address {text:?}: expected HOST:PORT"))
+            }
+        })
+    }
+}
+
+/// Deserializes a string with `parse`, so that errors point at the value.
+fn parse_str<'de, D: Deserializer<'de>, T>(
+    deserializer: D,
+    expecting: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    struct StrVisitor<F>(&'static str, F);
+    impl<T, F: FnOnce(&str) -> Result<T, String>> Visitor<'_> for StrVisitor<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+            (self.1)(text).map_err(E::custom)
         }
     }
+    deserializer.deserialize_str(StrVisitor(expecting, parse))
 }
 
 /// A BanyanDB group name or tag value we choose: 1 to 64 of letters, digits, '-', '_', '.'.
@@ -757,18 +779,19 @@ pub struct SchemaName(pub String);
 
 impl<'de> Deserialize<'de> for SchemaName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        if text.is_empty()
-            || text.len() > 64
-            || !text
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(de::Error::custom(format!(
-                "bad name {text:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
-            )));
-        }
-        Ok(SchemaName(text))
+        parse_str(deserializer, "a name", |text| {
+            if text.is_empty()
+                || text.len() > 64
+                || !text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(format!(
+                    "bad name {text:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
+                ));
+            }
+            Ok(SchemaName(text.to_owned()))
+        })
     }
 }
 
@@ -824,8 +847,11 @@ impl fmt::Display for IntervalRule {
 
 impl<'de> Deserialize<'de> for IntervalRule {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        IntervalRule::parse(&text).map_err(de::Error::custom)
+        parse_str(
+            deserializer,
+            "whole hours or days, as in 7d",
+            IntervalRule::parse,
+        )
     }
 }
 
@@ -835,13 +861,23 @@ pub struct Bounded<const MIN: u32, const MAX: u32>(pub u32);
 
 impl<'de, const MIN: u32, const MAX: u32> Deserialize<'de> for Bounded<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = i64::deserialize(deserializer)?;
-        match u32::try_from(value) {
-            Ok(value) if (MIN..=MAX).contains(&value) => Ok(Bounded(value)),
-            _ => Err(de::Error::custom(format!(
-                "{value} is outside {MIN}..={MAX}"
-            ))),
+        struct BoundedVisitor<const MIN: u32, const MAX: u32>;
+        impl<const MIN: u32, const MAX: u32> Visitor<'_> for BoundedVisitor<MIN, MAX> {
+            type Value = Bounded<MIN, MAX>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "an integer in {MIN}..={MAX}")
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+                match u32::try_from(value) {
+                    Ok(value) if (MIN..=MAX).contains(&value) => Ok(Bounded(value)),
+                    _ => Err(E::custom(format!("{value} is outside {MIN}..={MAX}"))),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+                self.visit_i64(i64::try_from(value).unwrap_or(i64::MAX))
+            }
         }
+        deserializer.deserialize_i64(BoundedVisitor::<MIN, MAX>)
     }
 }
 
@@ -853,17 +889,18 @@ impl<'de, const MIN_MS: u64, const MAX_MS: u64> Deserialize<'de>
     for BoundedDuration<MIN_MS, MAX_MS>
 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let duration = parse_duration(&text).map_err(de::Error::custom)?;
-        let (min, max) = (Duration::from_millis(MIN_MS), Duration::from_millis(MAX_MS));
-        if duration < min || duration > max {
-            return Err(de::Error::custom(format!(
-                "{text:?} is outside {}..={}",
-                humantime::format_duration(min),
-                humantime::format_duration(max)
-            )));
-        }
-        Ok(BoundedDuration(duration))
+        parse_str(deserializer, "a duration such as 1s or 500ms", |text| {
+            let duration = parse_duration(text)?;
+            let (min, max) = (Duration::from_millis(MIN_MS), Duration::from_millis(MAX_MS));
+            if duration < min || duration > max {
+                return Err(format!(
+                    "{text:?} is outside {}..={}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ));
+            }
+            Ok(BoundedDuration(duration))
+        })
     }
 }
 
@@ -1025,6 +1062,75 @@ mod tests {
         );
         let config = Config::parse("limits:\n  max_kernel_memory: 64MiB\n", "t").unwrap();
         assert_eq!(config.limits.max_kernel_memory, ByteSize(64 << 20));
+    }
+
+    #[test]
+    fn banyandb_export() {
+        let config = Config::parse("", "t").unwrap();
+        let b = &config.export.banyandb;
+        assert!(!b.enabled);
+        assert_eq!(b.addr.0, "127.0.0.1:17912");
+        assert_eq!(b.ttl.to_string(), "7d");
+        assert_eq!(b.segment_interval.as_duration(), Duration::from_secs(86400));
+        let text = "export:\n  banyandb:\n    enabled: true\n    addr: banyandb.svc:17912\n    group: g1\n    ttl: 36h\n    segment_interval: 12h\n    shard_num: 2\n    batch_size: 10\n    flush_interval: 200ms\n    timeout: 2s\n    spool:\n      dir: /tmp/s\n      max_bytes: 1MiB\n    tls:\n      ca: /ca.pem\n    username: u\n    password: p\n";
+        let config = Config::parse(text, "t").unwrap();
+        let b = &config.export.banyandb;
+        assert!(b.enabled);
+        assert_eq!(b.addr.0, "banyandb.svc:17912");
+        assert_eq!((b.ttl.unit, b.ttl.num), (IntervalUnit::Hour, 36));
+        assert_eq!(b.shard_num.0, 2);
+        assert_eq!(b.flush_interval.0, Duration::from_millis(200));
+        assert_eq!(b.spool.max_bytes, ByteSize(1 << 20));
+        assert_eq!(
+            b.tls.as_ref().unwrap().ca.as_deref(),
+            Some(Path::new("/ca.pem"))
+        );
+        for (yaml, expected) in [
+            (
+                "ttl: 5m",
+                "test.yaml:3:10: export.banyandb.ttl: bad interval",
+            ),
+            (
+                "shard_num: 0",
+                "test.yaml:3:16: export.banyandb.shard_num: 0 is outside",
+            ),
+            (
+                "batch_size: -1",
+                "export.banyandb.batch_size: -1 is outside",
+            ),
+            (
+                "flush_interval: 1h",
+                "export.banyandb.flush_interval: \"1h\" is outside",
+            ),
+            ("timeout: 10", "export.banyandb.timeout: bad duration"),
+            ("addr: nowhere", "export.banyandb.addr: bad address"),
+            ("group: \"a b\"", "export.banyandb.group: bad name"),
+            (
+                "spool: { max_bytes: 1XB }",
+                "export.banyandb.spool.max_bytes: bad size",
+            ),
+            (
+                "spool: { dri: x }",
+                "export.banyandb.spool.dri: unknown field",
+            ),
+            (
+                "tls: { ca: /a, cert: /c.pem }",
+                "export.banyandb.tls: give both cert and key",
+            ),
+            ("tls: { cert: /c, key: /k }", "export.banyandb.tls: give ca"),
+            (
+                "password: p",
+                "export.banyandb: password is set without username",
+            ),
+            (
+                "ttl: 1d\n    segment_interval: 2d",
+                "export.banyandb: segment_interval (2d) is longer than ttl (1d)",
+            ),
+            ("enable: true", "export.banyandb.enable: unknown field"),
+        ] {
+            let err = error_of(&format!("export:\n  banyandb:\n    {yaml}\n"));
+            assert!(err.contains(expected), "{yaml}: {err}");
+        }
     }
 
     #[test]

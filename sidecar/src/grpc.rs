@@ -544,7 +544,15 @@ impl SidecarService for Api {
                 reclaim: host.overflow.reclaim,
                 processes: host.overflow.processes,
             }),
-            exporters: Vec::new(),
+            exporters: status
+                .exporters()
+                .iter()
+                .map(|e| pb::ExporterStatus {
+                    name: crate::export::banyandb::ExportStats::NAME.to_owned(),
+                    state: e.state().to_owned(),
+                    last_error: e.last_error().unwrap_or_default(),
+                })
+                .collect(),
             kernel_map_bytes: status.kernel_map_bytes(),
             uptime: Some(duration(status.uptime())),
             ready,

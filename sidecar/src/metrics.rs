@@ -140,6 +140,16 @@ families! {
         "CPU time spent in each BPF program (kernel BPF statistics).";
     BPF_RUNS = "sidecar_bpf_program_runs", Counter, SELF_MODULE,
         "Runs of each BPF program (kernel BPF statistics).";
+    EXPORT_POINTS = "sidecar_export_points", Counter, SELF_MODULE,
+        "Points sent to BanyanDB, by result: written (acknowledged), retried (a failed attempt, queued again), rejected (refused for good).";
+    EXPORT_QUEUE_POINTS = "sidecar_export_queue_points", Gauge, SELF_MODULE,
+        "Points waiting for delivery to BanyanDB, in memory and in the spool.";
+    EXPORT_SPOOL_BYTES = "sidecar_export_spool_bytes", Gauge, SELF_MODULE,
+        "Bytes of the BanyanDB exporter's on-disk spool.";
+    EXPORT_DROPPED_POINTS = "sidecar_export_dropped_points", Counter, SELF_MODULE,
+        "Points dropped undelivered: the oldest, when the spool was full.";
+    EXPORT_CIRCUIT_STATE = "sidecar_export_circuit_state", Gauge, SELF_MODULE,
+        "The BanyanDB exporter's circuit breaker: 0 closed, 1 open, 2 half-open.";
 }
 
 /// A sample's value.
@@ -431,6 +441,44 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
             .map(|p| sample(vec![("program", p.name.clone())], Value::Count(p.run_count)))
             .collect(),
     );
+    let exporters = status.exporters();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    push(
+        &EXPORT_POINTS,
+        exporters
+            .iter()
+            .flat_map(|e| {
+                [
+                    ("written", load(&e.written)),
+                    ("retried", load(&e.retried)),
+                    ("rejected", load(&e.rejected)),
+                ]
+            })
+            .map(|(result, value)| sample(vec![("result", result.to_owned())], Value::Count(value)))
+            .collect(),
+    );
+    let exporter_value = |value: &dyn Fn(&crate::export::banyandb::ExportStats) -> Value| {
+        exporters
+            .iter()
+            .map(|e| sample(Vec::new(), value(e)))
+            .collect::<Vec<_>>()
+    };
+    push(
+        &EXPORT_QUEUE_POINTS,
+        exporter_value(&|e| Value::Number(load(&e.queue_points) as f64)),
+    );
+    push(
+        &EXPORT_SPOOL_BYTES,
+        exporter_value(&|e| Value::Number(load(&e.spool_bytes) as f64)),
+    );
+    push(
+        &EXPORT_DROPPED_POINTS,
+        exporter_value(&|e| Value::Count(load(&e.dropped))),
+    );
+    push(
+        &EXPORT_CIRCUIT_STATE,
+        exporter_value(&|e| Value::Number(f64::from(e.circuit_state() as u8))),
+    );
     // A family without samples is left out (rates are absent, not 0 or NaN).
     families.retain(|f| !f.samples.is_empty());
     families
@@ -569,10 +617,10 @@ mod tests {
             run_count: 5,
         }];
         store.apply(interval, programs, 1);
-        (
-            Arc::new(RwLock::new(store)),
-            Arc::new(Status::new(KernelFacts::default())),
-        )
+        let status = Status::new(KernelFacts::default());
+        // The exporter's families exist only with an exporter.
+        status.add_exporter(Arc::default());
+        (Arc::new(RwLock::new(store)), Arc::new(status))
     }
 
     #[test]

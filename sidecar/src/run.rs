@@ -13,6 +13,10 @@ use tracing::{error, info, warn};
 use crate::{
     aggregate::aggregate,
     config::{Config, Unmatched},
+    export::{
+        DrainDeltas, ExportHandle,
+        banyandb::{Exporter, Settings},
+    },
     grpc,
     http::{self, HttpState},
     kernel::{
@@ -318,6 +322,8 @@ async fn serve(
     );
     status.finish_startup();
 
+    let exporter = start_exporter(&config, &status)?;
+    let export = exporter.as_ref().map(Exporter::handle);
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let classifier = Classifier::new(&config, &names);
     let drain_store = Arc::clone(&store);
@@ -332,6 +338,7 @@ async fn serve(
                 interval,
                 stop_rx,
                 drains_tx,
+                export,
             );
         })
         .context("starting the drain thread")?;
@@ -353,6 +360,9 @@ async fn serve(
         if drainer.await.is_err() {
             warn!("the drain thread panicked");
         }
+        if let Some(exporter) = exporter {
+            exporter.shutdown().await;
+        }
         grpc::set_health(&health, false).await;
         let _ = shutdown_tx.send(true);
         if let Ok(Err(err)) = http_server.await {
@@ -372,6 +382,31 @@ async fn serve(
     }
     info!("stopped; programs detached");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the BanyanDB exporter when `export.banyandb.enabled`.
+fn start_exporter(config: &Config, status: &Status) -> anyhow::Result<Option<Exporter>> {
+    let banyandb = &config.export.banyandb;
+    if !banyandb.enabled {
+        return Ok(None);
+    }
+    let modules = Module::ALL
+        .into_iter()
+        .filter(|module| match module {
+            Module::Fadvise => config.modules.fadvise.enabled,
+            Module::PageCache => config.modules.page_cache.enabled,
+            Module::Vmscan => config.modules.vmscan.enabled,
+        })
+        .collect();
+    let mut settings = Settings::new(banyandb, config.interval.0, modules);
+    // The final flush leaves room in shutdown_timeout for the rest of the shutdown.
+    settings.shutdown_deadline = settings
+        .shutdown_deadline
+        .min(config.shutdown_timeout.0 / 2);
+    let exporter = Exporter::start(settings).context("starting the BanyanDB exporter")?;
+    status.add_exporter(exporter.stats());
+    info!(addr = %banyandb.addr.0, group = %banyandb.group.0, "forwarding to BanyanDB");
+    Ok(Some(exporter))
 }
 
 async fn wait_for_signal() {
@@ -416,6 +451,10 @@ async fn forward_kernel_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>)
 
 /// Drains every `interval` on its own thread (the epoch switch blocks for a grace period),
 /// and once more when told to stop so that the last partial interval is not lost.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the drain thread's inputs and sinks, each used once"
+)]
 fn drain_loop(
     mut kernel: Kernel,
     mut classifier: Classifier,
@@ -424,6 +463,7 @@ fn drain_loop(
     interval: Duration,
     stop: mpsc::Receiver<()>,
     published: tokio::sync::watch::Sender<u64>,
+    export: Option<ExportHandle>,
 ) {
     let mut previous = Instant::now();
     // The first drain comes early, so that readiness does not wait a whole long interval.
@@ -440,6 +480,10 @@ fn drain_loop(
                 let at = SystemTime::now();
                 let interval_data = aggregate(&delta, &mut classifier, &names, at, now - previous);
                 previous = now;
+                if let Some(export) = &export {
+                    // Never blocks: the exporter queues (and counts any drop) on its side.
+                    export.submit(DrainDeltas::from_interval(&interval_data, &names));
+                }
                 let drains = {
                     let mut store = store.write().unwrap_or_else(|e| e.into_inner());
                     store.apply(interval_data, delta.programs, classifier.tracked());

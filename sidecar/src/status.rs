@@ -3,13 +3,16 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        RwLock,
+        Arc, RwLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Instant,
 };
 
-use crate::kernel::{ModuleState, modules::Module};
+use crate::{
+    export::banyandb::ExportStats,
+    kernel::{ModuleState, modules::Module},
+};
 
 #[derive(Debug)]
 pub struct Status {
@@ -22,6 +25,8 @@ pub struct Status {
     tracefs: RwLock<Option<String>>,
     kernel_map_bytes: RwLock<u64>,
     bpf_stats_error: RwLock<Option<String>>,
+    /// Push exporters' counters and state (`export.*`).
+    exporters: RwLock<Vec<Arc<ExportStats>>>,
 }
 
 /// Facts about the host kernel, for status output.
@@ -53,6 +58,7 @@ impl Status {
             tracefs: RwLock::new(None),
             kernel_map_bytes: RwLock::new(0),
             bpf_stats_error: RwLock::new(None),
+            exporters: RwLock::new(Vec::new()),
         }
     }
 
@@ -116,6 +122,20 @@ impl Status {
 
     pub fn bpf_stats_error(&self) -> Option<String> {
         self.bpf_stats_error
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn add_exporter(&self, stats: Arc<ExportStats>) {
+        self.exporters
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(stats);
+    }
+
+    pub fn exporters(&self) -> Vec<Arc<ExportStats>> {
+        self.exporters
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

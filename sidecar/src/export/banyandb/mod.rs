@@ -1,0 +1,602 @@
+//! Forwarding to Apache SkyWalking BanyanDB (`export.banyandb`; wire facts in
+//! docs/banyandb.md).
+//!
+//! The exporter is one async task. It receives each drain's deltas from the drain thread
+//! ([`crate::export::ExportHandle`]), turns them into points (timestamps in whole
+//! milliseconds at the drain, strictly increasing; monotonic message ids that are also the
+//! points' versions, so a replay overwrites itself) and queues them at once in a bounded
+//! memory queue that spills to a bounded on-disk spool ([`queue`]). Every `flush_interval`
+//! (at once while a backlog remains) it writes up to `batch_size` points on one short
+//! Write stream, half-closed before the acks are read, and checks every message's status.
+//! Failures back off exponentially with full jitter behind a circuit breaker
+//! ([`delivery`]); the schema is created or checked first, and again after NOT_FOUND,
+//! EXPIRED_SCHEMA or INTERNAL_ERROR ([`schema`], [`client`]). Shutdown flushes within a
+//! deadline and spools the rest.
+
+pub mod client;
+pub mod delivery;
+pub mod point;
+pub mod proto;
+pub mod queue;
+pub mod schema;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU8, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+
+use self::{
+    client::{Client, Outcome},
+    delivery::{Backoff, Breaker, CircuitState},
+    point::Point,
+    queue::{Queue, Spool},
+    schema::{Layout, MeasureDef},
+};
+use crate::{
+    config::BanyanDbConfig,
+    export::{DrainDeltas, ExportHandle},
+    kernel::modules::Module,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{what}: {code:?}: {message}")]
+    Rpc {
+        what: &'static str,
+        code: tonic::Code,
+        message: String,
+    },
+    #[error("no answer from BanyanDB within {0:?}")]
+    Timeout(Duration),
+    #[error("incompatible schema: {0}")]
+    Incompatible(String),
+    #[error("BanyanDB: {0}")]
+    Server(String),
+    #[error("spool: {0}")]
+    Spool(#[from] std::io::Error),
+    #[error("{failed} of {sent} points not written ({detail})")]
+    Rejected {
+        failed: usize,
+        sent: usize,
+        detail: String,
+    },
+}
+
+impl ExportError {
+    fn rpc(what: &'static str, status: tonic::Status) -> ExportError {
+        ExportError::Rpc {
+            what,
+            code: status.code(),
+            message: status.message().to_owned(),
+        }
+    }
+}
+
+/// The exporter's counters and state: read by /metrics and GetStatus.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    /// Points acknowledged with STATUS_SUCCEED.
+    pub written: AtomicU64,
+    /// Points refused for good (STATUS_INVALID_TIMESTAMP): not retried.
+    pub rejected: AtomicU64,
+    /// Point write attempts that failed and will be retried.
+    pub retried: AtomicU64,
+    /// Points dropped because the spool was full (the oldest), or could not be spooled.
+    pub dropped: AtomicU64,
+    pub queue_points: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    /// `CircuitState` as a number.
+    pub circuit: AtomicU8,
+    state: Mutex<&'static str>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl ExportStats {
+    pub const NAME: &'static str = "banyandb";
+
+    pub fn state(&self) -> &'static str {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_state(&self, state: &'static str) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_error(&self, error: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    pub fn circuit_state(&self) -> CircuitState {
+        match self.circuit.load(Ordering::Relaxed) {
+            1 => CircuitState::Open,
+            2 => CircuitState::HalfOpen,
+            _ => CircuitState::Closed,
+        }
+    }
+}
+
+/// Everything the exporter runs with; `new` derives it from the configuration, tests tune
+/// the delivery knobs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub config: BanyanDbConfig,
+    /// The `node` tag.
+    pub node: String,
+    /// The drain interval: the measures' interval.
+    pub interval: Duration,
+    pub modules: Vec<Module>,
+    /// Points the memory queue holds before spilling to the spool.
+    pub memory_points: usize,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Consecutive failed flushes that open the breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker waits before a half-open probe.
+    pub breaker_cooldown: Duration,
+    /// How long the final flush may take at shutdown.
+    pub shutdown_deadline: Duration,
+}
+
+impl Settings {
+    pub fn new(config: &BanyanDbConfig, interval: Duration, modules: Vec<Module>) -> Settings {
+        let node = config.node.clone().unwrap_or_else(hostname);
+        Settings {
+            node,
+            interval,
+            modules,
+            memory_points: (config.batch_size.0 as usize * 10).max(10_000),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(30),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(10),
+            shutdown_deadline: config.timeout.0,
+            config: config.clone(),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// A running exporter.
+#[derive(Debug)]
+pub struct Exporter {
+    handle: ExportHandle,
+    stats: Arc<ExportStats>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Exporter {
+    /// Opens the spool and starts the task (inside a tokio runtime). Connecting and the
+    /// schema come later, in the task: BanyanDB may well be away at start.
+    pub fn start(settings: Settings) -> Result<Exporter, ExportError> {
+        let stats = Arc::new(ExportStats::default());
+        stats.set_state("starting");
+        let client = Client::new(&settings.config)?;
+        let (spool, max_spooled_id) = Spool::open(
+            &settings.config.spool.dir,
+            settings.config.spool.max_bytes.0,
+        )
+        .map_err(|err| {
+            ExportError::Config(format!(
+                "export.banyandb.spool.dir: {}: {err}",
+                settings.config.spool.dir.display()
+            ))
+        })?;
+        // Ids keep increasing across restarts: past anything spooled, and past the clock
+        // in microseconds (a restart never reuses the previous run's ids).
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let queue = Queue::new(spool, settings.memory_points);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let worker = Worker {
+            client,
+            queue,
+            stats: Arc::clone(&stats),
+            breaker: Breaker::new(settings.breaker_threshold, settings.breaker_cooldown),
+            backoff: Backoff::new(settings.backoff_base, settings.backoff_cap),
+            layouts: None,
+            measures: schema::measures(&Module::ALL),
+            emitted: schema::measures(&settings.modules),
+            next_id: max_spooled_id.max(clock),
+            last_timestamp_ms: 0,
+            in_flight: Vec::new(),
+            settings,
+        };
+        worker.publish();
+        let task = tokio::spawn(worker.run(rx, stopped));
+        Ok(Exporter {
+            handle: ExportHandle::new(tx),
+            stats,
+            stop,
+            task,
+        })
+    }
+
+    pub fn handle(&self) -> ExportHandle {
+        self.handle.clone()
+    }
+
+    pub fn stats(&self) -> Arc<ExportStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Takes what was submitted, flushes within the shutdown deadline, spools the rest.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        drop(self.handle);
+        if self.task.await.is_err() {
+            tracing::warn!("the BanyanDB exporter task panicked");
+        }
+    }
+}
+
+struct Worker {
+    settings: Settings,
+    client: Client,
+    queue: Queue,
+    stats: Arc<ExportStats>,
+    breaker: Breaker,
+    backoff: Backoff,
+    /// The stored schema, by `Point::module`; `None` until (re)checked.
+    layouts: Option<HashMap<u32, Layout>>,
+    /// Every module's measure: all are created, so that points spooled by a run with
+    /// other modules enabled can still be written.
+    measures: Vec<MeasureDef>,
+    /// The measures of the enabled modules: what drains turn into.
+    emitted: Vec<MeasureDef>,
+    next_id: u64,
+    last_timestamp_ms: i64,
+    /// Points taken from the queue for the write in progress (put back if it is dropped).
+    in_flight: Vec<Point>,
+}
+
+/// How a flush went, when the stream itself worked.
+struct Flushed {
+    failed: usize,
+    schema_stale: bool,
+    detail: Option<String>,
+    sent: usize,
+}
+
+impl Worker {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<DrainDeltas>,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let mut next = Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                drain = rx.recv() => match drain {
+                    Some(drain) => self.accept(&drain),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(next) => {
+                    // A stop interrupts a write in progress (its points are put back).
+                    tokio::select! {
+                        biased;
+                        _ = &mut stop => break,
+                        at = self.attempt() => next = at,
+                    }
+                }
+            }
+        }
+        rx.close();
+        while let Ok(drain) = rx.try_recv() {
+            self.accept(&drain);
+        }
+        let deadline = Instant::now() + self.settings.shutdown_deadline;
+        let flushed = tokio::time::timeout_at(deadline, self.final_flush()).await;
+        let cut_short = flushed.is_err();
+        let in_flight = std::mem::take(&mut self.in_flight);
+        self.queue.put_back(in_flight);
+        let left = self.queue.len();
+        if let Err(err) = self.queue.persist() {
+            self.stats.set_error(format!("spooling at shutdown: {err}"));
+            tracing::warn!("BanyanDB exporter: spooling at shutdown: {err}");
+        }
+        if left > 0 {
+            tracing::info!(
+                points = left,
+                cut_short,
+                dir = %self.settings.config.spool.dir.display(),
+                "BanyanDB exporter stopped; undelivered points are in the spool"
+            );
+        }
+        self.stats.set_state("stopped");
+        self.publish();
+    }
+
+    fn publish(&self) {
+        self.stats.queue_points.store(
+            self.queue.len() + self.in_flight.len() as u64,
+            Ordering::Relaxed,
+        );
+        self.stats
+            .spool_bytes
+            .store(self.queue.spool_bytes(), Ordering::Relaxed);
+        self.stats
+            .circuit
+            .store(self.breaker.state() as u8, Ordering::Relaxed);
+    }
+
+    /// Queues a drain's points at once.
+    fn accept(&mut self, drain: &DrainDeltas) {
+        // Strictly increasing whole milliseconds: two drains never share a timestamp
+        // (the same series and timestamp would overwrite each other).
+        let timestamp = point::millis(drain.at).max(self.last_timestamp_ms + 1);
+        self.last_timestamp_ms = timestamp;
+        let points = point::points(
+            drain,
+            &self.emitted,
+            &self.settings.node,
+            timestamp,
+            &mut self.next_id,
+        );
+        let count = points.len() as u64;
+        match self.queue.push(points) {
+            Ok(0) => {}
+            Ok(dropped) => {
+                let before = self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+                if (before + dropped).ilog2() != before.max(1).ilog2() || before == 0 {
+                    tracing::warn!(
+                        dropped_total = before + dropped,
+                        "BanyanDB exporter: the spool is full; the oldest points are dropped"
+                    );
+                }
+                self.stats.set_error(format!(
+                    "the spool is full ({} bytes): dropped the {dropped} oldest points",
+                    self.settings.config.spool.max_bytes.0
+                ));
+            }
+            Err(err) => {
+                self.stats.dropped.fetch_add(count, Ordering::Relaxed);
+                self.stats
+                    .set_error(format!("cannot spool {count} points: {err}"));
+            }
+        }
+        self.publish();
+    }
+
+    async fn bootstrap(&mut self) -> Result<(), ExportError> {
+        let version = self.client.api_version().await?;
+        tracing::info!(
+            addr = %self.settings.config.addr.0,
+            version = version.as_deref().unwrap_or("unknown"),
+            "connected to BanyanDB; checking the schema"
+        );
+        self.client.ensure_group(&self.settings.config).await?;
+        let mut layouts = HashMap::new();
+        for def in &self.measures {
+            let layout = self
+                .client
+                .ensure_measure(def, self.settings.interval)
+                .await?;
+            let index = Module::ALL
+                .iter()
+                .position(|m| *m == def.module)
+                .unwrap_or(0);
+            layouts.insert(index as u32, layout);
+        }
+        self.layouts = Some(layouts);
+        Ok(())
+    }
+
+    /// One delivery step; returns when to try again.
+    async fn attempt(&mut self) -> Instant {
+        let now = Instant::now();
+        let flush_interval = self.settings.config.flush_interval.0;
+        if self.queue.is_empty() {
+            return now + flush_interval;
+        }
+        if !self.breaker.allow(now.into_std()) {
+            self.publish();
+            return self
+                .breaker
+                .reopens_at()
+                .map_or(now + flush_interval, Instant::from_std);
+        }
+        self.publish();
+        if self.layouts.is_none()
+            && let Err(err) = self.bootstrap().await
+        {
+            return self.failed(&err);
+        }
+        let probe = self.breaker.state() == CircuitState::HalfOpen;
+        let size = if probe {
+            1
+        } else {
+            self.settings.config.batch_size.0 as usize
+        };
+        match self.flush(size).await {
+            Ok(flushed) if flushed.failed == 0 => {
+                self.breaker.success();
+                self.backoff.reset();
+                self.stats.set_state("ok");
+                self.publish();
+                if self.queue.is_empty() {
+                    now + flush_interval
+                } else {
+                    Instant::now()
+                }
+            }
+            Ok(flushed) => {
+                let err = ExportError::Rejected {
+                    failed: flushed.failed,
+                    sent: flushed.sent,
+                    detail: flushed.detail.unwrap_or_default(),
+                };
+                if flushed.schema_stale && flushed.failed < flushed.sent {
+                    // Partly written: BanyanDB is up. Reload the schema and retry soon,
+                    // backing off (without the breaker) should it keep refusing.
+                    self.stats.set_error(err.to_string());
+                    self.publish();
+                    return Instant::now() + self.backoff.next_delay();
+                }
+                self.failed(&err)
+            }
+            Err(err) => self.failed(&err),
+        }
+    }
+
+    fn failed(&mut self, err: &ExportError) -> Instant {
+        let now = Instant::now();
+        self.stats.set_error(err.to_string());
+        if let ExportError::Incompatible(_) = err {
+            // Not BanyanDB's health: keep the data queued, look again now and then.
+            self.stats.set_state("schema_incompatible");
+            self.layouts = None;
+            self.publish();
+            tracing::error!("BanyanDB exporter: {err}; points stay queued");
+            return now + self.settings.backoff_cap;
+        }
+        if matches!(err, ExportError::Rpc { .. } | ExportError::Timeout(_)) {
+            // After a connection failure the schema is checked again.
+            self.layouts = None;
+        }
+        self.breaker.failure(now.into_std());
+        let delay = self.backoff.next_delay();
+        let mut next = now + delay;
+        if let Some(reopen) = self.breaker.reopens_at() {
+            next = next.max(Instant::from_std(reopen));
+            self.stats.set_state("circuit_open");
+        } else {
+            self.stats.set_state("retrying");
+        }
+        self.publish();
+        tracing::debug!("BanyanDB exporter: {err}; next try in {:?}", next - now);
+        next
+    }
+
+    /// Writes up to `size` of the oldest points; undelivered ones go back in front.
+    async fn flush(&mut self, size: usize) -> Result<Flushed, ExportError> {
+        let Some(layouts) = self.layouts.clone() else {
+            return Err(ExportError::Server(
+                "the schema is not checked yet".to_owned(),
+            ));
+        };
+        let mut batch = self.queue.take(size)?;
+        // A point of no known measure (a damaged spool record) can never be written.
+        let before = batch.len();
+        batch.retain(|p| layouts.contains_key(&p.module));
+        if batch.len() < before {
+            let unwritable = (before - batch.len()) as u64;
+            self.stats.rejected.fetch_add(unwritable, Ordering::Relaxed);
+            self.stats
+                .set_error(format!("dropped {unwritable} points of no known measure"));
+        }
+        self.in_flight = batch;
+        self.publish();
+        let result = self.client.write(&self.in_flight, &layouts).await;
+        let batch = std::mem::take(&mut self.in_flight);
+        let sent = batch.len();
+        let outcomes = match result {
+            Ok(outcomes) => outcomes,
+            Err(err) => {
+                self.stats.retried.fetch_add(sent as u64, Ordering::Relaxed);
+                self.queue.put_back(batch);
+                self.publish();
+                return Err(err);
+            }
+        };
+        let mut retry = Vec::new();
+        let mut schema_stale = false;
+        let mut detail = None;
+        let (mut written, mut rejected) = (0, 0);
+        for (point, outcome) in batch.into_iter().zip(outcomes) {
+            match outcome {
+                Outcome::Succeeded => written += 1,
+                Outcome::InvalidTimestamp => {
+                    // Permanent: retrying the same timestamp cannot succeed.
+                    rejected += 1;
+                    detail.get_or_insert_with(|| {
+                        format!(
+                            "STATUS_INVALID_TIMESTAMP for {} at {} ms: dropped",
+                            point.workload, point.timestamp_ms
+                        )
+                    });
+                }
+                Outcome::NotFound | Outcome::ExpiredSchema | Outcome::InternalError => {
+                    // NOT_FOUND: the group or measure is gone; EXPIRED_SCHEMA: our
+                    // mod_revision is old; INTERNAL_ERROR: also what an unknown measure
+                    // gets. Each time: check the schema again, then retry.
+                    schema_stale = true;
+                    detail.get_or_insert_with(|| format!("{outcome:?}"));
+                    retry.push(point);
+                }
+                Outcome::Other | Outcome::NoReply => {
+                    detail.get_or_insert_with(|| format!("{outcome:?}"));
+                    retry.push(point);
+                }
+            }
+        }
+        self.stats.written.fetch_add(written, Ordering::Relaxed);
+        self.stats.rejected.fetch_add(rejected, Ordering::Relaxed);
+        self.stats
+            .retried
+            .fetch_add(retry.len() as u64, Ordering::Relaxed);
+        if rejected > 0
+            && let Some(detail) = &detail
+        {
+            self.stats.set_error(detail.clone());
+        }
+        if schema_stale {
+            self.layouts = None;
+        }
+        let failed = retry.len();
+        self.queue.put_back(retry);
+        self.queue.settle();
+        self.publish();
+        Ok(Flushed {
+            failed,
+            schema_stale,
+            detail,
+            sent,
+        })
+    }
+
+    /// At shutdown: write while it works, no backoff.
+    async fn final_flush(&mut self) {
+        let batch = self.settings.config.batch_size.0 as usize;
+        for _ in 0..3 {
+            if self.queue.is_empty() {
+                return;
+            }
+            if self.layouts.is_none() && self.bootstrap().await.is_err() {
+                continue;
+            }
+            while !self.queue.is_empty() {
+                match self.flush(batch).await {
+                    Ok(flushed) if flushed.failed == 0 => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+}

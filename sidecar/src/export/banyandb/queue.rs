@@ -1,0 +1,445 @@
+//! The delivery queue: a bounded memory queue in front of a bounded on-disk spool.
+//!
+//! Order is global FIFO, hence per series: once anything is spooled, new points go to the
+//! spool's tail too, and the memory queue refills from the spool's head. The spool is a
+//! directory of segment files (`<id>.seg`, records of a little-endian u32 length and an
+//! encoded [`Point`]); when it would exceed its cap the oldest segment is dropped and its
+//! points counted. A segment loaded into memory is renamed `<id>.inflight` and removed once
+//! memory has drained (every point of it written or refused), or at shutdown, after what is
+//! still in memory has been written back as the new head segment. So a restart resumes
+//! where this run stopped, and even after a crash nothing loaded is lost: `.inflight`
+//! segments are read again (replayed points carry their version and overwrite themselves).
+//! A record cut short by a crash ends its segment's reading.
+
+use std::{
+    collections::VecDeque,
+    fs,
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+use prost::Message as _;
+
+use super::point::Point;
+
+/// Fresh spools start here, so that there is room below for head segments.
+const FIRST_SEGMENT: u64 = 1 << 40;
+
+#[derive(Debug)]
+struct Segment {
+    id: u64,
+    bytes: u64,
+    points: u64,
+}
+
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment_bytes: u64,
+    segments: VecDeque<Segment>,
+    bytes: u64,
+    points: u64,
+    /// Segments loaded into memory, kept on disk until memory has drained.
+    inflight: Vec<u64>,
+    /// Holds an exclusive `flock` on `<dir>/lock`: one sidecar per spool.
+    _lock: fs::File,
+}
+
+impl Spool {
+    /// Opens (creating) the spool directory; returns it and the highest message id in it.
+    pub fn open(dir: &Path, max_bytes: u64) -> io::Result<(Spool, u64)> {
+        fs::create_dir_all(dir)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&lock),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } != 0
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "another process (a second sidecar?) uses this spool directory",
+            ));
+        }
+        let mut ids: Vec<u64> = fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                if let Some(id) = name.strip_suffix(".inflight") {
+                    // Loaded by a run that did not finish: read it again.
+                    let id = u64::from_str_radix(id, 16).ok()?;
+                    fs::rename(e.path(), dir.join(format!("{id:016x}.seg"))).ok()?;
+                    return Some(id);
+                }
+                u64::from_str_radix(name.strip_suffix(".seg")?, 16).ok()
+            })
+            .collect();
+        ids.sort_unstable();
+        let mut spool = Spool {
+            dir: dir.to_owned(),
+            max_bytes,
+            segment_bytes: (max_bytes / 16).clamp(4 << 10, 4 << 20),
+            segments: VecDeque::new(),
+            bytes: 0,
+            points: 0,
+            inflight: Vec::new(),
+            _lock: lock,
+        };
+        let mut max_id = 0;
+        for id in ids {
+            let points = spool.read_segment(id)?;
+            if points.is_empty() {
+                let _ = fs::remove_file(spool.path(id));
+                continue;
+            }
+            max_id = points.iter().map(|p| p.message_id).fold(max_id, u64::max);
+            let bytes = fs::metadata(spool.path(id))?.len();
+            spool.bytes += bytes;
+            spool.points += points.len() as u64;
+            spool.segments.push_back(Segment {
+                id,
+                bytes,
+                points: points.len() as u64,
+            });
+        }
+        Ok((spool, max_id))
+    }
+
+    fn path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:016x}.seg"))
+    }
+
+    fn read_segment(&self, id: u64) -> io::Result<Vec<Point>> {
+        let data = fs::read(self.path(id))?;
+        let mut points = Vec::new();
+        let mut rest = &data[..];
+        while rest.len() >= 4 {
+            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let Some(record) = rest.get(4..4 + len) else {
+                break;
+            };
+            match Point::decode(record) {
+                Ok(point) => points.push(point),
+                Err(_) => break,
+            }
+            rest = &rest[4 + len..];
+        }
+        Ok(points)
+    }
+
+    fn encode(points: &[Point]) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(points.len() * 96);
+        for point in points {
+            let len = point.encoded_len() as u32;
+            buf.extend_from_slice(&len.to_le_bytes());
+            point.encode(&mut buf).expect("a Vec grows");
+        }
+        buf
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn points(&self) -> u64 {
+        self.points
+    }
+
+    /// Appends at the tail; returns the points dropped (oldest first) to respect the cap.
+    pub fn append(&mut self, points: &[Point]) -> io::Result<u64> {
+        if points.is_empty() {
+            return Ok(0);
+        }
+        let data = Self::encode(points);
+        let roll = self
+            .segments
+            .back()
+            .is_none_or(|tail| tail.bytes >= self.segment_bytes);
+        if roll {
+            let id = self.segments.back().map_or(FIRST_SEGMENT, |s| s.id + 1);
+            self.segments.push_back(Segment {
+                id,
+                bytes: 0,
+                points: 0,
+            });
+        }
+        let tail = self.segments.back_mut().expect("just ensured");
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{:016x}.seg", tail.id)))?;
+        file.write_all(&data)?;
+        tail.bytes += data.len() as u64;
+        tail.points += points.len() as u64;
+        self.bytes += data.len() as u64;
+        self.points += points.len() as u64;
+        let mut dropped = 0;
+        while self.bytes > self.max_bytes {
+            let Some(oldest) = self.segments.pop_front() else {
+                break;
+            };
+            let _ = fs::remove_file(self.path(oldest.id));
+            self.bytes -= oldest.bytes;
+            self.points -= oldest.points;
+            dropped += oldest.points;
+        }
+        Ok(dropped)
+    }
+
+    /// Removes the head segment and returns its points.
+    pub fn pop_head(&mut self) -> io::Result<Vec<Point>> {
+        let Some(head) = self.segments.pop_front() else {
+            return Ok(Vec::new());
+        };
+        let points = self.read_segment(head.id);
+        let _ = fs::rename(self.path(head.id), self.inflight_path(head.id));
+        self.inflight.push(head.id);
+        self.bytes -= head.bytes;
+        self.points -= head.points;
+        points
+    }
+
+    fn inflight_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:016x}.inflight"))
+    }
+
+    /// Forgets the segments loaded into memory: their points are settled or rewritten.
+    pub fn release_inflight(&mut self) {
+        for id in std::mem::take(&mut self.inflight) {
+            let _ = fs::remove_file(self.inflight_path(id));
+        }
+    }
+
+    /// The points of the head segment without removing it (to size a refill).
+    fn head_points(&self) -> Option<u64> {
+        self.segments.front().map(|s| s.points)
+    }
+
+    /// Writes points in front of everything spooled (at shutdown).
+    pub fn prepend(&mut self, points: &[Point]) -> io::Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        // Below the head and below anything in flight (never the id of a file on disk).
+        let lowest = self
+            .segments
+            .front()
+            .map(|s| s.id)
+            .into_iter()
+            .chain(self.inflight.iter().copied())
+            .min();
+        let id = lowest.map_or(FIRST_SEGMENT, |id| id.saturating_sub(1));
+        let data = Self::encode(points);
+        let tmp = self.dir.join(format!("{id:016x}.tmp"));
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(&data)?;
+        file.sync_all()?;
+        fs::rename(&tmp, self.path(id))?;
+        self.segments.push_front(Segment {
+            id,
+            bytes: data.len() as u64,
+            points: points.len() as u64,
+        });
+        self.bytes += data.len() as u64;
+        self.points += points.len() as u64;
+        Ok(())
+    }
+}
+
+/// Memory first, then the spool.
+#[derive(Debug)]
+pub struct Queue {
+    memory: VecDeque<Point>,
+    memory_cap: usize,
+    spool: Spool,
+}
+
+impl Queue {
+    pub fn new(spool: Spool, memory_cap: usize) -> Queue {
+        Queue {
+            memory: VecDeque::new(),
+            memory_cap: memory_cap.max(1),
+            spool,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.memory.len() as u64 + self.spool.points()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn memory_len(&self) -> usize {
+        self.memory.len()
+    }
+
+    pub fn spool_bytes(&self) -> u64 {
+        self.spool.bytes()
+    }
+
+    /// Queues newer points; returns how many old points the spool's cap dropped.
+    pub fn push(&mut self, points: Vec<Point>) -> io::Result<u64> {
+        if self.spool.is_empty() && self.memory.len() + points.len() <= self.memory_cap {
+            self.memory.extend(points);
+            return Ok(0);
+        }
+        self.spool.append(&points)
+    }
+
+    /// Takes up to `n` of the oldest points (refilling memory from the spool).
+    pub fn take(&mut self, n: usize) -> io::Result<Vec<Point>> {
+        while self.memory.len() < n
+            && let Some(head) = self.spool.head_points()
+        {
+            // Memory stays within its cap plus one batch.
+            if !self.memory.is_empty()
+                && self.memory.len() as u64 + head > (self.memory_cap + n) as u64
+            {
+                break;
+            }
+            let points = self.spool.pop_head()?;
+            self.memory.extend(points);
+        }
+        let n = n.min(self.memory.len());
+        Ok(self.memory.drain(..n).collect())
+    }
+
+    /// Puts points that could not be delivered back in front, in their order.
+    /// After a flush: once memory has drained, the segments it was loaded from go.
+    pub fn settle(&mut self) {
+        if self.memory.is_empty() {
+            self.spool.release_inflight();
+        }
+    }
+
+    pub fn put_back(&mut self, points: Vec<Point>) {
+        for point in points.into_iter().rev() {
+            self.memory.push_front(point);
+        }
+    }
+
+    /// Moves what is in memory to the spool's head (at shutdown).
+    pub fn persist(&mut self) -> io::Result<()> {
+        let points: Vec<Point> = self.memory.drain(..).collect();
+        if let Err(err) = self.spool.prepend(&points) {
+            self.memory.extend(points);
+            return Err(err);
+        }
+        self.spool.release_inflight();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(id: u64) -> Point {
+        Point {
+            module: 1,
+            node: "n".to_owned(),
+            workload: "w".to_owned(),
+            timestamp_ms: id as i64,
+            message_id: id,
+            fields: vec![id as i64; 4],
+        }
+    }
+
+    fn ids(points: &[Point]) -> Vec<u64> {
+        points.iter().map(|p| p.message_id).collect()
+    }
+
+    #[test]
+    fn fifo_across_memory_and_spool_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, max) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(max, 0);
+        let mut queue = Queue::new(spool, 3);
+        for id in 1..=10 {
+            assert_eq!(queue.push(vec![point(id)]).unwrap(), 0);
+        }
+        assert_eq!(queue.memory_len(), 3);
+        assert_eq!(queue.len(), 10);
+        let batch = queue.take(2).unwrap();
+        assert_eq!(ids(&batch), [1, 2]);
+        queue.put_back(batch);
+        // The spooled segment does not fit beside what memory holds: it waits.
+        let batch = queue.take(4).unwrap();
+        assert_eq!(ids(&batch), [1, 2, 3]);
+        let batch = queue.take(4).unwrap();
+        assert_eq!(ids(&batch), [4, 5, 6, 7]);
+        queue.persist().unwrap();
+        drop(queue);
+        let (spool, max) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(max, 10);
+        let mut queue = Queue::new(spool, 100);
+        assert_eq!(queue.len(), 3);
+        assert_eq!(ids(&queue.take(100).unwrap()), [8, 9, 10]);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_crash_loses_nothing_loaded_from_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        let mut queue = Queue::new(spool, 2);
+        for id in 1..=6 {
+            queue.push(vec![point(id)]).unwrap();
+        }
+        assert_eq!(ids(&queue.take(2).unwrap()), [1, 2]);
+        queue.settle();
+        // Loads the spooled segment (3..=6) into memory, then "crashes".
+        assert_eq!(ids(&queue.take(1).unwrap()), [3]);
+        drop(queue);
+        let (spool, max) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(max, 6);
+        let mut queue = Queue::new(spool, 100);
+        assert_eq!(ids(&queue.take(100).unwrap()), [3, 4, 5, 6]);
+        // Once memory has drained, the loaded segment goes.
+        queue.settle();
+        let files: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(files, ["lock"]);
+        // One sidecar per spool.
+        let err = Spool::open(dir.path(), 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("another process"), "{err}");
+    }
+
+    #[test]
+    fn the_cap_drops_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 16 << 10).unwrap();
+        let mut queue = Queue::new(spool, 1);
+        let mut dropped = 0;
+        for id in 1..=2000 {
+            dropped += queue.push(vec![point(id)]).unwrap();
+        }
+        assert!(dropped > 0);
+        assert!(queue.spool_bytes() <= 16 << 10);
+        assert_eq!(queue.len() + dropped, 2000);
+        let rest = queue.take(5000).unwrap();
+        // The first stayed in memory; of the spooled, the newest survive, in order.
+        assert_eq!(rest[0].message_id, 1);
+        assert_eq!(rest.last().unwrap().message_id, 2000);
+        assert!(
+            rest[1..]
+                .windows(2)
+                .all(|w| w[0].message_id + 1 == w[1].message_id)
+        );
+    }
+}

@@ -1,0 +1,310 @@
+//! The schema the sidecar writes: one group (catalog MEASURE) and one measure per module,
+//! entity (node, workload), one INT field per counter; and the check of an existing schema.
+
+use std::time::Duration;
+
+use sidecar_common::{Advice, ReclaimKind};
+
+use super::proto::{common::v1 as common, database::v1 as database};
+use crate::{
+    config::{BanyanDbConfig, IntervalUnit},
+    kernel::modules::Module,
+};
+
+/// The tag family of the entity tags.
+pub const TAG_FAMILY: &str = "default";
+pub const NODE_TAG: &str = "node";
+pub const WORKLOAD_TAG: &str = "workload";
+/// The `workload` of host-wide points (vmscan's LRU and kswapd counters). Not a valid
+/// workload name, so it cannot collide with one.
+pub const HOST_WORKLOAD: &str = "(host)";
+
+/// One measure: its module and its fields, in the order points carry them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeasureDef {
+    pub module: Module,
+    pub fields: Vec<String>,
+}
+
+impl MeasureDef {
+    pub fn name(&self) -> &'static str {
+        self.module.name()
+    }
+
+    pub fn for_module(module: Module) -> MeasureDef {
+        let fields = match module {
+            Module::Fadvise => Advice::ALL
+                .iter()
+                .flat_map(|advice| {
+                    [
+                        format!("{}_calls", advice.label()),
+                        format!("{}_successes", advice.label()),
+                    ]
+                })
+                .collect(),
+            Module::PageCache => [
+                "requested_pages",
+                "missed_pages",
+                "added_pages",
+                "evicted_pages",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            Module::Vmscan => ReclaimKind::ALL
+                .iter()
+                .flat_map(|kind| {
+                    let kind = match kind {
+                        ReclaimKind::Direct => "direct",
+                        ReclaimKind::Memcg => "memcg",
+                    };
+                    [
+                        format!("{kind}_reclaim_episodes"),
+                        format!("{kind}_reclaim_stall_ns"),
+                    ]
+                })
+                .chain(
+                    ["lru_pages_scanned", "lru_pages_reclaimed", "kswapd_wakeups"]
+                        .map(str::to_owned),
+                )
+                .collect(),
+        };
+        MeasureDef { module, fields }
+    }
+
+    /// The measure the sidecar creates.
+    pub fn measure(&self, group: &str, interval: Duration) -> database::Measure {
+        database::Measure {
+            metadata: Some(metadata(group, self.name())),
+            tag_families: vec![database::TagFamilySpec {
+                name: TAG_FAMILY.to_owned(),
+                tags: [NODE_TAG, WORKLOAD_TAG]
+                    .map(|name| database::TagSpec {
+                        name: name.to_owned(),
+                        r#type: database::TagType::String.into(),
+                    })
+                    .to_vec(),
+            }],
+            fields: self
+                .fields
+                .iter()
+                .map(|name| database::FieldSpec {
+                    name: name.clone(),
+                    field_type: database::FieldType::Int.into(),
+                    encoding_method: database::EncodingMethod::Gorilla.into(),
+                    compression_method: database::CompressionMethod::Zstd.into(),
+                })
+                .collect(),
+            entity: Some(database::Entity {
+                tag_names: vec![NODE_TAG.to_owned(), WORKLOAD_TAG.to_owned()],
+            }),
+            interval: interval_text(interval),
+            ..Default::default()
+        }
+    }
+}
+
+/// The measures of these modules.
+pub fn measures(modules: &[Module]) -> Vec<MeasureDef> {
+    modules.iter().map(|&m| MeasureDef::for_module(m)).collect()
+}
+
+pub fn metadata(group: &str, name: &str) -> common::Metadata {
+    common::Metadata {
+        group: group.to_owned(),
+        name: name.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// BanyanDB's interval syntax: whole milliseconds, as "100ms" or "10s".
+pub fn interval_text(interval: Duration) -> String {
+    let ms = interval.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+fn rule(rule: crate::config::IntervalRule) -> common::IntervalRule {
+    common::IntervalRule {
+        unit: match rule.unit {
+            IntervalUnit::Hour => common::interval_rule::Unit::Hour,
+            IntervalUnit::Day => common::interval_rule::Unit::Day,
+        }
+        .into(),
+        num: rule.num,
+    }
+}
+
+/// The group the sidecar creates.
+pub fn group(config: &BanyanDbConfig) -> common::Group {
+    common::Group {
+        metadata: Some(metadata(&config.group.0, "")),
+        catalog: common::Catalog::Measure.into(),
+        resource_opts: Some(common::ResourceOpts {
+            shard_num: config.shard_num.0,
+            segment_interval: Some(rule(config.segment_interval)),
+            ttl: Some(rule(config.ttl)),
+            ..Default::default()
+        }),
+        updated_at: None,
+    }
+}
+
+/// Where each value of a point goes in a stored measure's positional layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TagSlot {
+    Node,
+    Workload,
+    Null,
+}
+
+/// How to write points of one measure as the server stores it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub metadata: common::Metadata,
+    /// Per stored tag family, per stored tag.
+    pub tag_families: Vec<Vec<TagSlot>>,
+    /// Per stored field: the index of our field, or `None` (written as null).
+    pub fields: Vec<Option<usize>>,
+}
+
+/// Checks a stored measure against ours. Compatible means: entity exactly (node, workload),
+/// both STRING tags, and every field of ours present as INT. Extra tags and fields are
+/// written as null, so a schema extended by hand keeps working.
+pub fn layout(def: &MeasureDef, stored: &database::Measure) -> Result<Layout, String> {
+    let name = def.name();
+    let entity = stored
+        .entity
+        .as_ref()
+        .map(|e| e.tag_names.clone())
+        .unwrap_or_default();
+    if entity != [NODE_TAG, WORKLOAD_TAG] {
+        return Err(format!(
+            "measure {name:?} has entity {entity:?}, not [\"{NODE_TAG}\", \"{WORKLOAD_TAG}\"]"
+        ));
+    }
+    let mut found = (false, false);
+    let tag_families = stored
+        .tag_families
+        .iter()
+        .map(|family| {
+            family
+                .tags
+                .iter()
+                .map(|tag| {
+                    let slot = match tag.name.as_str() {
+                        NODE_TAG => TagSlot::Node,
+                        WORKLOAD_TAG => TagSlot::Workload,
+                        _ => return Ok(TagSlot::Null),
+                    };
+                    if tag.r#type != database::TagType::String as i32 {
+                        return Err(format!(
+                            "measure {name:?}: tag {:?} has type {}, not STRING",
+                            tag.name,
+                            type_name(database::TagType::try_from(tag.r#type).ok())
+                        ));
+                    }
+                    match slot {
+                        TagSlot::Node => found.0 = true,
+                        _ => found.1 = true,
+                    }
+                    Ok(slot)
+                })
+                .collect::<Result<Vec<_>, String>>()
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    if found != (true, true) {
+        return Err(format!(
+            "measure {name:?} lacks the STRING tags {NODE_TAG:?} and {WORKLOAD_TAG:?}"
+        ));
+    }
+    let mut fields = Vec::with_capacity(stored.fields.len());
+    let mut present = vec![false; def.fields.len()];
+    for field in &stored.fields {
+        let ours = def.fields.iter().position(|f| *f == field.name);
+        if let Some(index) = ours {
+            if field.field_type != database::FieldType::Int as i32 {
+                return Err(format!(
+                    "measure {name:?}: field {:?} is not INT",
+                    field.name
+                ));
+            }
+            present[index] = true;
+        }
+        fields.push(ours);
+    }
+    if let Some(missing) = present.iter().position(|p| !p) {
+        return Err(format!(
+            "measure {name:?} lacks the INT field {:?}",
+            def.fields[missing]
+        ));
+    }
+    Ok(Layout {
+        metadata: stored
+            .metadata
+            .clone()
+            .unwrap_or_else(|| metadata("", name)),
+        tag_families,
+        fields,
+    })
+}
+
+fn type_name(tag: Option<database::TagType>) -> &'static str {
+    tag.map_or("UNKNOWN", |t| t.as_str_name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_measure_is_compatible_with_itself() {
+        for def in measures(&Module::ALL) {
+            let mut measure = def.measure("g", Duration::from_millis(100));
+            measure.metadata.as_mut().unwrap().mod_revision = 7;
+            let layout = layout(&def, &measure).unwrap();
+            assert_eq!(layout.metadata.mod_revision, 7);
+            assert_eq!(
+                layout.tag_families,
+                vec![vec![TagSlot::Node, TagSlot::Workload]]
+            );
+            assert_eq!(
+                layout.fields,
+                (0..def.fields.len()).map(Some).collect::<Vec<_>>()
+            );
+            assert_eq!(measure.interval, "100ms");
+        }
+        assert_eq!(
+            MeasureDef::for_module(Module::Fadvise).fields.len(),
+            2 * Advice::COUNT
+        );
+    }
+
+    #[test]
+    fn incompatible_schemas_are_explained() {
+        let def = MeasureDef::for_module(Module::PageCache);
+        let mut measure = def.measure("g", Duration::from_secs(1));
+        measure.fields[1].field_type = database::FieldType::String.into();
+        let err = layout(&def, &measure).unwrap_err();
+        assert!(err.contains("\"missed_pages\" is not INT"), "{err}");
+        let mut measure = def.measure("g", Duration::from_secs(1));
+        measure.entity.as_mut().unwrap().tag_names.pop();
+        assert!(layout(&def, &measure).unwrap_err().contains("entity"));
+        let mut measure = def.measure("g", Duration::from_secs(1));
+        measure.fields.remove(0);
+        assert!(
+            layout(&def, &measure)
+                .unwrap_err()
+                .contains("requested_pages")
+        );
+        // Extra fields and tags are fine: written as null.
+        let mut measure = def.measure("g", Duration::from_secs(1));
+        measure.fields.insert(0, measure.fields[0].clone());
+        measure.fields[0].name = "extra".to_owned();
+        let layout = layout(&def, &measure).unwrap();
+        assert_eq!(layout.fields[0], None);
+        assert_eq!(layout.fields[1], Some(0));
+    }
+}
