@@ -11,7 +11,7 @@ SIDECAR := target/release/sidecar
 # Root for the kernel programs; sudo when we are not root and it exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || echo sudo)
 
-.PHONY: all bootstrap bootstrap-test ebpf build run test unit-test kernel-test lint fmt clean image
+.PHONY: all bootstrap bootstrap-test ebpf build run test unit-test kernel-test lint fmt clean bench image
 
 all: build
 
@@ -74,3 +74,10 @@ image: ebpf
 	  echo "make image: the static binary and the build context are ready in target/image/." >&2; \
 	  exit 1; \
 	fi
+
+# Quick overhead regression check (root): fails when the sidecar's added cost per event
+# exceeds 1.3x that of empty BPF programs (plus a noise margin). Not part of `make test`:
+# timing on a shared machine is noisy. `cargo xtask bench` (no --quick) regenerates
+# docs/BENCHMARKS.md.
+bench: build
+	$(SUDO) env "PATH=$$PATH" $(CARGO) xtask bench --quick

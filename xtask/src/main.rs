@@ -9,6 +9,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod load;
+mod svg;
+
 #[derive(Parser)]
 #[command(about = "sidecar build tasks")]
 struct Cli {
@@ -26,6 +30,13 @@ enum Task {
     },
     /// Run clippy on the eBPF crate for its real target (`-D warnings`).
     ClippyEbpf,
+    /// Run the workload generator (target/release/sidecar-load) and print its JSON report.
+    Load(load::LoadArgs),
+    /// Measure the sidecar's cost; writes docs/BENCHMARKS.md and docs/bench/*.svg (root).
+    Bench(bench::BenchArgs),
+    /// The benchmark's timing loop (run by `bench` in a child process).
+    #[command(hide = true)]
+    BenchLoop(bench::LoopArgs),
 }
 
 fn main() -> Result<()> {
@@ -41,6 +52,9 @@ fn main() -> Result<()> {
             }
         }
         Task::ClippyEbpf => clippy_ebpf(&root)?,
+        Task::Load(args) => load::load(&root, args)?,
+        Task::Bench(args) => bench::bench(&root, &args)?,
+        Task::BenchLoop(args) => bench::bench_loop(&args)?,
     }
     Ok(())
 }
