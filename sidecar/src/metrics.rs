@@ -307,9 +307,14 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
         (&DIRECT_RECLAIM_SECONDS, ReclaimKind::Direct),
         (&MEMCG_RECLAIM_SECONDS, ReclaimKind::Memcg),
     ] {
+        // A workload's histogram appears with its first stall: ~30 buckets of zeros for
+        // every workload that never stalled would make most of a large scrape.
         push(
             def,
-            per_workload(&|id| Some(latency_value(&store.totals(id).reclaim[kind as usize]))),
+            per_workload(&|id| {
+                let histogram = &store.totals(id).reclaim[kind as usize];
+                (histogram.count > 0).then(|| latency_value(histogram))
+            }),
         );
     }
     push(
@@ -609,6 +614,7 @@ mod tests {
         interval.workloads[0].page_cache.requested_pages = 100;
         interval.workloads[0].page_cache.missed_pages = 10;
         interval.workloads[0].reclaim[ReclaimKind::Memcg as usize].record(3_000_000);
+        interval.workloads[0].reclaim[ReclaimKind::Direct as usize].record(40_000);
         interval.host.lru_pages_scanned = 10;
         interval.host.lru_pages_reclaimed = 5;
         let programs = vec![crate::kernel::ProgramStats {

@@ -199,10 +199,16 @@ impl Classifier {
     /// when the process is already gone.
     fn read_facts(&self, tgid: u32, kernel_comm: Option<&[u8; 16]>) -> ProcessFacts {
         let dir = self.proc_root.join(tgid.to_string());
-        let comm = fs::read_to_string(dir.join("comm"))
-            .ok()
-            .map(|c| c.trim_end_matches('\n').to_owned())
-            .or_else(|| kernel_comm.map(comm_string));
+        let Ok(comm) = fs::read_to_string(dir.join("comm")) else {
+            // Gone (most short-lived processes by the time of the drain): the other files
+            // are gone too, and trying them costs two more failed opens per process.
+            return ProcessFacts {
+                comm: kernel_comm.map(comm_string),
+                cmdline: None,
+                cgroups: None,
+            };
+        };
+        let comm = Some(comm.trim_end_matches('\n').to_owned());
         let cmdline = fs::read(dir.join("cmdline")).ok().map(|raw| {
             raw.split(|&b| b == 0)
                 .filter(|arg| !arg.is_empty())
