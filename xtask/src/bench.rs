@@ -1272,21 +1272,9 @@ impl Report {
             .map(|p| Group {
                 label: format!("{:.0} keys", p.entries),
                 bars: vec![
-                    Bar {
-                        label: "kernel drain, wall ms".into(),
-                        value: p.duration_ms,
-                        spread: None,
-                    },
-                    Bar {
-                        label: "epoch switch ms".into(),
-                        value: p.switch_ms,
-                        spread: None,
-                    },
-                    Bar {
-                        label: "drain thread CPU ms (all work)".into(),
-                        value: p.cpu_ms,
-                        spread: None,
-                    },
+                    Bar::plain("kernel drain, wall ms", p.duration_ms),
+                    Bar::plain("epoch switch ms", p.switch_ms),
+                    Bar::plain("drain thread CPU ms (all work)", p.cpu_ms),
                 ],
             })
             .collect();
@@ -1308,31 +1296,11 @@ impl Report {
             .map(|p| Group {
                 label: format!("{} workloads", p.workloads),
                 bars: vec![
-                    Bar {
-                        label: "/metrics p50".into(),
-                        value: p.http.median,
-                        spread: None,
-                    },
-                    Bar {
-                        label: "/metrics p99".into(),
-                        value: p.http_p99,
-                        spread: None,
-                    },
-                    Bar {
-                        label: "GetMetrics (CLI) p50".into(),
-                        value: p.grpc.median,
-                        spread: None,
-                    },
-                    Bar {
-                        label: "GetMetrics (CLI) p99".into(),
-                        value: p.grpc_p99,
-                        spread: None,
-                    },
-                    Bar {
-                        label: "CLI start+status p50".into(),
-                        value: p.cli_baseline.median,
-                        spread: None,
-                    },
+                    Bar::plain("/metrics p50", p.http.median),
+                    Bar::plain("/metrics p99", p.http_p99),
+                    Bar::plain("GetMetrics (CLI) p50", p.grpc.median),
+                    Bar::plain("GetMetrics (CLI) p99", p.grpc_p99),
+                    Bar::plain("CLI start+status p50", p.cli_baseline.median),
                 ],
             })
             .collect();
@@ -1355,31 +1323,15 @@ impl Report {
                     Group {
                         label: "RSS (MiB)".into(),
                         bars: vec![
-                            Bar {
-                                label: "idle".into(),
-                                value: fp.idle_rss_kib as f64 / 1024.0,
-                                spread: None,
-                            },
-                            Bar {
-                                label: "under load".into(),
-                                value: fp.load_rss_kib as f64 / 1024.0,
-                                spread: None,
-                            },
+                            Bar::plain("idle", fp.idle_rss_kib as f64 / 1024.0),
+                            Bar::plain("under load", fp.load_rss_kib as f64 / 1024.0),
                         ],
                     },
                     Group {
                         label: "CPU (% of a core)".into(),
                         bars: vec![
-                            Bar {
-                                label: "idle".into(),
-                                value: fp.idle_cpu_pct,
-                                spread: None,
-                            },
-                            Bar {
-                                label: "under load".into(),
-                                value: fp.load_cpu_pct,
-                                spread: None,
-                            },
+                            Bar::plain("idle", fp.idle_cpu_pct),
+                            Bar::plain("under load", fp.load_cpu_pct),
                         ],
                     },
                 ],

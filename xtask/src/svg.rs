@@ -9,6 +9,17 @@ pub struct Bar {
     pub spread: Option<(f64, f64)>,
 }
 
+impl Bar {
+    /// A bar without whiskers.
+    pub fn plain(label: impl Into<String>, value: f64) -> Bar {
+        Bar {
+            label: label.into(),
+            value,
+            spread: None,
+        }
+    }
+}
+
 pub struct Group {
     pub label: String,
     pub bars: Vec<Bar>,
