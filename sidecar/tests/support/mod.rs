@@ -221,9 +221,12 @@ impl Sidecar {
         self.metrics().value("sidecar_drains_total", &[]) as u64
     }
 
-    /// Waits until `n` more drains have completed, and returns the metrics after them.
+    /// Waits until `n` drains that began after this call have completed, and returns the
+    /// metrics after them. One drain may be in flight when this is called: it switched epochs
+    /// before the call, so whatever the caller just did lands in the drain after it, not in
+    /// it. Hence one drain more than asked.
     pub fn after_drains(&self, n: u64) -> Metrics {
-        let start = self.drains();
+        let start = self.drains() + 1;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let metrics = self.metrics();
