@@ -5,7 +5,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use sidecar_common::{Advice, HostCounter, LATENCY_BUCKETS, ReclaimKind};
+use sidecar_common::{Advice, HostCounter, LATENCY_BUCKETS, ProcessInfo, ReclaimKind};
 
 use crate::{
     kernel::KernelDelta,
@@ -24,10 +24,10 @@ pub fn aggregate(
 ) -> Interval {
     let mut interval = Interval::empty(names.len(), at);
     interval.length = length;
-    let comms: HashMap<u32, &[u8; 16]> = delta
+    let seen: HashMap<u32, &ProcessInfo> = delta
         .processes
         .iter()
-        .map(|(key, info)| (key.tgid, &info.comm))
+        .map(|(key, info)| (key.tgid, info))
         .collect();
     let mut dropped_events = 0u64;
     classifier.begin_drain();
@@ -38,7 +38,12 @@ pub fn aggregate(
         }
     }
     let mut workload_of = |tgid: u32| -> Option<usize> {
-        match classifier.classify(tgid, comms.get(&tgid).copied()) {
+        let info = seen.get(&tgid);
+        match classifier.classify_process(
+            tgid,
+            info.map(|info| &info.comm),
+            info.is_some_and(|info| info.exited != 0),
+        ) {
             Assignment::Workload(id) => Some(id.0 as usize),
             Assignment::Dropped => None,
         }

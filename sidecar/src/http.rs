@@ -141,7 +141,7 @@ async fn metrics_handler(
         modules: query.module,
         workloads: query.workload,
     };
-    let text = match metrics::encode_openmetrics(&state.store, &state.status, &filter) {
+    let body = match metrics::encode(&state.store, &state.status, &filter, wants_openmetrics) {
         Ok(text) => text,
         Err(_) => {
             return (
@@ -151,10 +151,10 @@ async fn metrics_handler(
                 .into_response();
         }
     };
-    let (body, content_type) = if wants_openmetrics {
-        (text, OPENMETRICS)
+    let content_type = if wants_openmetrics {
+        OPENMETRICS
     } else {
-        (metrics::to_prometheus_text(&text), PROMETHEUS_TEXT)
+        PROMETHEUS_TEXT
     };
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],

@@ -2,7 +2,7 @@
 //! `/metrics` encodes it with prometheus-client; `GetMetrics` flattens it into messages.
 //!
 //! prometheus-client writes OpenMetrics text; scrapers that do not ask for OpenMetrics get the
-//! Prometheus text format 0.0.4, converted from it (see `to_prometheus_text`).
+//! Prometheus text format 0.0.4, which differs only in counter descriptors (see `encode`).
 
 use std::sync::{Arc, RwLock};
 
@@ -165,9 +165,21 @@ pub enum Value {
     },
 }
 
+/// A label value. Shared, so that the same workload name in thousands of samples is one
+/// allocation (a scrape at 1,000 workloads builds about 20,000 samples).
+pub type LabelValue = Arc<str>;
+
+/// A sample's labels, inline up to the two that per-workload families carry.
+pub type Labels = smallvec::SmallVec<[(&'static str, LabelValue); 2]>;
+
+/// Labels from borrowed values, for the families with a handful of samples.
+fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
+    pairs.into_iter().map(|(k, v)| (k, Arc::from(v))).collect()
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
-    pub labels: Vec<(&'static str, String)>,
+    pub labels: Labels,
     pub value: Value,
 }
 
@@ -194,12 +206,8 @@ impl Filter {
     }
 }
 
-fn sample(labels: Vec<(&'static str, String)>, value: Value) -> Sample {
+fn sample(labels: Labels, value: Value) -> Sample {
     Sample { labels, value }
-}
-
-fn workload_label(name: &str) -> Vec<(&'static str, String)> {
-    vec![("workload", name.to_owned())]
 }
 
 /// Prometheus bucket bounds (seconds) for the kernel's log2 ns buckets: the buckets below
@@ -231,11 +239,15 @@ fn latency_value(histogram: &LatencyHistogram) -> Value {
 /// Builds every family the filter selects from the store and the daemon's status.
 pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
     let names = store.names();
-    let workloads: Vec<(WorkloadId, &str)> = store
+    let workloads: Vec<(WorkloadId, LabelValue)> = store
         .reported_workloads()
         .into_iter()
-        .map(|id| (id, names.name(id)))
-        .filter(|(_, name)| filter.workload(name))
+        .filter(|&id| filter.workload(names.name(id)))
+        .map(|id| (id, names.shared_name(id)))
+        .collect();
+    let advice_labels: Vec<LabelValue> = Advice::ALL
+        .into_iter()
+        .map(|advice| Arc::from(advice.label()))
         .collect();
     let last = store.last();
     let mut families = Vec::new();
@@ -245,27 +257,32 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
         }
     };
     let per_workload = |value: &dyn Fn(WorkloadId) -> Option<Value>| -> Vec<Sample> {
-        workloads
-            .iter()
-            .filter_map(|&(id, name)| Some(sample(workload_label(name), value(id)?)))
-            .collect()
+        let mut samples = Vec::with_capacity(workloads.len());
+        samples.extend(workloads.iter().filter_map(|(id, name)| {
+            let value = value(*id)?;
+            Some(sample(
+                smallvec::smallvec![("workload", name.clone())],
+                value,
+            ))
+        }));
+        samples
     };
+    let advice_labels = &advice_labels;
     let by_advice = |pick: fn(&sidecar_common::FadviseCounts) -> u64| -> Vec<Sample> {
-        workloads
-            .iter()
-            .flat_map(|&(id, name)| {
-                let totals = store.totals(id);
-                Advice::ALL.into_iter().map(move |advice| {
-                    sample(
-                        vec![
-                            ("workload", name.to_owned()),
-                            ("advice", advice.label().to_owned()),
-                        ],
-                        Value::Count(pick(&totals.fadvise[advice as usize])),
-                    )
-                })
-            })
-            .collect()
+        let mut samples = Vec::with_capacity(workloads.len() * Advice::COUNT);
+        for (id, name) in &workloads {
+            let totals = store.totals(*id);
+            samples.extend(Advice::ALL.into_iter().map(|advice| {
+                sample(
+                    smallvec::smallvec![
+                        ("workload", name.clone()),
+                        ("advice", advice_labels[advice as usize].clone()),
+                    ],
+                    Value::Count(pick(&totals.fadvise[advice as usize])),
+                )
+            }));
+        }
+        samples
     };
     let host = store.host_totals();
 
@@ -291,7 +308,7 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
         per_workload(&|id| rates::cache_miss(last?.workload(id)).map(Value::Number)),
     );
 
-    let host_count = |value: u64| vec![sample(Vec::new(), Value::Count(value))];
+    let host_count = |value: u64| vec![sample(Labels::new(), Value::Count(value))];
     push(&LRU_SCANNED, host_count(host.lru_pages_scanned));
     push(&LRU_RECLAIMED, host_count(host.lru_pages_reclaimed));
     push(&KSWAPD_WAKEUPS, host_count(host.kswapd_wakeups));
@@ -320,14 +337,14 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
     push(
         &RECLAIM_EFFICIENCY,
         last.and_then(|l| rates::reclaim_efficiency(&l.host))
-            .map(|v| sample(Vec::new(), Value::Number(v)))
+            .map(|v| sample(Labels::new(), Value::Number(v)))
             .into_iter()
             .collect(),
     );
     push(
         &DIRECT_RECLAIM_PROCESSES,
         vec![sample(
-            Vec::new(),
+            Labels::new(),
             Value::Number(last.map_or(0, |l| l.direct_reclaim_in_progress) as f64),
         )],
     );
@@ -335,10 +352,10 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
     push(
         &BUILD,
         vec![sample(
-            vec![
-                ("version", env!("CARGO_PKG_VERSION").to_owned()),
-                ("kernel", status.kernel().release.clone()),
-            ],
+            labels([
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("kernel", &status.kernel().release),
+            ]),
             Value::Number(1.0),
         )],
     );
@@ -350,7 +367,7 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
             .map(|module| {
                 let attached = modules.get(&module) == Some(&ModuleState::Attached);
                 sample(
-                    vec![("module", module.name().to_owned())],
+                    labels([("module", module.name())]),
                     Value::Number(f64::from(u8::from(attached))),
                 )
             })
@@ -361,7 +378,7 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
     push(
         &DRAIN_DURATION,
         vec![sample(
-            Vec::new(),
+            Labels::new(),
             Value::Histogram {
                 count: durations.count,
                 sum: durations.sum_seconds,
@@ -375,7 +392,7 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
         )],
     );
     let last_number = |value: &dyn Fn(&crate::store::Interval) -> f64| -> Vec<Sample> {
-        last.map(|l| sample(Vec::new(), Value::Number(value(l))))
+        last.map(|l| sample(Labels::new(), Value::Number(value(l))))
             .into_iter()
             .collect()
     };
@@ -403,7 +420,7 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
             ("processes", host.overflow.processes),
         ]
         .into_iter()
-        .map(|(map, value)| sample(vec![("map", map.to_owned())], Value::Count(value)))
+        .map(|(map, value)| sample(labels([("map", map)]), Value::Count(value)))
         .collect(),
     );
     push(&FIELD_READ_ERRORS, host_count(host.field_read_errors));
@@ -415,14 +432,14 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
     push(
         &TRACKED_PROCESSES,
         vec![sample(
-            Vec::new(),
+            Labels::new(),
             Value::Number(store.tracked_processes() as f64),
         )],
     );
     push(
         &KERNEL_MAP_BYTES,
         vec![sample(
-            Vec::new(),
+            Labels::new(),
             Value::Number(status.kernel_map_bytes() as f64),
         )],
     );
@@ -433,7 +450,7 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
             .iter()
             .map(|p| {
                 sample(
-                    vec![("program", p.name.clone())],
+                    labels([("program", &p.name)]),
                     Value::Number(p.run_time.as_secs_f64()),
                 )
             })
@@ -443,7 +460,7 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
         &BPF_RUNS,
         programs
             .iter()
-            .map(|p| sample(vec![("program", p.name.clone())], Value::Count(p.run_count)))
+            .map(|p| sample(labels([("program", &p.name)]), Value::Count(p.run_count)))
             .collect(),
     );
     let exporters = status.exporters();
@@ -459,13 +476,13 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
                     ("rejected", load(&e.rejected)),
                 ]
             })
-            .map(|(result, value)| sample(vec![("result", result.to_owned())], Value::Count(value)))
+            .map(|(result, value)| sample(labels([("result", result)]), Value::Count(value)))
             .collect(),
     );
     let exporter_value = |value: &dyn Fn(&crate::export::banyandb::ExportStats) -> Value| {
         exporters
             .iter()
-            .map(|e| sample(Vec::new(), value(e)))
+            .map(|e| sample(Labels::new(), value(e)))
             .collect::<Vec<_>>()
     };
     push(
@@ -489,39 +506,40 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
     families
 }
 
-struct Exposition {
-    families: Vec<Family>,
-}
+/// One family, as prometheus-client sees it.
+struct Exposition(Family);
 
 impl std::fmt::Debug for Exposition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Exposition")
-            .field("families", &self.families.len())
+            .field("family", &self.0.def.name)
+            .field("samples", &self.0.samples.len())
             .finish()
     }
 }
 
 impl Collector for Exposition {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        for family in &self.families {
-            let def = family.def;
-            let kind = match def.kind {
-                Kind::Counter => MetricType::Counter,
-                Kind::Gauge => MetricType::Gauge,
-                Kind::Histogram => MetricType::Histogram,
-            };
-            let mut metric = encoder.encode_descriptor(def.name, def.help, None, kind)?;
-            for sample in &family.samples {
-                let labels: Vec<(&str, &str)> = sample
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (*k, v.as_str()))
-                    .collect();
-                if labels.is_empty() {
-                    encode_value(&mut metric, def.kind, &sample.value)?;
-                } else {
-                    encode_value(&mut metric.encode_family(&labels)?, def.kind, &sample.value)?;
-                }
+        let family = &self.0;
+        let def = family.def;
+        let kind = match def.kind {
+            Kind::Counter => MetricType::Counter,
+            Kind::Gauge => MetricType::Gauge,
+            Kind::Histogram => MetricType::Histogram,
+        };
+        let mut metric = encoder.encode_descriptor(def.name, def.help, None, kind)?;
+        let mut labels: Vec<(&str, &str)> = Vec::new();
+        for sample in &family.samples {
+            labels.clear();
+            labels.extend(sample.labels.iter().map(|(k, v)| (*k, &**v)));
+            if labels.is_empty() {
+                encode_value(&mut metric, def.kind, &sample.value)?;
+            } else {
+                encode_value(
+                    &mut metric.encode_family(&labels.as_slice())?,
+                    def.kind,
+                    &sample.value,
+                )?;
             }
         }
         Ok(())
@@ -549,52 +567,74 @@ fn encode_value(
     }
 }
 
-/// Encodes the filtered families as OpenMetrics text (ending with `# EOF`).
-pub fn encode_openmetrics(
+/// The exposition's size last time, so that the next one is allocated once.
+static LAST_SIZE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(16 * 1024);
+
+/// Encodes the filtered families as OpenMetrics text (ending with `# EOF`) or, with
+/// `openmetrics` false, the Prometheus text format 0.0.4.
+///
+/// prometheus-client writes OpenMetrics. The two formats differ only in a counter
+/// family's descriptor (0.0.4 names the family `x_total`, as its samples are named), the
+/// `# UNIT` lines (never written: no family has a unit) and `# EOF`. So each family is
+/// encoded on its own and, for 0.0.4, a counter's two descriptor lines are written here
+/// instead of prometheus-client's; samples are copied as they are.
+pub fn encode(
     store: &Arc<RwLock<Store>>,
     status: &Arc<Status>,
     filter: &Filter,
+    openmetrics: bool,
 ) -> Result<String, std::fmt::Error> {
+    use std::{fmt::Write as _, sync::atomic::Ordering};
     let families = {
         let store = store.read().unwrap_or_else(|e| e.into_inner());
         collect(&store, status, filter)
     };
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(Exposition { families }));
-    let mut text = String::with_capacity(16 * 1024);
-    prometheus_client::encoding::text::encode(&mut text, &registry)?;
-    Ok(text)
-}
-
-/// Converts OpenMetrics text to the Prometheus text format 0.0.4: counter families take
-/// their `_total` name, and `# EOF` and `# UNIT` go.
-pub fn to_prometheus_text(openmetrics: &str) -> String {
-    let mut renamed: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
-    for line in openmetrics.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ")
-            && let Some((name, "counter")) = rest.split_once(' ')
-        {
-            renamed.insert(name, format!("{name}_total"));
-        }
-    }
-    let mut out = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
+    let mut out = String::with_capacity(LAST_SIZE.load(Ordering::Relaxed) + 4096);
+    for family in families {
+        let def = family.def;
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Exposition(family)));
+        if openmetrics || def.kind != Kind::Counter {
+            prometheus_client::encoding::text::encode_registry(&mut out, &registry)?;
             continue;
         }
-        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ')?;
-            let new_name = renamed.get(name)?;
-            Some(format!("{prefix}{new_name} {tail}"))
-        });
-        match rewritten {
-            Some(line) => out.push_str(&line),
-            None => out.push_str(line),
-        }
-        out.push('\n');
+        let name = def.exposed_name();
+        writeln!(out, "# HELP {name} {}", def.help)?;
+        writeln!(out, "# TYPE {name} counter")?;
+        let mut samples = SkipLines {
+            out: &mut out,
+            lines: 2,
+        };
+        prometheus_client::encoding::text::encode_registry(&mut samples, &registry)?;
     }
-    out
+    if openmetrics {
+        prometheus_client::encoding::text::encode_eof(&mut out)?;
+    }
+    LAST_SIZE.store(out.len(), Ordering::Relaxed);
+    Ok(out)
+}
+
+/// Appends what is written to `out`, except the first `lines` lines (prometheus-client's
+/// OpenMetrics descriptor of a counter family, replaced by the 0.0.4 one).
+struct SkipLines<'a> {
+    out: &'a mut String,
+    lines: usize,
+}
+
+impl std::fmt::Write for SkipLines<'_> {
+    fn write_str(&mut self, mut text: &str) -> std::fmt::Result {
+        while self.lines > 0 {
+            match text.split_once('\n') {
+                Some((_, rest)) => {
+                    self.lines -= 1;
+                    text = rest;
+                }
+                None => return Ok(()),
+            }
+        }
+        self.out.push_str(text);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -632,7 +672,7 @@ mod tests {
     #[test]
     fn openmetrics_has_the_contract_names() {
         let (store, status) = fixture();
-        let text = encode_openmetrics(&store, &status, &Filter::default()).unwrap();
+        let text = encode(&store, &status, &Filter::default(), true).unwrap();
         assert!(text.ends_with("# EOF\n"));
         for expected in [
             "ebpf_fadvise_calls_total{workload=\"jobs\",advice=\"dontneed\"} 5",
@@ -706,7 +746,7 @@ mod tests {
             modules: vec!["page_cache".into()],
             workloads: vec!["jobs".into()],
         };
-        let text = encode_openmetrics(&store, &status, &filter).unwrap();
+        let text = encode(&store, &status, &filter, true).unwrap();
         assert!(text.contains("ebpf_cache_misses_total{workload=\"jobs\"}"));
         assert!(!text.contains("workload=\"other\""));
         assert!(!text.contains("ebpf_fadvise"));
@@ -716,12 +756,30 @@ mod tests {
     #[test]
     fn prometheus_text_renames_counter_families() {
         let (store, status) = fixture();
-        let text =
-            to_prometheus_text(&encode_openmetrics(&store, &status, &Filter::default()).unwrap());
+        let text = encode(&store, &status, &Filter::default(), false).unwrap();
         assert!(text.contains("# TYPE ebpf_fadvise_calls_total counter\n"));
         assert!(text.contains("# HELP ebpf_fadvise_calls_total posix_fadvise"));
         assert!(text.contains("sidecar_build_info{version="));
         assert!(!text.contains("# EOF"));
         assert!(text.contains("# TYPE ebpf_memory_memcg_reclaim_seconds histogram\n"));
+        assert!(
+            text.contains("\nebpf_fadvise_calls_total{workload=\"jobs\",advice=\"dontneed\"} 5\n")
+        );
+        // Same samples as OpenMetrics, line for line, apart from descriptors and EOF.
+        let openmetrics = encode(&store, &status, &Filter::default(), true).unwrap();
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(samples(&text), samples(&openmetrics));
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("# TYPE ")).count(),
+            openmetrics
+                .lines()
+                .filter(|l| l.starts_with("# TYPE "))
+                .count()
+        );
     }
 }

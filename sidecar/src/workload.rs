@@ -33,21 +33,32 @@ pub struct ProcessFacts {
     pub cgroups: Option<Vec<String>>,
 }
 
+impl ProcessFacts {
+    /// What is known of a process without /proc: the comm the kernel recorded, if any.
+    fn from_kernel(kernel_comm: Option<&[u8; 16]>) -> ProcessFacts {
+        ProcessFacts {
+            comm: kernel_comm.map(comm_string),
+            cmdline: None,
+            cgroups: None,
+        }
+    }
+}
+
 /// The workload label set, fixed by the configuration.
 #[derive(Clone, Debug)]
 pub struct WorkloadNames {
-    names: Vec<String>,
+    names: Vec<std::sync::Arc<str>>,
 }
 
 impl WorkloadNames {
     pub fn from_config(config: &Config) -> WorkloadNames {
-        let mut names: Vec<String> = config
+        let mut names: Vec<std::sync::Arc<str>> = config
             .workloads
             .0
             .iter()
-            .map(|w| w.name.0.clone())
+            .map(|w| std::sync::Arc::from(w.name.0.as_str()))
             .collect();
-        names.push(OTHER_WORKLOAD.to_owned());
+        names.push(std::sync::Arc::from(OTHER_WORKLOAD));
         WorkloadNames { names }
     }
 
@@ -64,6 +75,11 @@ impl WorkloadNames {
         &self.names[id.0 as usize]
     }
 
+    /// The name as a shared string, for labels that repeat it.
+    pub fn shared_name(&self, id: WorkloadId) -> std::sync::Arc<str> {
+        self.names[id.0 as usize].clone()
+    }
+
     pub fn other(&self) -> WorkloadId {
         WorkloadId((self.names.len() - 1) as u16)
     }
@@ -75,7 +91,7 @@ impl WorkloadNames {
     pub fn id(&self, name: &str) -> Option<WorkloadId> {
         self.names
             .iter()
-            .position(|n| n == name)
+            .position(|n| **n == *name)
             .map(|i| WorkloadId(i as u16))
     }
 }
@@ -154,6 +170,19 @@ impl Classifier {
     /// The assignment of process `tgid`; `kernel_comm` is what the kernel recorded for it in
     /// this interval, if anything.
     pub fn classify(&mut self, tgid: u32, kernel_comm: Option<&[u8; 16]>) -> Assignment {
+        self.classify_process(tgid, kernel_comm, false)
+    }
+
+    /// As `classify`, for a process the kernel saw exit in this interval: its /proc entry
+    /// is gone or a zombie's, or its PID already belongs to another process, so only the
+    /// kernel's record of its comm is used (and no /proc open is paid per exited process,
+    /// which is what a drain of thousands of short-lived processes spends its time on).
+    pub fn classify_process(
+        &mut self,
+        tgid: u32,
+        kernel_comm: Option<&[u8; 16]>,
+        exited: bool,
+    ) -> Assignment {
         // Tasks outside our PID namespace share one key and no /proc entry of ours.
         if tgid == sidecar_common::OUTSIDE_NAMESPACE_TGID {
             return self.unmatched();
@@ -165,7 +194,11 @@ impl Classifier {
             entry.last_seen = drain;
             return entry.assignment;
         }
-        let facts = self.read_facts(tgid, kernel_comm);
+        let facts = if exited {
+            ProcessFacts::from_kernel(kernel_comm)
+        } else {
+            self.read_facts(tgid, kernel_comm)
+        };
         let assignment = self.assign(tgid, &facts);
         self.cache.insert(
             tgid,
@@ -202,11 +235,7 @@ impl Classifier {
         let Ok(comm) = fs::read_to_string(dir.join("comm")) else {
             // Gone (most short-lived processes by the time of the drain): the other files
             // are gone too, and trying them costs two more failed opens per process.
-            return ProcessFacts {
-                comm: kernel_comm.map(comm_string),
-                cmdline: None,
-                cgroups: None,
-            };
+            return ProcessFacts::from_kernel(kernel_comm);
         };
         let comm = Some(comm.trim_end_matches('\n').to_owned());
         let cmdline = fs::read(dir.join("cmdline")).ok().map(|raw| {
@@ -382,6 +411,26 @@ workloads:
 
     fn config_with_cmdline() -> Config {
         config("workloads:\n  - name: jobs\n    comm: \"^job\"\n    cmdline: x\n")
+    }
+
+    #[test]
+    fn a_process_that_exited_is_not_looked_up_in_proc() {
+        // PID 7 was reused by a process that matches; the one the kernel saw exit did not.
+        let dir = tempfile::tempdir().unwrap();
+        fake_proc(dir.path(), 7, "job-new", &["job-new"], "0::/\n");
+        let config = config("workloads:\n  - name: jobs\n    comm: \"^job\"\n");
+        let names = WorkloadNames::from_config(&config);
+        let mut classifier = Classifier::with_proc_root(&config, &names, dir.path());
+        classifier.begin_drain();
+        assert_eq!(
+            classifier.classify_process(7, Some(&comm("sh")), true),
+            Assignment::Workload(names.other())
+        );
+        classifier.forget(7);
+        assert_eq!(
+            classifier.classify_process(7, Some(&comm("sh")), false),
+            Assignment::Workload(WorkloadId(0))
+        );
     }
 
     #[test]
