@@ -248,6 +248,10 @@ async fn serve(
                 Ok(())
             }
             None => {
+                use axum::serve::ListenerExt as _;
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 axum::serve(listener, router)
                     .with_graceful_shutdown(stopped)
                     .await
@@ -279,7 +283,16 @@ async fn serve(
     let grpc_server = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                // tonic sets TCP_NODELAY only on listeners it binds itself; without it a
+                // response written in pieces waits for the client's delayed ACK (40 ms).
+                tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                    |accepted| {
+                        accepted.inspect(|tcp| {
+                            let _ = tcp.set_nodelay(true);
+                        })
+                    },
+                ),
                 async move {
                     let _ = grpc_shutdown.wait_for(|stop| *stop).await;
                 },

@@ -140,6 +140,7 @@ pub async fn serve_https(
                 }
             },
         };
+        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
