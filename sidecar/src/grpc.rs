@@ -15,7 +15,7 @@ use crate::{
     api::pb::{self, sidecar_service_server::SidecarService},
     config::parse_duration,
     kernel::{ModuleState, modules::Module},
-    metrics::{self, CATALOG, Family, Filter, Kind, Value},
+    metrics::{self, CATALOG, Family, Filter, Kind, Sample, Value},
     status::Status as DaemonStatus,
     store::{LatencyHistogram, Period, Store},
     workload::WorkloadId,
@@ -208,70 +208,89 @@ fn metric_type(kind: Kind) -> pb::MetricType {
     }
 }
 
-/// One message per sample, with its sort key.
-fn flatten(families: &[Family], collected_at: SystemTime) -> Vec<(String, pb::Metric)> {
-    let at = timestamp(collected_at);
-    let mut rows = Vec::new();
-    for family in families {
-        let name = family.def.exposed_name();
-        for sample in &family.samples {
-            let mut labels = sample.labels.clone();
-            labels.sort();
-            let key = labels.iter().fold(name.clone(), |mut key, (k, v)| {
+/// One sample of the listing: its sort key (what page tokens carry) and where it is.
+struct Row {
+    key: String,
+    family: usize,
+    sample: usize,
+}
+
+/// Every sample of `families`, in the listing's order (by name, then sorted labels). Only
+/// the keys are built here: a page turns just its own rows into messages.
+fn sorted_rows(families: &[Family], names: &[String]) -> Vec<Row> {
+    let mut rows = Vec::with_capacity(families.iter().map(|f| f.samples.len()).sum());
+    let mut labels: Vec<(&str, &str)> = Vec::new();
+    for (family_index, (family, name)) in families.iter().zip(names).enumerate() {
+        for (sample_index, sample) in family.samples.iter().enumerate() {
+            labels.clear();
+            labels.extend(sample.labels.iter().map(|(k, v)| (*k, &**v)));
+            labels.sort_unstable();
+            let mut key = String::with_capacity(name.len() + 48);
+            key.push_str(name);
+            for (k, v) in &labels {
                 key.push('\u{1f}');
                 key.push_str(k);
                 key.push('=');
                 key.push_str(v);
-                key
-            });
-            let value = match &sample.value {
-                Value::Count(v) => Some(pb::metric::Value::Number(*v as f64)),
-                Value::Number(v) => Some(pb::metric::Value::Number(*v)),
-                Value::Histogram {
-                    count,
-                    sum,
-                    buckets,
-                } => {
-                    let mut cumulative = 0;
-                    Some(pb::metric::Value::Histogram(pb::Histogram {
-                        count: *count,
-                        sum: *sum,
-                        buckets: buckets
-                            .iter()
-                            .map(|(upper, n)| {
-                                cumulative += n;
-                                pb::Bucket {
-                                    upper_bound: *upper,
-                                    cumulative_count: cumulative,
-                                }
-                            })
-                            .collect(),
-                    }))
-                }
-            };
-            rows.push((
+            }
+            rows.push(Row {
                 key,
-                pb::Metric {
-                    name: name.clone(),
-                    r#type: metric_type(family.def.kind) as i32,
-                    help: family.def.help.to_owned(),
-                    module: family.def.module.to_owned(),
-                    labels: sample
-                        .labels
-                        .iter()
-                        .map(|(k, v)| pb::Label {
-                            name: (*k).to_owned(),
-                            value: v.clone(),
-                        })
-                        .collect(),
-                    value,
-                    collected_at: Some(at),
-                },
-            ));
+                family: family_index,
+                sample: sample_index,
+            });
         }
     }
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     rows
+}
+
+fn to_metric(
+    family: &Family,
+    name: &str,
+    sample: &Sample,
+    at: prost_types::Timestamp,
+) -> pb::Metric {
+    let value = match &sample.value {
+        Value::Count(v) => Some(pb::metric::Value::Number(*v as f64)),
+        Value::Number(v) => Some(pb::metric::Value::Number(*v)),
+        Value::Histogram {
+            count,
+            sum,
+            buckets,
+        } => {
+            let mut cumulative = 0;
+            Some(pb::metric::Value::Histogram(pb::Histogram {
+                count: *count,
+                sum: *sum,
+                buckets: buckets
+                    .iter()
+                    .map(|(upper, n)| {
+                        cumulative += n;
+                        pb::Bucket {
+                            upper_bound: *upper,
+                            cumulative_count: cumulative,
+                        }
+                    })
+                    .collect(),
+            }))
+        }
+    };
+    pb::Metric {
+        name: name.to_owned(),
+        r#type: metric_type(family.def.kind) as i32,
+        help: family.def.help.to_owned(),
+        module: family.def.module.to_owned(),
+        labels: sample
+            .labels
+            .iter()
+            .map(|(k, v)| pb::Label {
+                name: (*k).to_owned(),
+                value: v.to_string(),
+            })
+            .collect(),
+        value,
+        collected_at: Some(at),
+    }
 }
 
 fn reclaim_stats(histogram: &LatencyHistogram) -> pb::ReclaimStats {
@@ -398,22 +417,37 @@ impl SidecarService for Api {
             };
             metrics::collect(&store, &self.status, &filter)
         };
-        let mut rows = flatten(&families, collected_at);
+        let mut families = families;
         if !request.metric_names.is_empty() {
-            rows.retain(|(_, metric)| request.metric_names.iter().any(|p| glob(p, &metric.name)));
+            families.retain(|family| {
+                let name = family.def.exposed_name();
+                request.metric_names.iter().any(|p| glob(p, &name))
+            });
         }
+        let names: Vec<String> = families.iter().map(|f| f.def.exposed_name()).collect();
+        let rows = sorted_rows(&families, &names);
         let total_size = u32::try_from(rows.len()).unwrap_or(u32::MAX);
-        let start = after.map_or(0, |after| rows.partition_point(|(key, _)| *key <= after));
-        let page: Vec<(String, pb::Metric)> =
-            rows.into_iter().skip(start).take(page_size + 1).collect();
-        let more = page.len() > page_size;
-        let page: Vec<(String, pb::Metric)> = page.into_iter().take(page_size).collect();
+        let start = after.map_or(0, |after| rows.partition_point(|row| row.key <= after));
+        let page = &rows[start.min(rows.len())..(start + page_size).min(rows.len())];
+        let more = start + page_size < rows.len();
         let next_page_token = match (more, page.last()) {
-            (true, Some((key, _))) => encode_token(fingerprint, key),
+            (true, Some(row)) => encode_token(fingerprint, &row.key),
             _ => String::new(),
         };
+        let at = timestamp(collected_at);
+        let metrics = page
+            .iter()
+            .map(|row| {
+                to_metric(
+                    &families[row.family],
+                    &names[row.family],
+                    &families[row.family].samples[row.sample],
+                    at,
+                )
+            })
+            .collect();
         Ok(Response::new(pb::GetMetricsResponse {
-            metrics: page.into_iter().map(|(_, metric)| metric).collect(),
+            metrics,
             next_page_token,
             total_size,
             collected_at: Some(timestamp(collected_at)),
