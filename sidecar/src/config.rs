@@ -38,6 +38,8 @@ pub struct Config {
     pub export: ExportConfig,
     /// How long SIGTERM/SIGINT may take: the final drain, flushing exporters, stopping.
     pub shutdown_timeout: ShutdownTimeout,
+    /// Switch on the kernel's BPF run-time statistics (host-wide, see configs/sidecar.yaml).
+    pub bpf_stats: bool,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             log: LogConfig::default(),
             export: ExportConfig::default(),
             shutdown_timeout: ShutdownTimeout(Duration::from_secs(10)),
+            bpf_stats: false,
         }
     }
 }

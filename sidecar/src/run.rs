@@ -201,6 +201,7 @@ pub fn start_kernel(config: &Config, attach: bool) -> anyhow::Result<(Kernel, Tr
         max_tracked_threads: config.limits.max_tracked_threads.0,
         attach,
         pid_namespace,
+        bpf_stats: config.bpf_stats,
     };
     let kernel = Kernel::load(&options, &layouts).context("loading the eBPF programs")?;
     Ok((kernel, tracefs_description))

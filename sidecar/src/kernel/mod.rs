@@ -103,6 +103,8 @@ pub struct KernelOptions {
     pub attach: bool,
     /// The PID namespace processes are reported in.
     pub pid_namespace: PidNamespace,
+    /// Switch on the kernel's BPF run-time statistics while the sidecar runs.
+    pub bpf_stats: bool,
 }
 
 /// The loaded programs and their maps.
@@ -230,9 +232,13 @@ impl Kernel {
             }
         };
 
-        let (stats, stats_error) = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
-            Ok(fd) => (Some(fd), None),
-            Err(err) => (None, Some(err.to_string())),
+        let (stats, stats_error) = if options.bpf_stats {
+            match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+                Ok(fd) => (Some(fd), None),
+                Err(err) => (None, Some(err.to_string())),
+            }
+        } else {
+            (None, None)
         };
         let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, log::logger()).ok();
         let map_bytes = map_memory_bytes(&ebpf, &epochs, &gauges);
