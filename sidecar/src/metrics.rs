@@ -137,9 +137,9 @@ families! {
     KERNEL_MAP_BYTES = "sidecar_kernel_map_bytes", Gauge, SELF_MODULE,
         "Kernel memory held by the sidecar's BPF maps.";
     BPF_RUN_SECONDS = "sidecar_bpf_program_run_seconds", Counter, SELF_MODULE,
-        "CPU time spent in each BPF program (kernel BPF statistics).";
+        "CPU time spent in each BPF program (kernel BPF statistics; 0 unless bpf_stats is on).";
     BPF_RUNS = "sidecar_bpf_program_runs", Counter, SELF_MODULE,
-        "Runs of each BPF program (kernel BPF statistics).";
+        "Runs of each BPF program (kernel BPF statistics; 0 unless bpf_stats is on).";
     EXPORT_POINTS = "sidecar_export_points", Counter, SELF_MODULE,
         "Points sent to BanyanDB, by result: written (acknowledged), retried (a failed attempt, queued again), rejected (refused for good).";
     EXPORT_QUEUE_POINTS = "sidecar_export_queue_points", Gauge, SELF_MODULE,
