@@ -123,6 +123,16 @@ enum Mode {
         #[arg(long, value_enum, default_value_t = AdviceArg::Random)]
         advice: AdviceArg,
     },
+    /// Forks long-lived processes that each make one fadvise call per period until the time
+    /// is up: a steady set of tracked processes, all active in every interval.
+    Fleet {
+        #[arg(long, default_value_t = 1000)]
+        processes: u64,
+        #[arg(long, value_parser = parse_duration, default_value = "1s")]
+        every: Duration,
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        over: Duration,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -197,6 +207,11 @@ fn main() -> Result<()> {
             calls_per_process,
             advice,
         } => churn(processes, calls_per_process, advice)?,
+        Mode::Fleet {
+            processes,
+            every,
+            over,
+        } => fleet(processes, every, over)?,
         Mode::MakeFiles { dir, count, kib } => make_files(&dir, count, kib)?,
         Mode::JobWorker {
             dir,
@@ -608,6 +623,62 @@ fn churn(processes: u64, calls_per_process: u64, advice: AdviceArg) -> Result<se
         "advice": advice.label(),
         "calls": processes * calls_per_process,
         "successes": processes * calls_per_process,
+        "seconds": started.elapsed().as_secs_f64(),
+    }))
+}
+
+fn fleet(processes: u64, every: Duration, over: Duration) -> Result<serde_json::Value> {
+    let file = tempfile::tempfile()?;
+    let fd = file.as_raw_fd();
+    let started = Instant::now();
+    let until = started + over;
+    let mut children: Vec<libc::pid_t> = Vec::new();
+    for index in 0..processes {
+        // SAFETY: the child only makes syscalls, sleeps and _exits (single-threaded parent).
+        let pid = unsafe { libc::fork() };
+        match pid {
+            -1 => {
+                for &child in &children {
+                    // SAFETY: our own children.
+                    unsafe { libc::kill(child, libc::SIGKILL) };
+                }
+                bail!("fork: {}", std::io::Error::last_os_error());
+            }
+            0 => {
+                // Spread the calls over the period instead of all at once.
+                let offset = every.mul_f64((index % 1000) as f64 / 1000.0);
+                std::thread::sleep(offset);
+                let mut ok = true;
+                while Instant::now() < until {
+                    ok &= posix_fadvise(fd, libc::POSIX_FADV_NORMAL) == 0;
+                    std::thread::sleep(every);
+                }
+                // SAFETY: leave without running the parent's atexit handlers.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            child => children.push(child),
+        }
+    }
+    let forked = started.elapsed();
+    let mut exited_ok = 0u64;
+    for _ in 0..children.len() {
+        let mut status = 0;
+        // SAFETY: waits for any child of ours.
+        let pid = unsafe { libc::waitpid(-1, &raw mut status, 0) };
+        if pid < 0 {
+            bail!("waitpid: {}", std::io::Error::last_os_error());
+        }
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+            exited_ok += 1;
+        }
+    }
+    if exited_ok != processes {
+        bail!("{} of {processes} processes failed", processes - exited_ok);
+    }
+    Ok(json!({
+        "processes": processes,
+        "every_seconds": every.as_secs_f64(),
+        "fork_seconds": forked.as_secs_f64(),
         "seconds": started.elapsed().as_secs_f64(),
     }))
 }
