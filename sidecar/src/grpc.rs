@@ -208,63 +208,39 @@ fn metric_type(kind: Kind) -> pb::MetricType {
     }
 }
 
-/// One sample of the listing, by position, with what it sorts by: its family's exposed
-/// name, then its labels sorted by name.
-struct Row<'a> {
+/// One sample of the listing: its sort key (what page tokens carry) and where it is.
+struct Row {
+    key: String,
     family: usize,
     sample: usize,
-    name: &'a str,
-    labels: smallvec::SmallVec<[(&'a str, &'a str); 2]>,
 }
 
-impl Row<'_> {
-    /// The listing's order. Page tokens carry the last row's position in this order (see
-    /// `key`), and the next page starts after it.
-    fn position(&self) -> (&str, &[(&str, &str)]) {
-        (self.name, &self.labels)
-    }
-
-    /// The row's position as text, for a page token: the name, then `\x1f` `name=value`
-    /// per label.
-    fn key(&self) -> String {
-        let mut key = String::with_capacity(self.name.len() + 48);
-        key.push_str(self.name);
-        for (k, v) in &self.labels {
-            key.push('\u{1f}');
-            key.push_str(k);
-            key.push('=');
-            key.push_str(v);
-        }
-        key
-    }
-}
-
-/// A position parsed back from a page token's key (label names never contain `=`).
-fn parse_key(key: &str) -> (&str, Vec<(&str, &str)>) {
-    let mut parts = key.split('\u{1f}');
-    let name = parts.next().unwrap_or_default();
-    let labels = parts.map(|part| part.split_once('=').unwrap_or((part, ""))).collect();
-    (name, labels)
-}
-
-/// Every sample of `families`, in the listing's order. Positions are compared as tuples,
-/// without building a string per sample; a page turns just its own rows into messages.
-fn sorted_rows<'a>(families: &'a [Family], names: &'a [String]) -> Vec<Row<'a>> {
+/// Every sample of `families`, in the listing's order (by name, then sorted labels). Only
+/// the keys are built here: a page turns just its own rows into messages.
+fn sorted_rows(families: &[Family], names: &[String]) -> Vec<Row> {
     let mut rows = Vec::with_capacity(families.iter().map(|f| f.samples.len()).sum());
+    let mut labels: Vec<(&str, &str)> = Vec::new();
     for (family_index, (family, name)) in families.iter().zip(names).enumerate() {
         for (sample_index, sample) in family.samples.iter().enumerate() {
-            let mut labels: smallvec::SmallVec<[(&str, &str); 2]> =
-                sample.labels.iter().map(|(k, v)| (*k, &**v)).collect();
+            labels.clear();
+            labels.extend(sample.labels.iter().map(|(k, v)| (*k, &**v)));
             labels.sort_unstable();
+            let mut key = String::with_capacity(name.len() + 48);
+            key.push_str(name);
+            for (k, v) in &labels {
+                key.push('\u{1f}');
+                key.push_str(k);
+                key.push('=');
+                key.push_str(v);
+            }
             rows.push(Row {
+                key,
                 family: family_index,
                 sample: sample_index,
-                name,
-                labels,
             });
         }
     }
-    rows.sort_unstable_by(|a, b| a.position().cmp(&b.position()));
+    rows.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     rows
 }
 
@@ -451,15 +427,11 @@ impl SidecarService for Api {
         let names: Vec<String> = families.iter().map(|f| f.def.exposed_name()).collect();
         let rows = sorted_rows(&families, &names);
         let total_size = u32::try_from(rows.len()).unwrap_or(u32::MAX);
-        let start = after.map_or(0, |after| {
-            let (name, labels) = parse_key(&after);
-            let after = (name, labels.as_slice());
-            rows.partition_point(|row| row.position() <= after)
-        });
+        let start = after.map_or(0, |after| rows.partition_point(|row| row.key <= after));
         let page = &rows[start.min(rows.len())..(start + page_size).min(rows.len())];
         let more = start + page_size < rows.len();
         let next_page_token = match (more, page.last()) {
-            (true, Some(row)) => encode_token(fingerprint, &row.key()),
+            (true, Some(row)) => encode_token(fingerprint, &row.key),
             _ => String::new(),
         };
         let at = timestamp(collected_at);
