@@ -1,16 +1,13 @@
 //! From the kernel's per-process counts to per-workload intervals.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use sidecar_common::{Advice, HostCounter, LATENCY_BUCKETS, ProcessInfo, ReclaimKind};
 
 use crate::{
     kernel::KernelDelta,
     store::{DrainInfo, HostCounts, Interval, Overflow, WorkloadCounts},
-    workload::{Assignment, Classifier, WorkloadNames},
+    workload::{Assignment, Classifier, TgidMap, WorkloadNames},
 };
 
 /// Classifies every process of `delta` and sums its counts into its workload. Overflowed
@@ -24,7 +21,7 @@ pub fn aggregate(
 ) -> Interval {
     let mut interval = Interval::empty(names.len(), at);
     interval.length = length;
-    let seen: HashMap<u32, &ProcessInfo> = delta
+    let seen: TgidMap<&ProcessInfo> = delta
         .processes
         .iter()
         .map(|(key, info)| (key.tgid, info))

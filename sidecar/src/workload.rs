@@ -11,6 +11,31 @@ use std::{
     path::{Path, PathBuf},
 };
 
+/// A map keyed by tgid. A drain looks up every process it read (10,000 and more), so the
+/// key is hashed with one multiplication instead of SipHash: tgids come from the kernel,
+/// not from a party that could pick colliding keys.
+pub type TgidMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<TgidHasher>>;
+
+#[derive(Default)]
+pub struct TgidHasher(u64);
+
+impl std::hash::Hasher for TgidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8 | u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, tgid: u32) {
+        // Fibonacci hashing: the high bits, which hashbrown uses, depend on every key bit.
+        self.0 = u64::from(tgid).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 use crate::config::{Config, OTHER_WORKLOAD, Unmatched, WorkloadConfig};
 
 /// Index of a workload: configured workloads in order, then `other`.
@@ -108,7 +133,7 @@ pub struct Classifier {
     other: WorkloadId,
     unmatched: Unmatched,
     proc_root: PathBuf,
-    cache: HashMap<u32, CacheEntry>,
+    cache: TgidMap<CacheEntry>,
     capacity: usize,
     drain: u64,
 }
@@ -127,7 +152,7 @@ impl Classifier {
             other: names.other(),
             unmatched: config.unmatched,
             proc_root: proc_root.to_owned(),
-            cache: HashMap::new(),
+            cache: TgidMap::default(),
             capacity: config.limits.max_tracked_processes.0 as usize,
             drain: 0,
         }
