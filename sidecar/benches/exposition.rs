@@ -1,5 +1,6 @@
 //! /metrics encoding cost against the number of workloads (`cargo bench --bench exposition`).
-//! The HTTP round trip is measured by `cargo xtask bench`; this isolates the encoder.
+//! The HTTP round trip is measured by `cargo xtask bench`; this isolates the encoder, and
+//! what a scrape costs when the drain already rendered the store's families.
 
 use std::{
     hint::black_box,
@@ -66,6 +67,14 @@ fn exposition(c: &mut Criterion) {
                     black_box(metrics::encode(&store, &status, &Filter::default(), true).unwrap())
                 })
             },
+        );
+        // A scrape between two drains: the store's families were rendered at the drain.
+        let cache = metrics::ExpositionCache::default();
+        cache.scrape(&store, &status, false).unwrap();
+        group.bench_with_input(
+            BenchmarkId::new("prometheus_rendered_at_drain", workloads),
+            &workloads,
+            |b, _| b.iter(|| black_box(cache.scrape(&store, &status, false).unwrap())),
         );
     }
     group.finish();

@@ -24,6 +24,8 @@ pub struct HttpState {
     pub status: Arc<Status>,
     /// When set, /metrics requires it (the health endpoints never do).
     pub token: Option<crate::auth::BearerToken>,
+    /// The unfiltered exposition, rendered once per drain (`run` refreshes it).
+    pub exposition: Arc<metrics::ExpositionCache>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -141,7 +143,15 @@ async fn metrics_handler(
         modules: query.module,
         workloads: query.workload,
     };
-    let body = match metrics::encode(&state.store, &state.status, &filter, wants_openmetrics) {
+    let unfiltered = filter.modules.is_empty() && filter.workloads.is_empty();
+    let encoded = if unfiltered {
+        state
+            .exposition
+            .scrape(&state.store, &state.status, wants_openmetrics)
+    } else {
+        metrics::encode(&state.store, &state.status, &filter, wants_openmetrics)
+    };
+    let body = match encoded {
         Ok(text) => text,
         Err(_) => {
             return (

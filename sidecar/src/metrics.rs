@@ -4,7 +4,10 @@
 //! prometheus-client writes OpenMetrics text; scrapers that do not ask for OpenMetrics get the
 //! Prometheus text format 0.0.4, which differs only in counter descriptors (see `encode`).
 
-use std::sync::{Arc, RwLock};
+use std::{
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
 
 use prometheus_client::{
     collector::Collector,
@@ -238,6 +241,42 @@ fn latency_value(histogram: &LatencyHistogram) -> Value {
 
 /// Builds every family the filter selects from the store and the daemon's status.
 pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
+    collect_part(store, status, filter, Part::All)
+}
+
+/// Which families `collect_part` builds: the store's change only at a drain, so their
+/// exposition can be rendered once per drain; the status's can change at any time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    All,
+    Store,
+    Status,
+}
+
+/// Families whose values come from the daemon's status, not from the store.
+const STATUS_FAMILIES: [&FamilyDef; 8] = [
+    &BUILD,
+    &MODULE_ATTACHED,
+    &KERNEL_MAP_BYTES,
+    &EXPORT_POINTS,
+    &EXPORT_QUEUE_POINTS,
+    &EXPORT_SPOOL_BYTES,
+    &EXPORT_DROPPED_POINTS,
+    &EXPORT_CIRCUIT_STATE,
+];
+
+impl Part {
+    fn includes(self, def: &'static FamilyDef) -> bool {
+        let from_status = STATUS_FAMILIES.iter().any(|d| std::ptr::eq(*d, def));
+        match self {
+            Part::All => true,
+            Part::Store => !from_status,
+            Part::Status => from_status,
+        }
+    }
+}
+
+fn collect_part(store: &Store, status: &Status, filter: &Filter, part: Part) -> Vec<Family> {
     let names = store.names();
     let workloads: Vec<(WorkloadId, LabelValue)> = store
         .reported_workloads()
@@ -251,9 +290,12 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
         .collect();
     let last = store.last();
     let mut families = Vec::new();
-    let mut push = |def: &'static FamilyDef, samples: Vec<Sample>| {
-        if filter.module(def.module) {
-            families.push(Family { def, samples });
+    let mut push = |def: &'static FamilyDef, samples: &dyn Fn() -> Vec<Sample>| {
+        if filter.module(def.module) && part.includes(def) {
+            families.push(Family {
+                def,
+                samples: samples(),
+            });
         }
     };
     let per_workload = |value: &dyn Fn(WorkloadId) -> Option<Value>| -> Vec<Sample> {
@@ -286,82 +328,73 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
     };
     let host = store.host_totals();
 
-    push(&FADVISE_CALLS, by_advice(|c| c.calls));
-    push(&FADVISE_SUCCESS, by_advice(|c| c.successes));
-    push(
-        &FADVISE_SUCCESS_RATE,
-        per_workload(&|id| rates::fadvise_success(last?.workload(id)).map(Value::Number)),
-    );
+    push(&FADVISE_CALLS, &|| by_advice(|c| c.calls));
+    push(&FADVISE_SUCCESS, &|| by_advice(|c| c.successes));
+    push(&FADVISE_SUCCESS_RATE, &|| {
+        per_workload(&|id| rates::fadvise_success(last?.workload(id)).map(Value::Number))
+    });
     let page_cache = |pick: fn(&sidecar_common::PageCacheCounts) -> u64| {
         per_workload(&|id| Some(Value::Count(pick(&store.totals(id).page_cache))))
     };
-    push(&CACHE_READ_ATTEMPTS, page_cache(|c| c.requested_pages));
-    push(&CACHE_MISSES, page_cache(|c| c.missed_pages));
-    push(&PAGE_CACHE_ADDS, page_cache(|c| c.added_pages));
-    push(&PAGE_CACHE_EVICTIONS, page_cache(|c| c.evicted_pages));
-    push(
-        &CACHE_HIT_RATE,
-        per_workload(&|id| rates::cache_hit(last?.workload(id)).map(Value::Number)),
-    );
-    push(
-        &CACHE_MISS_RATE,
-        per_workload(&|id| rates::cache_miss(last?.workload(id)).map(Value::Number)),
-    );
+    push(&CACHE_READ_ATTEMPTS, &|| page_cache(|c| c.requested_pages));
+    push(&CACHE_MISSES, &|| page_cache(|c| c.missed_pages));
+    push(&PAGE_CACHE_ADDS, &|| page_cache(|c| c.added_pages));
+    push(&PAGE_CACHE_EVICTIONS, &|| page_cache(|c| c.evicted_pages));
+    push(&CACHE_HIT_RATE, &|| {
+        per_workload(&|id| rates::cache_hit(last?.workload(id)).map(Value::Number))
+    });
+    push(&CACHE_MISS_RATE, &|| {
+        per_workload(&|id| rates::cache_miss(last?.workload(id)).map(Value::Number))
+    });
 
     let host_count = |value: u64| vec![sample(Labels::new(), Value::Count(value))];
-    push(&LRU_SCANNED, host_count(host.lru_pages_scanned));
-    push(&LRU_RECLAIMED, host_count(host.lru_pages_reclaimed));
-    push(&KSWAPD_WAKEUPS, host_count(host.kswapd_wakeups));
-    push(
-        &DIRECT_RECLAIM,
+    push(&LRU_SCANNED, &|| host_count(host.lru_pages_scanned));
+    push(&LRU_RECLAIMED, &|| host_count(host.lru_pages_reclaimed));
+    push(&KSWAPD_WAKEUPS, &|| host_count(host.kswapd_wakeups));
+    push(&DIRECT_RECLAIM, &|| {
         per_workload(&|id| {
             Some(Value::Count(
                 store.totals(id).reclaim[ReclaimKind::Direct as usize].count,
             ))
-        }),
-    );
+        })
+    });
     for (def, kind) in [
         (&DIRECT_RECLAIM_SECONDS, ReclaimKind::Direct),
         (&MEMCG_RECLAIM_SECONDS, ReclaimKind::Memcg),
     ] {
         // A workload's histogram appears with its first stall: ~30 buckets of zeros for
         // every workload that never stalled would make most of a large scrape.
-        push(
-            def,
+        push(def, &|| {
             per_workload(&|id| {
                 let histogram = &store.totals(id).reclaim[kind as usize];
                 (histogram.count > 0).then(|| latency_value(histogram))
-            }),
-        );
+            })
+        });
     }
-    push(
-        &RECLAIM_EFFICIENCY,
+    push(&RECLAIM_EFFICIENCY, &|| {
         last.and_then(|l| rates::reclaim_efficiency(&l.host))
             .map(|v| sample(Labels::new(), Value::Number(v)))
             .into_iter()
-            .collect(),
-    );
-    push(
-        &DIRECT_RECLAIM_PROCESSES,
+            .collect()
+    });
+    push(&DIRECT_RECLAIM_PROCESSES, &|| {
         vec![sample(
             Labels::new(),
             Value::Number(last.map_or(0, |l| l.direct_reclaim_in_progress) as f64),
-        )],
-    );
+        )]
+    });
 
-    push(
-        &BUILD,
+    push(&BUILD, &|| {
         vec![sample(
             labels([
                 ("version", env!("CARGO_PKG_VERSION")),
                 ("kernel", &status.kernel().release),
             ]),
             Value::Number(1.0),
-        )],
-    );
+        )]
+    });
     let modules = status.modules().unwrap_or_default();
-    push(
-        &MODULE_ATTACHED,
+    push(&MODULE_ATTACHED, &|| {
         Module::ALL
             .into_iter()
             .map(|module| {
@@ -371,12 +404,11 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
                     Value::Number(f64::from(u8::from(attached))),
                 )
             })
-            .collect(),
-    );
-    push(&DRAINS, host_count(store.drains()));
+            .collect()
+    });
+    push(&DRAINS, &|| host_count(store.drains()));
     let durations = store.drain_durations();
-    push(
-        &DRAIN_DURATION,
+    push(&DRAIN_DURATION, &|| {
         vec![sample(
             Labels::new(),
             Value::Histogram {
@@ -389,30 +421,26 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
                     .zip(durations.counts.iter().copied())
                     .collect(),
             },
-        )],
-    );
+        )]
+    });
     let last_number = |value: &dyn Fn(&crate::store::Interval) -> f64| -> Vec<Sample> {
         last.map(|l| sample(Labels::new(), Value::Number(value(l))))
             .into_iter()
             .collect()
     };
-    push(
-        &LAST_DRAIN_TIMESTAMP,
+    push(&LAST_DRAIN_TIMESTAMP, &|| {
         last_number(&|l| {
             l.at.duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64())
-        }),
-    );
-    push(
-        &LAST_DRAIN_SWITCH,
-        last_number(&|l| l.drain.switch_duration.as_secs_f64()),
-    );
-    push(
-        &LAST_DRAIN_ENTRIES,
-        last_number(&|l| l.drain.entries as f64),
-    );
-    push(
-        &MAP_OVERFLOW,
+        })
+    });
+    push(&LAST_DRAIN_SWITCH, &|| {
+        last_number(&|l| l.drain.switch_duration.as_secs_f64())
+    });
+    push(&LAST_DRAIN_ENTRIES, &|| {
+        last_number(&|l| l.drain.entries as f64)
+    });
+    push(&MAP_OVERFLOW, &|| {
         [
             ("fadvise", host.overflow.fadvise),
             ("page_cache", host.overflow.page_cache),
@@ -421,31 +449,27 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
         ]
         .into_iter()
         .map(|(map, value)| sample(labels([("map", map)]), Value::Count(value)))
-        .collect(),
-    );
-    push(&FIELD_READ_ERRORS, host_count(host.field_read_errors));
-    push(
-        &DROPPED_PROCESS_EVENTS,
-        host_count(host.dropped_process_events),
-    );
-    push(&FADVISE_CALLS_SEEN, host_count(host.fadvise_calls_seen));
-    push(
-        &TRACKED_PROCESSES,
+        .collect()
+    });
+    push(&FIELD_READ_ERRORS, &|| host_count(host.field_read_errors));
+    push(&DROPPED_PROCESS_EVENTS, &|| {
+        host_count(host.dropped_process_events)
+    });
+    push(&FADVISE_CALLS_SEEN, &|| host_count(host.fadvise_calls_seen));
+    push(&TRACKED_PROCESSES, &|| {
         vec![sample(
             Labels::new(),
             Value::Number(store.tracked_processes() as f64),
-        )],
-    );
-    push(
-        &KERNEL_MAP_BYTES,
+        )]
+    });
+    push(&KERNEL_MAP_BYTES, &|| {
         vec![sample(
             Labels::new(),
             Value::Number(status.kernel_map_bytes() as f64),
-        )],
-    );
+        )]
+    });
     let programs = store.programs();
-    push(
-        &BPF_RUN_SECONDS,
+    push(&BPF_RUN_SECONDS, &|| {
         programs
             .iter()
             .map(|p| {
@@ -454,19 +478,17 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
                     Value::Number(p.run_time.as_secs_f64()),
                 )
             })
-            .collect(),
-    );
-    push(
-        &BPF_RUNS,
+            .collect()
+    });
+    push(&BPF_RUNS, &|| {
         programs
             .iter()
             .map(|p| sample(labels([("program", &p.name)]), Value::Count(p.run_count)))
-            .collect(),
-    );
+            .collect()
+    });
     let exporters = status.exporters();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-    push(
-        &EXPORT_POINTS,
+    push(&EXPORT_POINTS, &|| {
         exporters
             .iter()
             .flat_map(|e| {
@@ -477,30 +499,26 @@ pub fn collect(store: &Store, status: &Status, filter: &Filter) -> Vec<Family> {
                 ]
             })
             .map(|(result, value)| sample(labels([("result", result)]), Value::Count(value)))
-            .collect(),
-    );
+            .collect()
+    });
     let exporter_value = |value: &dyn Fn(&crate::export::banyandb::ExportStats) -> Value| {
         exporters
             .iter()
             .map(|e| sample(Labels::new(), value(e)))
             .collect::<Vec<_>>()
     };
-    push(
-        &EXPORT_QUEUE_POINTS,
-        exporter_value(&|e| Value::Number(load(&e.queue_points) as f64)),
-    );
-    push(
-        &EXPORT_SPOOL_BYTES,
-        exporter_value(&|e| Value::Number(load(&e.spool_bytes) as f64)),
-    );
-    push(
-        &EXPORT_DROPPED_POINTS,
-        exporter_value(&|e| Value::Count(load(&e.dropped))),
-    );
-    push(
-        &EXPORT_CIRCUIT_STATE,
-        exporter_value(&|e| Value::Number(f64::from(e.circuit_state() as u8))),
-    );
+    push(&EXPORT_QUEUE_POINTS, &|| {
+        exporter_value(&|e| Value::Number(load(&e.queue_points) as f64))
+    });
+    push(&EXPORT_SPOOL_BYTES, &|| {
+        exporter_value(&|e| Value::Number(load(&e.spool_bytes) as f64))
+    });
+    push(&EXPORT_DROPPED_POINTS, &|| {
+        exporter_value(&|e| Value::Count(load(&e.dropped)))
+    });
+    push(&EXPORT_CIRCUIT_STATE, &|| {
+        exporter_value(&|e| Value::Number(f64::from(e.circuit_state() as u8)))
+    });
     // A family without samples is left out (rates are absent, not 0 or NaN).
     families.retain(|f| !f.samples.is_empty());
     families
@@ -572,46 +590,152 @@ static LAST_SIZE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 
 /// Encodes the filtered families as OpenMetrics text (ending with `# EOF`) or, with
 /// `openmetrics` false, the Prometheus text format 0.0.4.
-///
-/// prometheus-client writes OpenMetrics. The two formats differ only in a counter
-/// family's descriptor (0.0.4 names the family `x_total`, as its samples are named), the
-/// `# UNIT` lines (never written: no family has a unit) and `# EOF`. So each family is
-/// encoded on its own and, for 0.0.4, a counter's two descriptor lines are written here
-/// instead of prometheus-client's; samples are copied as they are.
 pub fn encode(
     store: &Arc<RwLock<Store>>,
     status: &Arc<Status>,
     filter: &Filter,
     openmetrics: bool,
 ) -> Result<String, std::fmt::Error> {
-    use std::{fmt::Write as _, sync::atomic::Ordering};
+    use std::sync::atomic::Ordering;
     let families = {
         let store = store.read().unwrap_or_else(|e| e.into_inner());
         collect(&store, status, filter)
     };
     let mut out = String::with_capacity(LAST_SIZE.load(Ordering::Relaxed) + 4096);
-    for family in families {
-        let def = family.def;
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(Exposition(family)));
-        if openmetrics || def.kind != Kind::Counter {
-            prometheus_client::encoding::text::encode_registry(&mut out, &registry)?;
-            continue;
-        }
-        let name = def.exposed_name();
-        writeln!(out, "# HELP {name} {}", def.help)?;
-        writeln!(out, "# TYPE {name} counter")?;
-        let mut samples = SkipLines {
-            out: &mut out,
-            lines: 2,
-        };
-        prometheus_client::encoding::text::encode_registry(&mut samples, &registry)?;
-    }
+    encode_families(families, openmetrics, &mut out)?;
     if openmetrics {
         prometheus_client::encoding::text::encode_eof(&mut out)?;
     }
     LAST_SIZE.store(out.len(), Ordering::Relaxed);
     Ok(out)
+}
+
+/// Appends `families` to `out`, without the OpenMetrics `# EOF`.
+///
+/// prometheus-client writes OpenMetrics. The two formats differ only in a counter
+/// family's descriptor (0.0.4 names the family `x_total`, as its samples are named), the
+/// `# UNIT` lines (never written: no family has a unit) and `# EOF`. So each family is
+/// encoded on its own and, for 0.0.4, a counter's two descriptor lines are written here
+/// instead of prometheus-client's; samples are written as they are.
+fn encode_families(
+    families: Vec<Family>,
+    openmetrics: bool,
+    out: &mut String,
+) -> Result<(), std::fmt::Error> {
+    use std::fmt::Write as _;
+    for family in families {
+        let def = family.def;
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Exposition(family)));
+        if openmetrics || def.kind != Kind::Counter {
+            prometheus_client::encoding::text::encode_registry(out, &registry)?;
+            continue;
+        }
+        let name = def.exposed_name();
+        writeln!(out, "# HELP {name} {}", def.help)?;
+        writeln!(out, "# TYPE {name} counter")?;
+        let mut samples = SkipLines { out, lines: 2 };
+        prometheus_client::encoding::text::encode_registry(&mut samples, &registry)?;
+    }
+    Ok(())
+}
+
+/// How long after the last unfiltered scrape in a format its text is still rendered at
+/// every drain. Past it, nobody is scraping that format, and rendering stops.
+const KEEP_RENDERING: Duration = Duration::from_secs(600);
+
+/// The store's families as text, rendered once per drain for each format that scrapers
+/// ask for. The store changes only at a drain, so every scrape between two drains would
+/// encode the same text; at 1,000 workloads that is about 19,000 series and milliseconds
+/// of work per scrape. Rendering happens after each drain (`refresh`), off the request
+/// path; a scrape that arrives before it renders the text itself. The daemon's status
+/// families (exporter counters, module states) change at any time and are encoded at
+/// every scrape. Filtered scrapes are encoded on demand.
+#[derive(Debug, Default)]
+pub struct ExpositionCache {
+    /// Indexed by `openmetrics as usize`.
+    formats: [Mutex<Rendered>; 2],
+}
+
+#[derive(Debug, Default)]
+struct Rendered {
+    /// The drain the text is of.
+    drain: Option<u64>,
+    text: Arc<String>,
+    last_asked: Option<Instant>,
+}
+
+impl ExpositionCache {
+    /// The unfiltered exposition in one format.
+    pub fn scrape(
+        &self,
+        store: &Arc<RwLock<Store>>,
+        status: &Arc<Status>,
+        openmetrics: bool,
+    ) -> Result<String, std::fmt::Error> {
+        let slot = &self.formats[usize::from(openmetrics)];
+        let drain = store.read().unwrap_or_else(|e| e.into_inner()).drains();
+        let cached = {
+            let mut rendered = slot.lock().unwrap_or_else(|e| e.into_inner());
+            rendered.last_asked = Some(Instant::now());
+            (rendered.drain == Some(drain)).then(|| Arc::clone(&rendered.text))
+        };
+        let text = match cached {
+            Some(text) => text,
+            None => render(slot, store, status, openmetrics)?,
+        };
+        let status_families = {
+            let store = store.read().unwrap_or_else(|e| e.into_inner());
+            collect_part(&store, status, &Filter::default(), Part::Status)
+        };
+        let mut out = String::with_capacity(text.len() + 8 * 1024);
+        out.push_str(&text);
+        encode_families(status_families, openmetrics, &mut out)?;
+        if openmetrics {
+            prometheus_client::encoding::text::encode_eof(&mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Renders, after a drain, the formats scraped within `KEEP_RENDERING`.
+    pub fn refresh(&self, store: &Arc<RwLock<Store>>, status: &Arc<Status>) {
+        for (index, slot) in self.formats.iter().enumerate() {
+            let wanted = slot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .last_asked
+                .is_some_and(|at| at.elapsed() < KEEP_RENDERING);
+            if wanted {
+                // Encoding into a String cannot fail; a failure would leave the old text,
+                // which a scrape then replaces.
+                let _ = render(slot, store, status, index == 1);
+            }
+        }
+    }
+}
+
+/// Encodes the store's families of the current drain into `slot`, unless a newer text is
+/// already there.
+fn render(
+    slot: &Mutex<Rendered>,
+    store: &Arc<RwLock<Store>>,
+    status: &Arc<Status>,
+    openmetrics: bool,
+) -> Result<Arc<String>, std::fmt::Error> {
+    let (drain, families) = {
+        let store = store.read().unwrap_or_else(|e| e.into_inner());
+        let families = collect_part(&store, status, &Filter::default(), Part::Store);
+        (store.drains(), families)
+    };
+    let mut text = String::with_capacity(slot.lock().map_or(0, |r| r.text.len()) + 4096);
+    encode_families(families, openmetrics, &mut text)?;
+    let text = Arc::new(text);
+    let mut rendered = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if rendered.drain.is_none_or(|d| d < drain) {
+        rendered.drain = Some(drain);
+        rendered.text = Arc::clone(&text);
+    }
+    Ok(text)
 }
 
 /// Appends what is written to `out`, except the first `lines` lines (prometheus-client's
@@ -693,6 +817,35 @@ mod tests {
         // `other` had no events in the interval: no rate for it.
         assert!(!text.contains("ebpf_cache_hit_rate_percent{workload=\"other\"}"));
         assert!(text.contains("ebpf_cache_read_attempts_total{workload=\"other\"} 0"));
+    }
+
+    #[test]
+    fn the_cached_exposition_matches_a_fresh_one_and_follows_drains() {
+        let (store, status) = fixture();
+        let cache = ExpositionCache::default();
+        let sorted = |text: &str| {
+            let mut lines: Vec<&str> = text.lines().collect();
+            lines.sort_unstable();
+            lines.join("\n")
+        };
+        for openmetrics in [false, true] {
+            let fresh = encode(&store, &status, &Filter::default(), openmetrics).unwrap();
+            let cached = cache.scrape(&store, &status, openmetrics).unwrap();
+            assert_eq!(sorted(&fresh), sorted(&cached));
+            assert_eq!(cached.ends_with("# EOF\n"), openmetrics);
+        }
+        let names = store.read().unwrap().names().clone();
+        let mut interval = Interval::empty(names.len(), SystemTime::now());
+        interval.workloads[0].page_cache.missed_pages = 5;
+        store.write().unwrap().apply(interval, Vec::new(), 1);
+        // Rendered after the drain, and a scrape without the refresh is not stale either.
+        let before_refresh = cache.scrape(&store, &status, true).unwrap();
+        cache.refresh(&store, &status);
+        let after_refresh = cache.scrape(&store, &status, false).unwrap();
+        for text in [before_refresh, after_refresh] {
+            assert!(text.contains("ebpf_cache_misses_total{workload=\"jobs\"} 15"));
+            assert!(text.contains("sidecar_drains_total 2"));
+        }
     }
 
     #[test]

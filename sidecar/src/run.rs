@@ -228,10 +228,12 @@ async fn serve(
     let listener = tokio::net::TcpListener::from_std(listeners.metrics)
         .context("registering the metrics listener")?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let exposition = Arc::new(crate::metrics::ExpositionCache::default());
     let router = http::router(HttpState {
         store: Arc::clone(&store),
         status: Arc::clone(&status),
         token: config.server.token_file.clone(),
+        exposition: Arc::clone(&exposition),
     });
     let mut http_shutdown = shutdown_rx.clone();
     let https = match &config.server.tls {
@@ -266,6 +268,19 @@ async fn serve(
         .context("registering the gRPC listener")?;
     // Each drain bumps this; WatchIOStats streams and the health service follow it.
     let (drains_tx, drains_rx) = tokio::sync::watch::channel(0u64);
+    // Render /metrics for the formats being scraped once per drain, off the request path.
+    let mut drained = drains_rx.clone();
+    let (render_store, render_status) = (Arc::clone(&store), Arc::clone(&status));
+    tokio::spawn(async move {
+        while drained.changed().await.is_ok() {
+            let (exposition, store, status) = (
+                Arc::clone(&exposition),
+                Arc::clone(&render_store),
+                Arc::clone(&render_status),
+            );
+            let _ = tokio::task::spawn_blocking(move || exposition.refresh(&store, &status)).await;
+        }
+    });
     let api = grpc::Api::new(
         Arc::clone(&store),
         Arc::clone(&status),

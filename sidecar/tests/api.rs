@@ -137,6 +137,7 @@ async fn fixture_with(
         token,
         store: Arc::clone(&store),
         status,
+        exposition: Arc::default(),
     });
     tokio::spawn(async move {
         match tls {
