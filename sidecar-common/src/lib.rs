@@ -342,6 +342,9 @@ pub struct ReadState {
     pub last_index: u64,
     /// Pages this thread added for `ino` since its last get_pages on that file.
     pub pending_missed_pages: u64,
+    /// The `struct address_space` of `ino` when the raw tracepoint saw it (0 otherwise): a
+    /// thread that reads the same file again skips reading the file's identity.
+    pub mapping: u64,
 }
 
 /// Key of RECLAIM_IN_FLIGHT: a thread inside a reclaim episode of one kind.
@@ -508,7 +511,7 @@ mod tests {
         assert_eq!(size_of::<PageCacheCounts>(), 32);
         assert_eq!(size_of::<ReclaimKey>(), 8);
         assert_eq!(size_of::<ReclaimCounts>(), 16);
-        assert_eq!(size_of::<ReadState>(), 40);
+        assert_eq!(size_of::<ReadState>(), 48);
         assert_eq!(size_of::<ReclaimInFlightKey>(), 16);
         assert_eq!(size_of::<FadviseLayout>(), 16);
         assert_eq!(size_of::<FilemapLayout>(), 32);

@@ -57,7 +57,16 @@ pub(crate) fn filemap_get_pages(ctx: TracePointContext) -> u32 {
     } else {
         0
     };
-    on_get_pages(ino, dev, index, last_index, requested);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let request = Request {
+        ino,
+        dev,
+        mapping: 0,
+        index,
+        last_index,
+        requested,
+    };
+    on_get_pages(pid_tgid, READ_STATE.get_ptr_mut(&pid_tgid), &request);
     0
 }
 
@@ -71,20 +80,32 @@ pub(crate) fn filemap_get_pages_sized(ctx: RawTracePointContext) -> u32 {
     let mapping: u64 = ctx.arg(0);
     let index: u64 = ctx.arg(1);
     let last_index: u64 = ctx.arg(2);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let state = READ_STATE.get_ptr_mut(&pid_tgid);
     let read = |base: u64, offset: u32| -> Result<u64, u32> {
         kernel_read::<u64>(base, offset).map_err(|_| offset)
     };
-    let fields = read(mapping, layout.mapping_host).and_then(|host| {
-        Ok((
-            read(host, layout.inode_size)?,
-            read(host, layout.inode_ino)?,
-            read(host, layout.inode_sb)?,
-        ))
+    // The size can change between reads; the file's identity cannot while its mapping
+    // lives, so a thread reading the same file again (the common case) reads two fields,
+    // not five.
+    let known = state.and_then(|state| {
+        // SAFETY: this thread's entry; only this thread writes it.
+        let state = unsafe { &*state };
+        (mapping != 0 && state.mapping == mapping).then_some((state.ino, state.dev))
     });
-    let (size, ino, dev) = match fields.and_then(|(size, ino, sb)| {
-        let dev = kernel_read::<u32>(sb, layout.sb_dev).map_err(|_| layout.sb_dev)?;
-        Ok((size as i64, ino, dev))
-    }) {
+    let fields = read(mapping, layout.mapping_host).and_then(|host| {
+        let size = read(host, layout.inode_size)? as i64;
+        let (ino, dev) = match known {
+            Some(identity) => identity,
+            None => {
+                let sb = read(host, layout.inode_sb)?;
+                let dev = kernel_read::<u32>(sb, layout.sb_dev).map_err(|_| layout.sb_dev)?;
+                (read(host, layout.inode_ino)?, dev)
+            }
+        };
+        Ok((size, ino, dev))
+    });
+    let (size, ino, dev) = match fields {
         Ok(fields) => fields,
         Err(offset) => {
             report_field_error(&ctx, offset);
@@ -103,7 +124,15 @@ pub(crate) fn filemap_get_pages_sized(ctx: RawTracePointContext) -> u32 {
     } else {
         0
     };
-    on_get_pages(ino, dev, index, last_index, requested);
+    let request = Request {
+        ino,
+        dev,
+        mapping,
+        index,
+        last_index,
+        requested,
+    };
+    on_get_pages(pid_tgid, state, &request);
     0
 }
 
@@ -117,11 +146,29 @@ fn kernel_read<T>(base: u64, offset: u32) -> Result<T, i64> {
 }
 
 /// A read-path request of `requested` pages for the range `index..=last_index` of a file.
+struct Request {
+    ino: u64,
+    dev: u32,
+    /// The file's `struct address_space`, when the program saw it (0 otherwise).
+    mapping: u64,
+    index: u64,
+    last_index: u64,
+    requested: u64,
+}
+
+/// Counts a request of the thread `pid_tgid`, whose READ_STATE entry is `state`.
 #[inline(always)]
-fn on_get_pages(ino: u64, dev: u32, index: u64, last_index: u64, mut requested: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
+fn on_get_pages(pid_tgid: u64, state: Option<*mut ReadState>, request: &Request) {
+    let Request {
+        ino,
+        dev,
+        mapping,
+        index,
+        last_index,
+        mut requested,
+    } = *request;
     let mut missed = 0;
-    match READ_STATE.get_ptr_mut(&pid_tgid) {
+    match state {
         Some(state) => {
             // SAFETY: this thread's entry; only this thread writes it.
             let state = unsafe { &mut *state };
@@ -133,6 +180,7 @@ fn on_get_pages(ino: u64, dev: u32, index: u64, last_index: u64, mut requested: 
             }
             state.ino = ino;
             state.dev = dev;
+            state.mapping = mapping;
             state.index = index;
             state.last_index = last_index;
             state.pending_missed_pages = 0;
@@ -145,6 +193,7 @@ fn on_get_pages(ino: u64, dev: u32, index: u64, last_index: u64, mut requested: 
                 index,
                 last_index,
                 pending_missed_pages: 0,
+                mapping,
             };
             let _ = READ_STATE.insert(&pid_tgid, &state, u64::from(BPF_ANY));
         }
@@ -190,6 +239,7 @@ pub(crate) fn filemap_add(ctx: TracePointContext) -> u32 {
             } else {
                 state.ino = ino;
                 state.dev = dev;
+                state.mapping = 0;
                 state.index = NO_INDEX;
                 state.last_index = NO_INDEX;
                 state.pending_missed_pages = pages;
@@ -203,6 +253,7 @@ pub(crate) fn filemap_add(ctx: TracePointContext) -> u32 {
                 index: NO_INDEX,
                 last_index: NO_INDEX,
                 pending_missed_pages: pages,
+                mapping: 0,
             };
             let _ = READ_STATE.insert(&pid_tgid, &state, u64::from(BPF_ANY));
         }
