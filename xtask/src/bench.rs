@@ -1804,7 +1804,10 @@ impl Report {
              (`page_size` 10,000, every page) by a tonic client on one kept-open channel \
              (`sidecar/examples/grpc_latency.rs`), each followed by one `GetMetrics` call at the \
              default page size (500 metrics: what a client reading one page pays) and a \
-             `GetStatus` (the fixed cost of one RPC). The sidecar drains every second meanwhile, so some requests \
+             `GetStatus` (the fixed cost of one RPC). The sidecar sorts a listing once per \
+             drain and set of filters: the first call after a drain (here mostly the \
+             every-page listing) collects and sorts, and the calls after it in the same \
+             interval cut their page from that. The sidecar drains every second meanwhile, so some requests \
              wait for the store lock of a drain.\n"
         );
         let _ = writeln!(
