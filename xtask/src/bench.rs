@@ -1564,8 +1564,17 @@ impl Report {
              - **Field offsets from tracefs** set as globals at load time, and a raw \
              tracepoint for `mm_filemap_get_pages` when BTF is available (no trace-buffer \
              copy of the event's fields).\n\
+             - **Per-thread state written in place**: a thread's fadvise slot and read state \
+             stay in their LRU maps between calls (removed when the thread exits), so a call \
+             costs lookups and stores, not an insert and a delete; a thread reading the same \
+             file again reuses the file's identity it stored (two kernel reads, not five).\n\
+             - **No BPF run-time statistics unless asked** (`bpf_stats`): they add two clock \
+             reads to every BPF program run on the host (setup c+ below).\n\
              - Classification is done once per process in userspace and cached; the kernel \
-             never looks at names or cgroups.\n"
+             never looks at names or cgroups; a process the kernel saw exit is classified by \
+             the comm the kernel recorded, without /proc.\n\
+             - **/metrics rendered once per drain** for the formats being scraped; GetMetrics \
+             sorts a listing once per drain and filter set.\n"
         );
 
         // ---- overhead
