@@ -778,17 +778,7 @@ fn drain_cost(env: &mut Env, keys: &[u64]) -> Result<(Vec<DrainPoint>, Option<Sy
             std::thread::sleep(Duration::from_millis(20));
             text = scrape(METRICS_ADDR).unwrap_or_default();
         }
-        let churn = Command::new(crate::load::sidecar_load(&env.root)?)
-            .args([
-                "--comm",
-                "bench-churn",
-                "churn",
-                "--processes",
-                &n.to_string(),
-            ])
-            .args(["--calls-per-process", "1"])
-            .stdout(Stdio::null())
-            .spawn()?;
+        let churn = churn_command(env, n)?.spawn()?;
         let mut churn = Some(churn);
         let mut best: Option<DrainPoint> = None;
         let mut seen = 0;
@@ -911,6 +901,17 @@ fn steady_drain(env: &mut Env, processes: u64) -> Result<DrainPoint> {
     Ok(point)
 }
 
+/// `n` short-lived processes of one fadvise call each: the drain figure's keys.
+fn churn_command(env: &Env, n: u64) -> Result<Command> {
+    let mut command = Command::new(crate::load::sidecar_load(&env.root)?);
+    command
+        .args(["--comm", "bench-churn", "churn", "--processes"])
+        .arg(n.to_string())
+        .args(["--calls-per-process", "1"])
+        .stdout(Stdio::null());
+    Ok(command)
+}
+
 fn strace_drains(env: &Env, pid: u32, tid: u32, n: u64, secs: u64) -> Result<Syscalls> {
     let strace = which("strace").context("strace is not installed")?;
     let out = env.work.join("strace.txt");
@@ -923,17 +924,7 @@ fn strace_drains(env: &Env, pid: u32, tid: u32, n: u64, secs: u64) -> Result<Sys
         .stderr(Stdio::null())
         .spawn()?;
     std::thread::sleep(Duration::from_millis(300));
-    let churn = Command::new(crate::load::sidecar_load(&env.root)?)
-        .args([
-            "--comm",
-            "bench-churn",
-            "churn",
-            "--processes",
-            &n.to_string(),
-        ])
-        .args(["--calls-per-process", "1"])
-        .stdout(Stdio::null())
-        .status()?;
+    let churn = churn_command(env, n)?.status()?;
     if !churn.success() {
         bail!("churn failed");
     }
