@@ -2,14 +2,19 @@
 //!
 //! Order is global FIFO, hence per series: once anything is spooled, new points go to the
 //! spool's tail too, and the memory queue refills from the spool's head. The spool is a
-//! directory of segment files (`<id>.seg`, records of a little-endian u32 length and an
-//! encoded [`Point`]); when it would exceed its cap the oldest segment is dropped and its
+//! directory of segment files (`<id>.seg`, see [`record`] for the framing: each record
+//! carries a CRC-32C); when it would exceed its cap the oldest segment is dropped and its
 //! points counted. A segment loaded into memory is renamed `<id>.inflight` and removed once
 //! memory has drained (every point of it written or refused), or at shutdown, after what is
 //! still in memory has been written back as the new head segment. So a restart resumes
 //! where this run stopped, and even after a crash nothing loaded is lost: `.inflight`
 //! segments are read again (replayed points carry their version and overwrite themselves).
-//! A record cut short by a crash ends its segment's reading.
+//!
+//! Integrity and durability: a record that is torn (cut short by a crash) or damaged (its
+//! checksum does not match) is counted and skipped, and reading resumes at the next intact
+//! record. Every append is written and `fdatasync`ed before it returns (at most one append
+//! per drain, so at most one sync per interval), and a new segment's directory entry is
+//! synced too: what the spool accepted survives a power loss.
 
 use std::{
     collections::VecDeque,
@@ -17,8 +22,6 @@ use std::{
     io::{self, Write as _},
     path::{Path, PathBuf},
 };
-
-use prost::Message as _;
 
 use super::point::Point;
 
@@ -30,6 +33,8 @@ struct Segment {
     id: u64,
     bytes: u64,
     points: u64,
+    /// Read (and its damage counted) already.
+    checked: bool,
 }
 
 #[derive(Debug)]
@@ -42,6 +47,8 @@ pub struct Spool {
     points: u64,
     /// Segments loaded into memory, kept on disk until memory has drained.
     inflight: Vec<u64>,
+    /// Damaged records skipped while reading segments.
+    corrupt: u64,
     /// Holds an exclusive `flock` on `<dir>/lock`: one sidecar per spool.
     _lock: fs::File,
 }
@@ -90,11 +97,12 @@ impl Spool {
             bytes: 0,
             points: 0,
             inflight: Vec::new(),
+            corrupt: 0,
             _lock: lock,
         };
         let mut max_id = 0;
         for id in ids {
-            let points = spool.read_segment(id)?;
+            let points = spool.read_segment(id, true)?;
             if points.is_empty() {
                 let _ = fs::remove_file(spool.path(id));
                 continue;
@@ -107,6 +115,7 @@ impl Spool {
                 id,
                 bytes,
                 points: points.len() as u64,
+                checked: true,
             });
         }
         Ok((spool, max_id))
@@ -116,30 +125,34 @@ impl Spool {
         self.dir.join(format!("{id:016x}.seg"))
     }
 
-    fn read_segment(&self, id: u64) -> io::Result<Vec<Point>> {
+    /// The points of one segment; damaged records are skipped, and counted the first time
+    /// the segment is read (at open for segments of earlier runs, else when loaded).
+    fn read_segment(&mut self, id: u64, count_damage: bool) -> io::Result<Vec<Point>> {
         let data = fs::read(self.path(id))?;
-        let mut points = Vec::new();
-        let mut rest = &data[..];
-        while rest.len() >= 4 {
-            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-            let Some(record) = rest.get(4..4 + len) else {
-                break;
-            };
-            match Point::decode(record) {
-                Ok(point) => points.push(point),
-                Err(_) => break,
-            }
-            rest = &rest[4 + len..];
+        let decoded = record::decode_all(&data);
+        if decoded.damaged > 0 && count_damage {
+            tracing::warn!(
+                segment = %self.path(id).display(),
+                damaged = decoded.damaged,
+                points = decoded.points.len(),
+                "BanyanDB spool: skipped damaged records (torn or failing their checksum)"
+            );
         }
-        Ok(points)
+        if count_damage {
+            self.corrupt += decoded.damaged;
+        }
+        Ok(decoded.points)
+    }
+
+    /// Damaged records skipped so far (torn, or failing their checksum).
+    pub fn corrupt_records(&self) -> u64 {
+        self.corrupt
     }
 
     fn encode(points: &[Point]) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(points.len() * 96);
+        let mut buf = Vec::with_capacity(record::HEADER.len() + points.len() * 112);
         for point in points {
-            let len = point.encoded_len() as u32;
-            buf.extend_from_slice(&len.to_le_bytes());
-            point.encode(&mut buf).expect("a Vec grows");
+            record::encode(point, &mut buf);
         }
         buf
     }
@@ -161,7 +174,7 @@ impl Spool {
         if points.is_empty() {
             return Ok(0);
         }
-        let data = Self::encode(points);
+        let mut data = Self::encode(points);
         let roll = self
             .segments
             .back()
@@ -172,14 +185,22 @@ impl Spool {
                 id,
                 bytes: 0,
                 points: 0,
+                checked: false,
             });
         }
         let tail = self.segments.back_mut().expect("just ensured");
+        if tail.bytes == 0 {
+            data.splice(0..0, record::HEADER.iter().copied());
+        }
         let mut file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(format!("{:016x}.seg", tail.id)))?;
         file.write_all(&data)?;
+        file.sync_data()?;
+        if roll {
+            sync_dir(&self.dir)?;
+        }
         tail.bytes += data.len() as u64;
         tail.points += points.len() as u64;
         self.bytes += data.len() as u64;
@@ -202,7 +223,7 @@ impl Spool {
         let Some(head) = self.segments.pop_front() else {
             return Ok(Vec::new());
         };
-        let points = self.read_segment(head.id);
+        let points = self.read_segment(head.id, !head.checked);
         let _ = fs::rename(self.path(head.id), self.inflight_path(head.id));
         self.inflight.push(head.id);
         self.bytes -= head.bytes;
@@ -240,20 +261,136 @@ impl Spool {
             .chain(self.inflight.iter().copied())
             .min();
         let id = lowest.map_or(FIRST_SEGMENT, |id| id.saturating_sub(1));
-        let data = Self::encode(points);
+        let mut data = record::HEADER.to_vec();
+        data.extend(Self::encode(points));
         let tmp = self.dir.join(format!("{id:016x}.tmp"));
         let mut file = fs::File::create(&tmp)?;
         file.write_all(&data)?;
         file.sync_all()?;
         fs::rename(&tmp, self.path(id))?;
+        sync_dir(&self.dir)?;
         self.segments.push_front(Segment {
             id,
             bytes: data.len() as u64,
             points: points.len() as u64,
+            checked: false,
         });
         self.bytes += data.len() as u64;
         self.points += points.len() as u64;
         Ok(())
+    }
+}
+
+/// Makes a directory's entries (a new or renamed segment) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// The framing of spool records.
+///
+/// A segment starts with [`HEADER`]; each record is `MAGIC` (u32), the payload's length
+/// (u32), a CRC-32C of the length and the payload (u32), all little-endian, then the payload
+/// (an encoded [`Point`]). The magic lets a reader find the next record after damage; the
+/// checksum tells a torn or corrupted record from an intact one. Segments without the header
+/// were written by earlier versions: bare `len` + payload records, read as before.
+pub mod record {
+    use prost::Message as _;
+
+    use super::Point;
+
+    pub const HEADER: &[u8; 8] = b"SCSPOOL2";
+    pub const MAGIC: u32 = 0x5243_4453; // "SDCR"
+    const FRAME: usize = 12;
+    /// Larger than any point the sidecar writes (a few hundred bytes): a length beyond it is
+    /// damage, not a record.
+    const MAX_PAYLOAD: usize = 1 << 20;
+
+    pub fn encode(point: &Point, buf: &mut Vec<u8>) {
+        let len = point.encoded_len() as u32;
+        let start = buf.len();
+        buf.extend_from_slice(&MAGIC.to_le_bytes());
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(&[0; 4]);
+        point.encode(buf).expect("a Vec grows");
+        let crc = checksum(&buf[start + 4..start + 8], &buf[start + FRAME..]);
+        buf[start + 8..start + FRAME].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    fn checksum(len: &[u8], payload: &[u8]) -> u32 {
+        crc32c::crc32c_append(crc32c::crc32c(len), payload)
+    }
+
+    fn u32_at(data: &[u8], at: usize) -> Option<u32> {
+        Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?))
+    }
+
+    /// The intact record at `at`: its point and length in bytes.
+    fn record_at(data: &[u8], at: usize) -> Option<(Point, usize)> {
+        if u32_at(data, at)? != MAGIC {
+            return None;
+        }
+        let len = u32_at(data, at + 4)? as usize;
+        if len > MAX_PAYLOAD {
+            return None;
+        }
+        let payload = data.get(at + FRAME..at + FRAME + len)?;
+        if checksum(&data[at + 4..at + 8], payload) != u32_at(data, at + 8)? {
+            return None;
+        }
+        Some((Point::decode(payload).ok()?, FRAME + len))
+    }
+
+    #[derive(Debug, Default)]
+    pub struct Decoded {
+        pub points: Vec<Point>,
+        /// Damaged stretches skipped: each counts one damaged record.
+        pub damaged: u64,
+    }
+
+    pub fn decode_all(data: &[u8]) -> Decoded {
+        let Some(records) = data.strip_prefix(HEADER.as_slice()) else {
+            return decode_legacy(data);
+        };
+        let mut decoded = Decoded::default();
+        let mut at = 0;
+        let mut in_damage = false;
+        while at < records.len() {
+            if let Some((point, len)) = record_at(records, at) {
+                decoded.points.push(point);
+                at += len;
+                in_damage = false;
+                continue;
+            }
+            if !in_damage {
+                decoded.damaged += 1;
+                in_damage = true;
+            }
+            at += 1;
+        }
+        decoded
+    }
+
+    /// Segments of earlier versions: no checksum, so the first record that does not decode
+    /// ends the reading (and counts as damaged).
+    fn decode_legacy(data: &[u8]) -> Decoded {
+        let mut decoded = Decoded::default();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let record = u32_at(rest, 0)
+                .map(|len| len as usize)
+                .and_then(|len| Some((rest.get(4..4 + len)?, len)));
+            match record.and_then(|(bytes, len)| Some((Point::decode(bytes).ok()?, len))) {
+                Some((point, len)) => {
+                    decoded.points.push(point);
+                    rest = &rest[4 + len..];
+                }
+                None => {
+                    decoded.damaged += 1;
+                    break;
+                }
+            }
+        }
+        decoded
     }
 }
 
@@ -288,6 +425,10 @@ impl Queue {
 
     pub fn spool_bytes(&self) -> u64 {
         self.spool.bytes()
+    }
+
+    pub fn spool_corrupt_records(&self) -> u64 {
+        self.spool.corrupt_records()
     }
 
     /// Queues newer points; returns how many old points the spool's cap dropped.
@@ -441,5 +582,67 @@ mod tests {
                 .windows(2)
                 .all(|w| w[0].message_id + 1 == w[1].message_id)
         );
+    }
+
+    /// One segment with points 1..=n, written by a spool and closed again.
+    fn spool_with(n: u64) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        let points: Vec<Point> = (1..=n).map(point).collect();
+        spool.append(&points).unwrap();
+        drop(spool);
+        let segment = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "seg"))
+            .unwrap();
+        (dir, segment)
+    }
+
+    fn reopen(dir: &Path) -> (Vec<u64>, u64) {
+        let (spool, _) = Spool::open(dir, 1 << 20).unwrap();
+        let corrupt = spool.corrupt_records();
+        let mut queue = Queue::new(spool, 1000);
+        (ids(&queue.take(1000).unwrap()), corrupt)
+    }
+
+    #[test]
+    fn a_torn_record_is_counted_and_the_rest_kept() {
+        let (dir, segment) = spool_with(5);
+        let data = fs::read(&segment).unwrap();
+        // A crash in the middle of the last record.
+        fs::write(&segment, &data[..data.len() - 7]).unwrap();
+        assert_eq!(reopen(dir.path()), (vec![1, 2, 3, 4], 1));
+    }
+
+    #[test]
+    fn a_flipped_bit_skips_one_record_and_delivers_the_ones_after_it() {
+        let (dir, segment) = spool_with(5);
+        let mut data = fs::read(&segment).unwrap();
+        let record = (data.len() - record::HEADER.len()) / 5;
+        // A bit inside the second record's payload.
+        data[record::HEADER.len() + record + 14] ^= 0x10;
+        fs::write(&segment, &data).unwrap();
+        assert_eq!(reopen(dir.path()), (vec![1, 3, 4, 5], 1));
+
+        // And one in a record's length field: the reader finds the next record all the same.
+        let (dir, segment) = spool_with(5);
+        let mut data = fs::read(&segment).unwrap();
+        data[record::HEADER.len() + 2 * record + 5] ^= 0x40;
+        fs::write(&segment, &data).unwrap();
+        assert_eq!(reopen(dir.path()), (vec![1, 2, 4, 5], 1));
+    }
+
+    #[test]
+    fn segments_of_earlier_versions_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut legacy = Vec::new();
+        for id in 1..=3 {
+            let point = point(id);
+            legacy.extend_from_slice(&(prost::Message::encoded_len(&point) as u32).to_le_bytes());
+            prost::Message::encode(&point, &mut legacy).unwrap();
+        }
+        fs::write(dir.path().join(format!("{FIRST_SEGMENT:016x}.seg")), legacy).unwrap();
+        assert_eq!(reopen(dir.path()), (vec![1, 2, 3], 0));
     }
 }
