@@ -962,6 +962,62 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Checks what parsing cannot: the places on disk the configuration names. Run before
+    /// anything is attached. `text` is the file's text (for the error's line and column).
+    pub fn check_paths(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let banyandb = &self.export.banyandb;
+        if banyandb.enabled
+            && let Err(err) = crate::export::banyandb::queue::Spool::check_dir(&banyandb.spool.dir)
+        {
+            let key = "export.banyandb.spool.dir";
+            let (line, column) = locate(text, key).unwrap_or((0, 0));
+            return Err(ConfigError::Invalid {
+                file: file.to_owned(),
+                line,
+                column,
+                key: key.to_owned(),
+                message: format!("{}: {err}", banyandb.spool.dir.display()),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Where a dotted key's value starts in block-style YAML (1-based line and column), for
+/// errors found after parsing. `None` when the key is not written (a default) or is inside
+/// flow style.
+pub fn locate(text: &str, dotted: &str) -> Option<(usize, usize)> {
+    let mut parts = dotted.split('.').peekable();
+    let mut parent_indent: Option<usize> = None;
+    let mut lines = text.lines().enumerate();
+    while let Some(part) = parts.next() {
+        let found = lines.by_ref().find_map(|(number, line)| {
+            let content = line.trim_start();
+            let indent = line.len() - content.len();
+            if content.is_empty() || content.starts_with('#') {
+                return None;
+            }
+            if parent_indent.is_some_and(|parent| indent <= parent) {
+                // Left the parent's block without finding the key.
+                return Some(None);
+            }
+            let key = content.split(':').next()?.trim().trim_matches(['"', '\'']);
+            (key == part && content[key.len()..].trim_start().starts_with(':'))
+                .then_some(Some((number, indent, line)))
+        })??;
+        let (number, indent, line) = found;
+        if parts.peek().is_none() {
+            let after = line[indent + part.len()..].find(':').map_or(0, |c| c + 1);
+            let rest = &line[indent + part.len() + after..];
+            let value = indent + part.len() + after + (rest.len() - rest.trim_start().len());
+            return Some((number + 1, value + 1));
+        }
+        parent_indent = Some(indent);
+    }
+    None
+}
+
 /// serde_yaml's message without the key prefix and location suffix we print ourselves.
 fn bare_message(message: &str, key: &str) -> String {
     // serde_yaml prefixes the path of the mapping it was in, a prefix of our key path.
@@ -990,6 +1046,17 @@ mod tests {
         let config = Config::parse(text, "configs/sidecar.yaml").unwrap();
         assert!(config.server.metrics_addr.0.ip().is_loopback());
         assert!(config.server.grpc_addr.0.ip().is_loopback());
+    }
+
+    #[test]
+    fn a_key_is_located_for_errors_found_after_parsing() {
+        let text = "interval: 1s\nexport:\n  # the sink\n  banyandb:\n    enabled: true\n    spool:\n      max_bytes: 1MiB\n      dir: /nope\n";
+        assert_eq!(locate(text, "export.banyandb.spool.dir"), Some((8, 12)));
+        assert_eq!(locate(text, "export.banyandb.enabled"), Some((5, 14)));
+        assert_eq!(locate(text, "export.banyandb.addr"), None);
+        // A key of the same name in another block is not taken for it.
+        let text = "modules:\n  dir: x\nexport:\n  banyandb:\n    addr: a:1\n";
+        assert_eq!(locate(text, "export.banyandb.dir"), None);
     }
 
     #[test]

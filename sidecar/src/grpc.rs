@@ -630,10 +630,18 @@ impl SidecarService for Api {
             exporters: status
                 .exporters()
                 .iter()
-                .map(|e| pb::ExporterStatus {
-                    name: crate::export::banyandb::ExportStats::NAME.to_owned(),
-                    state: e.state().to_owned(),
-                    last_error: e.last_error().unwrap_or_default(),
+                .map(|e| {
+                    let error = e.last_error();
+                    pb::ExporterStatus {
+                        name: crate::export::banyandb::ExportStats::NAME.to_owned(),
+                        state: e.state().name().to_owned(),
+                        last_error: error
+                            .as_ref()
+                            .map(|e| e.message.clone())
+                            .unwrap_or_default(),
+                        last_error_at: error.as_ref().map(|e| timestamp(e.at)),
+                        last_error_past: error.is_some_and(|e| e.past),
+                    }
                 })
                 .collect(),
             kernel_map_bytes: status.kernel_map_bytes(),

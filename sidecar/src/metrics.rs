@@ -151,6 +151,8 @@ families! {
         "Bytes of the BanyanDB exporter's on-disk spool.";
     EXPORT_DROPPED_POINTS = "sidecar_export_dropped_points", Counter, SELF_MODULE,
         "Points dropped undelivered: the oldest, when the spool was full.";
+    EXPORT_SPOOL_CORRUPT_RECORDS = "sidecar_export_spool_corrupt_records", Counter, SELF_MODULE,
+        "Spool records skipped because they were torn (a crash mid-write) or failed their CRC-32C.";
     EXPORT_CIRCUIT_STATE = "sidecar_export_circuit_state", Gauge, SELF_MODULE,
         "The BanyanDB exporter's circuit breaker: 0 closed, 1 open, 2 half-open.";
 }
@@ -515,6 +517,9 @@ fn collect_part(store: &Store, status: &Status, filter: &Filter, part: Part) -> 
     });
     push(&EXPORT_DROPPED_POINTS, &|| {
         exporter_value(&|e| Value::Count(load(&e.dropped)))
+    });
+    push(&EXPORT_SPOOL_CORRUPT_RECORDS, &|| {
+        exporter_value(&|e| Value::Count(load(&e.spool_corrupt_records)))
     });
     push(&EXPORT_CIRCUIT_STATE, &|| {
         exporter_value(&|e| Value::Number(f64::from(e.circuit_state() as u8)))

@@ -297,10 +297,21 @@ fn status_table(status: &pb::GetStatusResponse) -> String {
     if !status.exporters.is_empty() {
         let _ = writeln!(out, "\n{:<14} {:<12} LAST ERROR", "EXPORTER", "STATE");
         for exporter in &status.exporters {
+            let error = if exporter.last_error.is_empty() {
+                String::new()
+            } else {
+                let at = format!("at {} ", fmt_time(exporter.last_error_at.as_ref()));
+                let past = if exporter.last_error_past {
+                    "(past, writes succeed since) "
+                } else {
+                    ""
+                };
+                format!("{at}{past}{}", exporter.last_error)
+            };
             let _ = writeln!(
                 out,
                 "{:<14} {:<12} {}",
-                exporter.name, exporter.state, exporter.last_error
+                exporter.name, exporter.state, error
             );
         }
     }

@@ -101,3 +101,30 @@ fn missing_file() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("/nonexistent/sidecar.yaml"), "{stderr}");
 }
+
+/// A spool directory the sidecar cannot use is a configuration error, found before anything
+/// is attached: a path through a regular file, a regular file, and a place nobody can write.
+#[test]
+fn bad_spool_dir() {
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let cases = [
+        (file.join("spool"), "cannot create the directory"),
+        (file.clone(), "cannot create the directory"),
+        // procfs refuses new directories, whoever asks.
+        ("/proc/sidecar-spool".into(), "cannot create the directory"),
+    ];
+    for (dir, needle) in cases {
+        let config = format!(
+            "interval: 1s\nexport:\n  banyandb:\n    enabled: true\n    spool:\n      dir: {}\n",
+            dir.display()
+        );
+        assert_rejected(&config, "bad.yaml:6:12", needle);
+        assert_rejected(
+            &config,
+            "export.banyandb.spool.dir",
+            &dir.display().to_string(),
+        );
+    }
+}

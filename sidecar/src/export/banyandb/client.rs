@@ -33,6 +33,8 @@ pub enum Outcome {
     NotFound,
     ExpiredSchema,
     InternalError,
+    /// A schema created but not applied yet (BanyanDB 0.11+).
+    SchemaNotApplied,
     /// Any other status (disk full, version, ...): retried.
     Other,
     /// No reply for the message: retried.
@@ -47,6 +49,7 @@ impl Outcome {
             Some(model::Status::NotFound) => Outcome::NotFound,
             Some(model::Status::ExpiredSchema) => Outcome::ExpiredSchema,
             Some(model::Status::InternalError) => Outcome::InternalError,
+            Some(model::Status::SchemaNotApplied) => Outcome::SchemaNotApplied,
             _ => Outcome::Other,
         }
     }
@@ -66,6 +69,36 @@ pub struct Client {
 impl Client {
     /// A lazy channel: it connects (and reconnects) when used.
     pub fn new(config: &BanyanDbConfig) -> Result<Client, ExportError> {
+        Client::with_channel(config, Client::endpoint(config)?.connect_lazy())
+    }
+
+    /// Over a given channel (tests connect in memory); auth and deadlines from `config`.
+    pub fn with_channel(config: &BanyanDbConfig, channel: Channel) -> Result<Client, ExportError> {
+        let auth = match (&config.username, &config.password) {
+            (Some(user), password) => {
+                let value = |text: &str, key: &str| {
+                    text.parse::<MetadataValue<_>>().map_err(|_| {
+                        ExportError::Config(format!(
+                            "export.banyandb.{key}: not valid in gRPC metadata"
+                        ))
+                    })
+                };
+                Some((
+                    value(user, "username")?,
+                    value(password.as_deref().unwrap_or(""), "password")?,
+                ))
+            }
+            (None, _) => None,
+        };
+        Ok(Client {
+            channel,
+            auth,
+            timeout: config.timeout.0,
+            group: config.group.0.clone(),
+        })
+    }
+
+    fn endpoint(config: &BanyanDbConfig) -> Result<Endpoint, ExportError> {
         let tls = config.tls.is_some();
         let scheme = if tls { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", config.addr.0))
@@ -92,28 +125,7 @@ impl Client {
                 .tls_config(tls)
                 .map_err(|err| ExportError::Config(format!("export.banyandb.tls: {err}")))?;
         }
-        let auth = match (&config.username, &config.password) {
-            (Some(user), password) => {
-                let value = |text: &str, key: &str| {
-                    text.parse::<MetadataValue<_>>().map_err(|_| {
-                        ExportError::Config(format!(
-                            "export.banyandb.{key}: not valid in gRPC metadata"
-                        ))
-                    })
-                };
-                Some((
-                    value(user, "username")?,
-                    value(password.as_deref().unwrap_or(""), "password")?,
-                ))
-            }
-            (None, _) => None,
-        };
-        Ok(Client {
-            channel: endpoint.connect_lazy(),
-            auth,
-            timeout: config.timeout.0,
-            group: config.group.0.clone(),
-        })
+        Ok(endpoint)
     }
 
     fn request<T>(&self, message: T) -> Request<T> {

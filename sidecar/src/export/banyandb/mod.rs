@@ -80,8 +80,62 @@ impl ExportError {
     }
 }
 
+/// Where the exporter stands; each change is logged once with its reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExporterState {
+    Starting,
+    /// Connected and the schema is being checked or created.
+    Connecting,
+    /// Writes succeed.
+    Ok,
+    /// BanyanDB answers but refused some writes for now (a schema being applied, an
+    /// internal error): retried after a short backoff, the breaker stays closed.
+    Retrying,
+    /// BanyanDB is unreachable (or rejects the schema or the writes for good): retried with
+    /// backoff; the breaker is open between probes.
+    Unreachable,
+    CircuitOpen,
+    /// The stored schema does not fit ours: points stay queued.
+    SchemaIncompatible,
+    Stopped,
+}
+
+impl ExporterState {
+    pub const fn name(self) -> &'static str {
+        match self {
+            ExporterState::Starting => "starting",
+            ExporterState::Connecting => "connecting",
+            ExporterState::Ok => "ok",
+            ExporterState::Retrying => "retrying",
+            ExporterState::Unreachable => "unreachable",
+            ExporterState::CircuitOpen => "circuit_open",
+            ExporterState::SchemaIncompatible => "schema_incompatible",
+            ExporterState::Stopped => "stopped",
+        }
+    }
+
+    /// States an operator should look at.
+    const fn is_trouble(self) -> bool {
+        matches!(
+            self,
+            ExporterState::Retrying
+                | ExporterState::Unreachable
+                | ExporterState::CircuitOpen
+                | ExporterState::SchemaIncompatible
+        )
+    }
+}
+
+/// The most recent error, with when it happened; `past` once writes succeeded after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorRecord {
+    pub message: String,
+    pub at: std::time::SystemTime,
+    pub past: bool,
+}
+
 /// The exporter's counters and state: read by /metrics and GetStatus.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ExportStats {
     /// Points acknowledged with STATUS_SUCCEED.
     pub written: AtomicU64,
@@ -93,24 +147,63 @@ pub struct ExportStats {
     pub dropped: AtomicU64,
     pub queue_points: AtomicU64,
     pub spool_bytes: AtomicU64,
+    /// Spool records skipped because they were torn or failed their checksum.
+    pub spool_corrupt_records: AtomicU64,
     /// `CircuitState` as a number.
     pub circuit: AtomicU8,
-    state: Mutex<&'static str>,
-    last_error: Mutex<Option<String>>,
+    state: Mutex<(ExporterState, String)>,
+    last_error: Mutex<Option<ErrorRecord>>,
+}
+
+impl Default for ExportStats {
+    fn default() -> ExportStats {
+        ExportStats {
+            written: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            queue_points: AtomicU64::new(0),
+            spool_bytes: AtomicU64::new(0),
+            spool_corrupt_records: AtomicU64::new(0),
+            circuit: AtomicU8::new(0),
+            state: Mutex::new((ExporterState::Starting, String::new())),
+            last_error: Mutex::new(None),
+        }
+    }
 }
 
 impl ExportStats {
     pub const NAME: &'static str = "banyandb";
 
-    pub fn state(&self) -> &'static str {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn state(&self) -> ExporterState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
-    fn set_state(&self, state: &'static str) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+    /// Moves to `state`; a change is logged once (WARN into trouble, INFO otherwise).
+    fn transition(&self, state: ExporterState, reason: &str) {
+        let mut current = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 == state {
+            return;
+        }
+        let from = current.0;
+        *current = (state, reason.to_owned());
+        drop(current);
+        if state.is_trouble() {
+            tracing::warn!(
+                from = from.name(),
+                to = state.name(),
+                "BanyanDB exporter: {reason}"
+            );
+        } else {
+            tracing::info!(
+                from = from.name(),
+                to = state.name(),
+                "BanyanDB exporter: {reason}"
+            );
+        }
     }
 
-    pub fn last_error(&self) -> Option<String> {
+    pub fn last_error(&self) -> Option<ErrorRecord> {
         self.last_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -118,7 +211,23 @@ impl ExportStats {
     }
 
     fn set_error(&self, error: String) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(ErrorRecord {
+            message: error,
+            at: std::time::SystemTime::now(),
+            past: false,
+        });
+    }
+
+    /// Writes succeed again: the last error is history.
+    fn error_is_past(&self) {
+        if let Some(error) = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            error.past = true;
+        }
     }
 
     pub fn circuit_state(&self) -> CircuitState {
@@ -126,6 +235,42 @@ impl ExportStats {
             1 => CircuitState::Open,
             2 => CircuitState::HalfOpen,
             _ => CircuitState::Closed,
+        }
+    }
+}
+
+/// What a failed attempt says about BanyanDB, and so how soon to try again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// No answer (refused, reset, deadline): counts towards the breaker.
+    Unreachable,
+    /// BanyanDB answered but not yet (a schema being applied, an internal error, a measure
+    /// not found right after its creation): short backoff, breaker untouched.
+    Transient,
+    /// BanyanDB refused a request for good as it stands (validation, authentication): a
+    /// slow retry, since an operator has to act.
+    Refused,
+    /// The stored schema does not fit ours.
+    Incompatible,
+}
+
+impl Failure {
+    fn of(err: &ExportError) -> Failure {
+        use tonic::Code;
+        match err {
+            ExportError::Timeout(_) => Failure::Unreachable,
+            ExportError::Rpc { code, .. } => match code {
+                Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Cancelled
+                | Code::Aborted
+                | Code::ResourceExhausted => Failure::Unreachable,
+                Code::NotFound | Code::Internal => Failure::Transient,
+                _ => Failure::Refused,
+            },
+            ExportError::Server(_) | ExportError::Rejected { .. } => Failure::Transient,
+            ExportError::Incompatible(_) => Failure::Incompatible,
+            ExportError::Config(_) | ExportError::Spool(_) => Failure::Refused,
         }
     }
 }
@@ -143,13 +288,20 @@ pub struct Settings {
     /// Points the memory queue holds before spilling to the spool.
     pub memory_points: usize,
     pub backoff_base: Duration,
+    /// The longest wait between attempts while BanyanDB is unreachable or answers
+    /// transient errors: it bounds how long recovery takes once BanyanDB is back.
     pub backoff_cap: Duration,
-    /// Consecutive failed flushes that open the breaker.
+    /// The wait between attempts that BanyanDB refused for good (validation,
+    /// authentication) or when the stored schema is incompatible: an operator must act.
+    pub refused_retry: Duration,
+    /// Consecutive unreachable attempts that open the breaker.
     pub breaker_threshold: u32,
     /// How long an open breaker waits before a half-open probe.
     pub breaker_cooldown: Duration,
     /// How long the final flush may take at shutdown.
     pub shutdown_deadline: Duration,
+    /// A ready channel instead of one to `config.addr` (tests run in memory).
+    pub channel: Option<tonic::transport::Channel>,
 }
 
 impl Settings {
@@ -160,11 +312,15 @@ impl Settings {
             interval,
             modules,
             memory_points: (config.batch_size.0 as usize * 10).max(10_000),
+            // Recovery within about a second of BanyanDB answering again: an unreachable
+            // server costs one refused connection (or one one-point probe) a second.
             backoff_base: Duration::from_millis(100),
-            backoff_cap: Duration::from_secs(30),
+            backoff_cap: Duration::from_secs(1),
+            refused_retry: Duration::from_secs(10),
             breaker_threshold: 5,
-            breaker_cooldown: Duration::from_secs(10),
+            breaker_cooldown: Duration::from_secs(1),
             shutdown_deadline: config.timeout.0,
+            channel: None,
             config: config.clone(),
         }
     }
@@ -192,8 +348,10 @@ impl Exporter {
     /// schema come later, in the task: BanyanDB may well be away at start.
     pub fn start(settings: Settings) -> Result<Exporter, ExportError> {
         let stats = Arc::new(ExportStats::default());
-        stats.set_state("starting");
-        let client = Client::new(&settings.config)?;
+        let client = match &settings.channel {
+            Some(channel) => Client::with_channel(&settings.config, channel.clone())?,
+            None => Client::new(&settings.config)?,
+        };
         let (spool, max_spooled_id) = Spool::open(
             &settings.config.spool.dir,
             settings.config.spool.max_bytes.0,
@@ -222,6 +380,7 @@ impl Exporter {
             measures: schema::measures(&Module::ALL),
             emitted: schema::measures(&settings.modules),
             next_id: max_spooled_id.max(clock),
+            connected: false,
             last_timestamp_ms: 0,
             in_flight: Vec::new(),
             settings,
@@ -269,6 +428,8 @@ struct Worker {
     /// The measures of the enabled modules: what drains turn into.
     emitted: Vec<MeasureDef>,
     next_id: u64,
+    /// Whether the last contact worked (so that "connected" is logged once per recovery).
+    connected: bool,
     last_timestamp_ms: i64,
     /// Points taken from the queue for the write in progress (put back if it is dropped).
     in_flight: Vec<Point>,
@@ -277,7 +438,6 @@ struct Worker {
 /// How a flush went, when the stream itself worked.
 struct Flushed {
     failed: usize,
-    schema_stale: bool,
     detail: Option<String>,
     sent: usize,
 }
@@ -319,7 +479,7 @@ impl Worker {
         let left = self.queue.len();
         if let Err(err) = self.queue.persist() {
             self.stats.set_error(format!("spooling at shutdown: {err}"));
-            tracing::warn!("BanyanDB exporter: spooling at shutdown: {err}");
+            tracing::error!("BanyanDB exporter: spooling at shutdown: {err}");
         }
         if left > 0 {
             tracing::info!(
@@ -329,7 +489,7 @@ impl Worker {
                 "BanyanDB exporter stopped; undelivered points are in the spool"
             );
         }
-        self.stats.set_state("stopped");
+        self.stats.transition(ExporterState::Stopped, "stopped");
         self.publish();
     }
 
@@ -344,6 +504,9 @@ impl Worker {
         self.stats
             .circuit
             .store(self.breaker.state() as u8, Ordering::Relaxed);
+        self.stats
+            .spool_corrupt_records
+            .store(self.queue.spool_corrupt_records(), Ordering::Relaxed);
     }
 
     /// Queues a drain's points at once.
@@ -377,6 +540,7 @@ impl Worker {
             }
             Err(err) => {
                 self.stats.dropped.fetch_add(count, Ordering::Relaxed);
+                tracing::error!("BanyanDB exporter: cannot spool {count} points: {err}; dropped");
                 self.stats
                     .set_error(format!("cannot spool {count} points: {err}"));
             }
@@ -386,11 +550,16 @@ impl Worker {
 
     async fn bootstrap(&mut self) -> Result<(), ExportError> {
         let version = self.client.api_version().await?;
-        tracing::info!(
-            addr = %self.settings.config.addr.0,
-            version = version.as_deref().unwrap_or("unknown"),
-            "connected to BanyanDB; checking the schema"
-        );
+        if !self.connected {
+            self.connected = true;
+            tracing::info!(
+                addr = %self.settings.config.addr.0,
+                version = version.as_deref().unwrap_or("unknown"),
+                "connected to BanyanDB; checking the schema"
+            );
+        }
+        self.stats
+            .transition(ExporterState::Connecting, "connected; checking the schema");
         self.client.ensure_group(&self.settings.config).await?;
         let mut layouts = HashMap::new();
         for def in &self.measures {
@@ -405,6 +574,11 @@ impl Worker {
             layouts.insert(index as u32, layout);
         }
         self.layouts = Some(layouts);
+        tracing::debug!(
+            group = %self.settings.config.group.0,
+            measures = self.measures.len(),
+            "BanyanDB schema ready"
+        );
         Ok(())
     }
 
@@ -435,10 +609,20 @@ impl Worker {
             self.settings.config.batch_size.0 as usize
         };
         match self.flush(size).await {
-            Ok(flushed) if flushed.failed == 0 => {
+            Ok(flushed) => {
+                // The stream worked: BanyanDB is reachable, whatever it said per message.
                 self.breaker.success();
+                if flushed.failed > 0 {
+                    let err = ExportError::Rejected {
+                        failed: flushed.failed,
+                        sent: flushed.sent,
+                        detail: flushed.detail.unwrap_or_default(),
+                    };
+                    return self.failed(&err);
+                }
                 self.backoff.reset();
-                self.stats.set_state("ok");
+                self.stats.error_is_past();
+                self.stats.transition(ExporterState::Ok, "writes succeed");
                 self.publish();
                 if self.queue.is_empty() {
                     now + flush_interval
@@ -446,51 +630,72 @@ impl Worker {
                     Instant::now()
                 }
             }
-            Ok(flushed) => {
-                let err = ExportError::Rejected {
-                    failed: flushed.failed,
-                    sent: flushed.sent,
-                    detail: flushed.detail.unwrap_or_default(),
-                };
-                if flushed.schema_stale && flushed.failed < flushed.sent {
-                    // Partly written: BanyanDB is up. Reload the schema and retry soon,
-                    // backing off (without the breaker) should it keep refusing.
-                    self.stats.set_error(err.to_string());
-                    self.publish();
-                    return Instant::now() + self.backoff.next_delay();
-                }
-                self.failed(&err)
-            }
             Err(err) => self.failed(&err),
         }
     }
 
+    /// Records a failed attempt; returns when to try again.
     fn failed(&mut self, err: &ExportError) -> Instant {
         let now = Instant::now();
-        self.stats.set_error(err.to_string());
-        if let ExportError::Incompatible(_) = err {
-            // Not BanyanDB's health: keep the data queued, look again now and then.
-            self.stats.set_state("schema_incompatible");
-            self.layouts = None;
-            self.publish();
-            tracing::error!("BanyanDB exporter: {err}; points stay queued");
-            return now + self.settings.backoff_cap;
-        }
-        if matches!(err, ExportError::Rpc { .. } | ExportError::Timeout(_)) {
-            // After a connection failure the schema is checked again.
-            self.layouts = None;
-        }
-        self.breaker.failure(now.into_std());
-        let delay = self.backoff.next_delay();
-        let mut next = now + delay;
-        if let Some(reopen) = self.breaker.reopens_at() {
-            next = next.max(Instant::from_std(reopen));
-            self.stats.set_state("circuit_open");
-        } else {
-            self.stats.set_state("retrying");
-        }
+        let message = err.to_string();
+        self.stats.set_error(message.clone());
+        let failure = Failure::of(err);
+        let next = match failure {
+            Failure::Incompatible => {
+                // Not BanyanDB's health: keep the data queued, look again now and then.
+                self.layouts = None;
+                self.stats.transition(
+                    ExporterState::SchemaIncompatible,
+                    &format!("{message}; points stay queued"),
+                );
+                now + self.settings.refused_retry
+            }
+            Failure::Transient => {
+                self.stats.transition(
+                    ExporterState::Retrying,
+                    &format!("writes not accepted yet ({message}); retrying"),
+                );
+                now + self.backoff.next_delay()
+            }
+            Failure::Refused => {
+                self.layouts = None;
+                self.stats.transition(
+                    ExporterState::Unreachable,
+                    &format!(
+                        "{message}; retrying every {:?}",
+                        self.settings.refused_retry
+                    ),
+                );
+                now + self.settings.refused_retry
+            }
+            Failure::Unreachable => {
+                // After a connection failure the schema is checked again.
+                self.layouts = None;
+                self.connected = false;
+                self.breaker.failure(now.into_std());
+                let mut next = now + self.backoff.next_delay();
+                if let Some(reopen) = self.breaker.reopens_at() {
+                    next = next.max(Instant::from_std(reopen));
+                    self.stats.transition(
+                        ExporterState::CircuitOpen,
+                        &format!(
+                            "{message}; circuit open, probing every {:?}",
+                            self.settings.breaker_cooldown
+                        ),
+                    );
+                } else {
+                    self.stats
+                        .transition(ExporterState::Unreachable, &format!("{message}; retrying"));
+                }
+                next
+            }
+        };
         self.publish();
-        tracing::debug!("BanyanDB exporter: {err}; next try in {:?}", next - now);
+        tracing::debug!(
+            ?failure,
+            "BanyanDB exporter: {message}; next try in {:?}",
+            next - now
+        );
         next
     }
 
@@ -542,7 +747,10 @@ impl Worker {
                         )
                     });
                 }
-                Outcome::NotFound | Outcome::ExpiredSchema | Outcome::InternalError => {
+                Outcome::NotFound
+                | Outcome::ExpiredSchema
+                | Outcome::InternalError
+                | Outcome::SchemaNotApplied => {
                     // NOT_FOUND: the group or measure is gone; EXPIRED_SCHEMA: our
                     // mod_revision is old; INTERNAL_ERROR: also what an unknown measure
                     // gets. Each time: check the schema again, then retry.
@@ -575,7 +783,6 @@ impl Worker {
         self.publish();
         Ok(Flushed {
             failed,
-            schema_stale,
             detail,
             sent,
         })

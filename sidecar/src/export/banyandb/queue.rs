@@ -62,19 +62,7 @@ impl Spool {
             .truncate(false)
             .write(true)
             .open(dir.join("lock"))?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&lock),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        } != 0
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "another process (a second sidecar?) uses this spool directory",
-            ));
-        }
+        lock_exclusive(&lock)?;
         let mut ids: Vec<u64> = fs::read_dir(dir)?
             .filter_map(Result::ok)
             .filter_map(|e| {
@@ -119,6 +107,33 @@ impl Spool {
             });
         }
         Ok((spool, max_id))
+    }
+
+    /// Whether `dir` can hold the spool: a directory (created when missing) where this
+    /// process can create, sync and remove a file, and that no other process locks. Checked
+    /// at start-up, before anything is attached.
+    pub fn check_dir(dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir).map_err(|err| annotate(err, "cannot create the directory"))?;
+        if !fs::metadata(dir)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
+        }
+        let probe = dir.join(format!(".probe-{}", std::process::id()));
+        let written = fs::File::create(&probe).and_then(|mut f| {
+            f.write_all(b"probe")?;
+            f.sync_all()
+        });
+        let _ = fs::remove_file(&probe);
+        written.map_err(|err| annotate(err, "cannot write in the directory"))?;
+        // Opening takes the lock; dropping the spool releases it.
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        lock_exclusive(&lock)
     }
 
     fn path(&self, id: u64) -> PathBuf {
@@ -279,6 +294,29 @@ impl Spool {
         self.points += points.len() as u64;
         Ok(())
     }
+}
+
+/// An exclusive `flock` on the spool's lock file: one sidecar per spool. Released when the
+/// file is closed.
+fn lock_exclusive(lock: &fs::File) -> io::Result<()> {
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(lock),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } != 0
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "another process (a second sidecar?) uses this spool directory",
+        ));
+    }
+    Ok(())
+}
+
+fn annotate(err: io::Error, what: &str) -> io::Error {
+    io::Error::new(err.kind(), format!("{what}: {err}"))
 }
 
 /// Makes a directory's entries (a new or renamed segment) durable.

@@ -137,10 +137,12 @@ fn rule(rule: crate::config::IntervalRule) -> common::IntervalRule {
     }
 }
 
-/// The group the sidecar creates.
+/// The group the sidecar creates. BanyanDB names a group by `metadata.name` and leaves its
+/// `metadata.group` empty (upstream `banyand/liaison/grpc/registry.go` keys groups by
+/// `GetMetadata().GetName()`; `api/validate` rejects an empty name).
 pub fn group(config: &BanyanDbConfig) -> common::Group {
     common::Group {
-        metadata: Some(metadata(&config.group.0, "")),
+        metadata: Some(metadata("", &config.group.0)),
         catalog: common::Catalog::Measure.into(),
         resource_opts: Some(common::ResourceOpts {
             shard_num: config.shard_num.0,
@@ -279,6 +281,22 @@ mod tests {
         assert_eq!(
             MeasureDef::for_module(Module::Fadvise).fields.len(),
             2 * Advice::COUNT
+        );
+    }
+
+    #[test]
+    fn a_group_is_named_by_its_metadata_name() {
+        let mut config = BanyanDbConfig::default();
+        config.group.0 = "sidecar".to_owned();
+        let md = group(&config).metadata.unwrap();
+        assert_eq!((md.name.as_str(), md.group.as_str()), ("sidecar", ""));
+        // A measure is named by its group plus its name.
+        let measure =
+            MeasureDef::for_module(Module::Fadvise).measure("sidecar", Duration::from_secs(1));
+        let md = measure.metadata.unwrap();
+        assert_eq!(
+            (md.group.as_str(), md.name.as_str()),
+            ("sidecar", "fadvise")
         );
     }
 
