@@ -381,6 +381,7 @@ impl Exporter {
             emitted: schema::measures(&settings.modules),
             next_id: max_spooled_id.max(clock),
             connected: false,
+            last_failure: None,
             last_timestamp_ms: 0,
             in_flight: Vec::new(),
             settings,
@@ -430,6 +431,9 @@ struct Worker {
     next_id: u64,
     /// Whether the last contact worked (so that "connected" is logged once per recovery).
     connected: bool,
+    /// The kind of the previous failed attempt: a new kind starts a new backoff sequence
+    /// (transient refusals after an outage back off from the base, not from the outage's cap).
+    last_failure: Option<Failure>,
     last_timestamp_ms: i64,
     /// Points taken from the queue for the write in progress (put back if it is dropped).
     in_flight: Vec<Point>,
@@ -621,6 +625,7 @@ impl Worker {
                     return self.failed(&err);
                 }
                 self.backoff.reset();
+                self.last_failure = None;
                 self.stats.error_is_past();
                 self.stats.transition(ExporterState::Ok, "writes succeed");
                 self.publish();
@@ -640,6 +645,9 @@ impl Worker {
         let message = err.to_string();
         self.stats.set_error(message.clone());
         let failure = Failure::of(err);
+        if self.last_failure.replace(failure) != Some(failure) {
+            self.backoff.reset();
+        }
         let next = match failure {
             Failure::Incompatible => {
                 // Not BanyanDB's health: keep the data queued, look again now and then.
