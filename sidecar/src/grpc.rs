@@ -124,20 +124,38 @@ fn duration(value: Duration) -> prost_types::Duration {
     }
 }
 
-/// The caller's deadline from the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
-pub fn grpc_deadline(metadata: &MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.saturating_mul(3600)),
-        "M" => Duration::from_secs(amount.saturating_mul(60)),
+/// The caller's timeout from the `grpc-timeout` header: `<1 to 8 digits><H|M|S|m|u|n>`, as
+/// the gRPC HTTP/2 protocol defines it. A header outside that grammar is INVALID_ARGUMENT.
+pub fn grpc_deadline(metadata: &MetadataMap) -> Result<Option<Duration>, Status> {
+    let Some(value) = metadata.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        Status::invalid_argument(
+            "grpc-timeout: expected 1 to 8 digits and a unit of H, M, S, m, u or n",
+        )
+    };
+    let value = value.to_str().map_err(|_| invalid())?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1).ok_or_else(invalid)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let amount: u64 = digits.parse().map_err(|_| invalid())?;
+    Ok(Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
         "S" => Duration::from_secs(amount),
         "m" => Duration::from_millis(amount),
         "u" => Duration::from_micros(amount),
         "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
+        _ => return Err(invalid()),
+    }))
+}
+
+/// When a request's timeout ends; none when it lies beyond what the clock can represent
+/// (as good as no deadline).
+fn deadline_after(timeout: Option<Duration>) -> Option<tokio::time::Instant> {
+    timeout.and_then(|timeout| tokio::time::Instant::now().checked_add(timeout))
 }
 
 /// `*` matches any run of characters; everything else matches itself.
@@ -534,7 +552,7 @@ impl SidecarService for Api {
         &self,
         request: Request<pb::WatchIoStatsRequest>,
     ) -> Result<Response<Self::WatchIOStatsStream>, Status> {
-        let deadline = grpc_deadline(request.metadata()).map(|d| tokio::time::Instant::now() + d);
+        let deadline = deadline_after(grpc_deadline(request.metadata())?);
         let request = request.into_inner();
         let selected = check_workloads(&self.read_store(), &request.workloads)?;
         let permit = Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
@@ -742,11 +760,27 @@ mod tests {
     #[test]
     fn grpc_timeout_header() {
         let mut metadata = MetadataMap::new();
+        assert_eq!(grpc_deadline(&metadata).unwrap(), None);
         metadata.insert("grpc-timeout", "250m".parse().unwrap());
-        assert_eq!(grpc_deadline(&metadata), Some(Duration::from_millis(250)));
+        assert_eq!(
+            grpc_deadline(&metadata).unwrap(),
+            Some(Duration::from_millis(250))
+        );
         metadata.insert("grpc-timeout", "3S".parse().unwrap());
-        assert_eq!(grpc_deadline(&metadata), Some(Duration::from_secs(3)));
-        metadata.insert("grpc-timeout", "x".parse().unwrap());
-        assert_eq!(grpc_deadline(&metadata), None);
+        assert_eq!(
+            grpc_deadline(&metadata).unwrap(),
+            Some(Duration::from_secs(3))
+        );
+        // The largest the grammar allows: far, but representable or "no deadline".
+        metadata.insert("grpc-timeout", "99999999H".parse().unwrap());
+        let far = grpc_deadline(&metadata).unwrap().unwrap();
+        assert_eq!(far, Duration::from_secs(99_999_999 * 3600));
+        let _ = deadline_after(Some(far));
+        assert_eq!(deadline_after(Some(Duration::MAX)), None);
+        for bad in ["x", "18446744073709551615H", "5", "-1S", "1.5S", "12s"] {
+            metadata.insert("grpc-timeout", bad.parse().unwrap());
+            let err = grpc_deadline(&metadata).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}");
+        }
     }
 }

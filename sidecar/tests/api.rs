@@ -540,6 +540,34 @@ async fn a_stream_ends_at_the_callers_deadline() {
     drop(fixture);
 }
 
+/// A `grpc-timeout` beyond the clock's range (issue: it overflowed `Instant + Duration` in
+/// the handler and reset the stream with a panic) gets INVALID_ARGUMENT; the largest valid
+/// one is served as no deadline.
+#[tokio::test]
+async fn an_absurd_grpc_timeout_is_refused_not_a_panic() {
+    let fixture = fixture(4).await;
+    let mut client = client(fixture.grpc).await;
+    let mut request = tonic::Request::new(pb::WatchIoStatsRequest::default());
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "18446744073709551615H".parse().unwrap());
+    let status = client.watch_io_stats(request).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("grpc-timeout"), "{status:?}");
+    let mut request = tonic::Request::new(pb::WatchIoStatsRequest::default());
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "99999999H".parse().unwrap());
+    let mut stream = client.watch_io_stats(request).await.unwrap().into_inner();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), stream.message())
+            .await
+            .is_err(),
+        "an open stream that waits for the next drain"
+    );
+    drop(fixture);
+}
+
 #[tokio::test]
 async fn streams_are_bounded() {
     let fixture = fixture(2).await;
