@@ -334,6 +334,10 @@ impl WorkloadConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Workloads(pub Vec<WorkloadConfig>);
 
+/// The most workloads a configuration may name: a workload's id is 16 bits wide, and the
+/// unmatched workload takes one id after them.
+pub const MAX_WORKLOADS: usize = u16::MAX as usize;
+
 impl<'de> Deserialize<'de> for Workloads {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct WorkloadsVisitor;
@@ -345,22 +349,47 @@ impl<'de> Deserialize<'de> for Workloads {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Workloads, A::Error> {
                 let mut workloads: Vec<WorkloadConfig> = Vec::new();
                 let mut names = HashSet::new();
-                while let Some(workload) = seq.next_element::<WorkloadConfig>()? {
-                    if !workload.has_condition() {
-                        return Err(de::Error::custom(format!(
-                            "workload {:?} has no condition: give at least one of comm, cmdline, cgroup, pids",
-                            workload.name.0
-                        )));
-                    }
-                    if !names.insert(workload.name.0.clone()) {
-                        return Err(de::Error::custom(format!(
-                            "workload name {:?} is used twice",
-                            workload.name.0
-                        )));
-                    }
+                // Each element is checked while it is deserialized, so that an error points
+                // at that workload, not at the list.
+                while let Some(workload) = seq.next_element_seed(CheckedWorkload {
+                    names: &mut names,
+                    index: workloads.len(),
+                })? {
                     workloads.push(workload);
                 }
                 Ok(Workloads(workloads))
+            }
+        }
+        /// One workload, checked against the ones before it.
+        struct CheckedWorkload<'a> {
+            names: &'a mut HashSet<String>,
+            index: usize,
+        }
+        impl<'de> de::DeserializeSeed<'de> for CheckedWorkload<'_> {
+            type Value = WorkloadConfig;
+            fn deserialize<D: Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<WorkloadConfig, D::Error> {
+                let workload = WorkloadConfig::deserialize(deserializer)?;
+                if self.index == MAX_WORKLOADS {
+                    return Err(de::Error::custom(format!(
+                        "more than {MAX_WORKLOADS} workloads (a workload id is 16 bits)"
+                    )));
+                }
+                if !workload.has_condition() {
+                    return Err(de::Error::custom(format!(
+                        "workload {:?} has no condition: give at least one of comm, cmdline, cgroup, pids",
+                        workload.name.0
+                    )));
+                }
+                if !self.names.insert(workload.name.0.clone()) {
+                    return Err(de::Error::custom(format!(
+                        "workload name {:?} is used twice",
+                        workload.name.0
+                    )));
+                }
+                Ok(workload)
             }
         }
         deserializer.deserialize_seq(WorkloadsVisitor)
@@ -948,9 +977,20 @@ impl Config {
                 path => path,
             };
             let inner = err.inner();
-            let (line, column) = inner
+            let reported = inner
                 .location()
-                .map_or((0, 0), |location| (location.line(), location.column()));
+                .map(|location| (location.line(), location.column()));
+            // serde_yaml places errors raised after a value was read (a visitor's checks) at
+            // an enclosing container: the key's own line is better when it comes after that.
+            let message = inner.to_string();
+            let located = duplicate_key(text, &key, &message)
+                .or_else(|| second_document(text, &message))
+                .or_else(|| locate(text, &key));
+            let (line, column) = match (reported, located) {
+                (Some(reported), Some(located)) if located.0 > reported.0 => located,
+                (Some(reported), _) => reported,
+                (None, located) => located.unwrap_or((1, 1)),
+            };
             ConfigError::Invalid {
                 file: file.to_owned(),
                 line,
@@ -984,36 +1024,158 @@ impl Config {
     }
 }
 
-/// Where a dotted key's value starts in block-style YAML (1-based line and column), for
-/// errors found after parsing. `None` when the key is not written (a default) or is inside
-/// flow style.
-pub fn locate(text: &str, dotted: &str) -> Option<(usize, usize)> {
-    let mut parts = dotted.split('.').peekable();
-    let mut parent_indent: Option<usize> = None;
-    let mut lines = text.lines().enumerate();
-    while let Some(part) = parts.next() {
-        let found = lines.by_ref().find_map(|(number, line)| {
-            let content = line.trim_start();
-            let indent = line.len() - content.len();
-            if content.is_empty() || content.starts_with('#') {
+/// Where a key path (`export.banyandb.spool.dir`, `workloads[1].comm`) is written in
+/// block-style YAML: the 1-based line and column of its value, or of the list item for an
+/// index. `None` when it is not written (a default) or sits inside flow style. Used for
+/// errors found after parsing, and where serde_yaml can only name an enclosing container.
+pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
+    /// A meaningful line: its key column, its text from there, and its dash column when it
+    /// starts a list item (`- key: value`).
+    struct Line<'t> {
+        number: usize,
+        indent: usize,
+        content: &'t str,
+        dash: Option<usize>,
+    }
+    let lines: Vec<Line> = text
+        .lines()
+        .enumerate()
+        .filter_map(|(number, raw)| {
+            let content = raw.trim_start();
+            if content.is_empty() || content.starts_with('#') || content.starts_with("---") {
                 return None;
             }
-            if parent_indent.is_some_and(|parent| indent <= parent) {
-                // Left the parent's block without finding the key.
-                return Some(None);
+            let indent = raw.len() - content.len();
+            Some(match content.strip_prefix("- ") {
+                Some(item) => {
+                    let inner = item.trim_start();
+                    Line {
+                        number,
+                        indent: indent + 2 + (item.len() - inner.len()),
+                        content: inner,
+                        dash: Some(indent),
+                    }
+                }
+                None => Line {
+                    number,
+                    indent,
+                    content,
+                    dash: None,
+                },
+            })
+        })
+        .collect();
+    let segments = path.split('.').flat_map(|part| {
+        let (key, indexes) = part
+            .split_once('[')
+            .map_or((part, ""), |(k, rest)| (k, rest));
+        let indexes = indexes
+            .split('[')
+            .filter_map(|i| i.trim_end_matches(']').parse::<usize>().ok())
+            .map(Err);
+        std::iter::once(Ok(key))
+            .filter(|k| k != &Ok(""))
+            .chain(indexes)
+    });
+    let (mut cursor, mut parent): (usize, Option<usize>) = (0, None);
+    let mut found = None;
+    // Whether `line` (not the cursor's own line) leaves the block under `parent`.
+    let leaves = |line: &Line, parent: Option<usize>| {
+        parent.is_some_and(|p| line.indent <= p || line.dash.is_some_and(|d| d <= p))
+    };
+    for segment in segments {
+        match segment {
+            Ok(key) => {
+                let at = (cursor..lines.len())
+                    .take_while(|&i| i == cursor || !leaves(&lines[i], parent))
+                    .find(|&i| {
+                        let line = &lines[i];
+                        let name = line.content.split(':').next().unwrap_or("");
+                        parent.is_none_or(|p| line.indent > p)
+                            && name.trim().trim_matches(['"', '\'']) == key
+                            && line.content[name.len()..].starts_with(':')
+                    })?;
+                let line = &lines[at];
+                let after = line.content.find(':')? + 1;
+                let value = &line.content[after..];
+                let column = line.indent + after + (value.len() - value.trim_start().len());
+                found = Some((line.number + 1, column + 1));
+                (cursor, parent) = (at + 1, Some(line.indent));
             }
-            let key = content.split(':').next()?.trim().trim_matches(['"', '\'']);
-            (key == part && content[key.len()..].trim_start().starts_with(':'))
-                .then_some(Some((number, indent, line)))
-        })??;
-        let (number, indent, line) = found;
-        if parts.peek().is_none() {
-            let after = line[indent + part.len()..].find(':').map_or(0, |c| c + 1);
-            let rest = &line[indent + part.len() + after..];
-            let value = indent + part.len() + after + (rest.len() - rest.trim_start().len());
-            return Some((number + 1, value + 1));
+            Err(index) => {
+                let mut items = (cursor..lines.len())
+                    .take_while(|&i| !leaves(&lines[i], parent))
+                    .filter(|&i| lines[i].dash.is_some());
+                let first = items.next()?;
+                let dash = lines[first].dash?;
+                let at = std::iter::once(first)
+                    .chain(items.filter(|&i| lines[i].dash == Some(dash)))
+                    .nth(index)?;
+                found = Some((lines[at].number + 1, dash + 1));
+                (cursor, parent) = (at, Some(dash));
+            }
         }
-        parent_indent = Some(indent);
+    }
+    found
+}
+
+/// For "duplicate field `x`": where the second `x` of that mapping is written.
+fn duplicate_key(text: &str, key: &str, message: &str) -> Option<(usize, usize)> {
+    let field = message
+        .split("duplicate field `")
+        .nth(1)?
+        .split('`')
+        .next()?;
+    let parent = key.trim_start_matches("(top level)");
+    let path = |p: &str| {
+        if p.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{p}.{field}")
+        }
+    };
+    let (first_line, first_column) = locate(text, &path(parent))?;
+    // The same key at the same column further down, before the mapping ends.
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = lines.get(first_line - 1)?.find(field)?;
+    for (number, line) in lines.iter().enumerate().skip(first_line) {
+        let content = line.trim_start();
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let at = line.len() - content.len();
+        if at < indent {
+            break;
+        }
+        if at == indent
+            && content.starts_with(field)
+            && content[field.len()..].trim_start().starts_with(':')
+        {
+            let value = line[at + field.len()..].find(':')? + at + field.len() + 1;
+            let rest = &line[value..];
+            return Some((
+                number + 1,
+                value + (rest.len() - rest.trim_start().len()) + 1,
+            ));
+        }
+    }
+    let _ = first_column;
+    None
+}
+
+/// For a file of several YAML documents: where the second one starts.
+fn second_document(text: &str, message: &str) -> Option<(usize, usize)> {
+    if !message.contains("more than one document") {
+        return None;
+    }
+    let mut seen_content = false;
+    for (number, line) in text.lines().enumerate() {
+        if line.starts_with("---") && seen_content {
+            return Some((number + 1, 1));
+        }
+        seen_content |= !line.trim().is_empty()
+            && !line.trim_start().starts_with('#')
+            && !line.starts_with("---");
     }
     None
 }
@@ -1049,11 +1211,100 @@ mod tests {
     }
 
     #[test]
+    fn a_workload_error_points_at_that_workload() {
+        let err = error_of(
+            "interval: 1s\nworkloads:\n  - name: a\n    pids: [1]\n  - name: a\n    comm: x\n",
+        );
+        assert!(err.starts_with("test.yaml:5:"), "{err}");
+        assert!(
+            err.contains("workloads[1]: workload name \"a\" is used twice"),
+            "{err}"
+        );
+        let err = error_of("workloads:\n  - name: a\n    pids: [1]\n  - name: b\n");
+        assert!(err.starts_with("test.yaml:4:"), "{err}");
+        assert!(
+            err.contains("workloads[1]: workload \"b\" has no condition"),
+            "{err}"
+        );
+    }
+
+    /// Each kind of error points at the offending key or value (issue 12.8 listed where
+    /// they pointed before: 3:3, 2:3, 2:3, 1:1, 1:1 and 0:0).
+    #[test]
+    fn errors_point_at_the_offending_place() {
+        let cases = [
+            (
+                "interval: 1s\nserver:\n  metrics_addr: 127.0.0.1:1\n  grpc_addr: 127.0.0.1:2\n  tls:\n    cert: /c.pem\n",
+                "test.yaml:6:5: server.tls: missing field `key`",
+            ),
+            (
+                "interval: 1s\nlog:\n  level: info\nshutdown_timeout: 99h\n",
+                "test.yaml:4:19: shutdown_timeout:",
+            ),
+            (
+                "interval: 1s\nlog:\n  level: info\ninterval: 2s\n",
+                "test.yaml:4:11: (top level): duplicate field `interval`",
+            ),
+            (
+                "log:\n  level: info\n  format: text\n  level: debug\n",
+                "test.yaml:4:10: log: duplicate field `level`",
+            ),
+            (
+                "interval: 1s\n---\ninterval: 2s\n",
+                "test.yaml:2:1: (top level): deserializing from YAML containing more than one document",
+            ),
+            (
+                "workloads:\n  - name: a\n    pids: [1]\n  - name: a\n    comm: x\n",
+                "test.yaml:4:3: workloads[1]: workload name \"a\" is used twice",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = error_of(text);
+            assert!(err.starts_with(expected), "{err}\nexpected: {expected}");
+        }
+    }
+
+    #[test]
+    fn more_workloads_than_ids_are_refused() {
+        let mut text = String::from("workloads:\n");
+        for i in 0..MAX_WORKLOADS {
+            text.push_str(&format!("  - {{name: w{i}, pids: [{}]}}\n", i + 1));
+        }
+        let config = Config::parse(&text, "t.yaml").unwrap();
+        let names = crate::workload::WorkloadNames::from_config(&config);
+        assert_eq!(names.name(names.other()), "other");
+        assert_eq!(
+            names.name(names.ids().nth(MAX_WORKLOADS - 1).unwrap()),
+            "w65534"
+        );
+        text.push_str("  - {name: one-too-many, pids: [1]}\n");
+        let err = error_of(&text);
+        assert!(
+            err.starts_with(&format!("test.yaml:{}:", MAX_WORKLOADS + 2)),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "workloads[{MAX_WORKLOADS}]: more than {MAX_WORKLOADS} workloads"
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_key_is_located_for_errors_found_after_parsing() {
         let text = "interval: 1s\nexport:\n  # the sink\n  banyandb:\n    enabled: true\n    spool:\n      max_bytes: 1MiB\n      dir: /nope\n";
         assert_eq!(locate(text, "export.banyandb.spool.dir"), Some((8, 12)));
         assert_eq!(locate(text, "export.banyandb.enabled"), Some((5, 14)));
         assert_eq!(locate(text, "export.banyandb.addr"), None);
+        let text = "workloads:\n  - name: a\n    pids: [1]\n  -   name: b\n    comm: x\n  - {name: c}\nunmatched: other\n";
+        assert_eq!(locate(text, "workloads[0]"), Some((2, 3)));
+        assert_eq!(locate(text, "workloads[1].comm"), Some((5, 11)));
+        assert_eq!(locate(text, "workloads[1].name"), Some((4, 13)));
+        assert_eq!(locate(text, "workloads[0].comm"), None);
+        assert_eq!(locate(text, "workloads[2]"), Some((6, 3)));
+        assert_eq!(locate(text, "workloads[3]"), None);
+        assert_eq!(locate(text, "unmatched"), Some((7, 12)));
         // A key of the same name in another block is not taken for it.
         let text = "modules:\n  dir: x\nexport:\n  banyandb:\n    addr: a:1\n";
         assert_eq!(locate(text, "export.banyandb.dir"), None);

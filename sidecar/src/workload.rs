@@ -110,7 +110,8 @@ impl WorkloadNames {
     }
 
     pub fn ids(&self) -> impl Iterator<Item = WorkloadId> + use<> {
-        (0..self.names.len() as u16).map(WorkloadId)
+        // Ids are checked to fit 16 bits when the configuration is parsed (MAX_WORKLOADS).
+        (0..self.names.len()).map(|i| WorkloadId(i as u16))
     }
 
     pub fn id(&self, name: &str) -> Option<WorkloadId> {
