@@ -30,10 +30,22 @@ impl BearerToken {
         })
     }
 
-    /// Reads a token file: its content, surrounding whitespace removed, must not be empty.
+    /// Reads a token file (a regular file of at most 64 KiB): its content, surrounding
+    /// whitespace removed, must be one non-empty word. A token with a space or newline inside
+    /// could never be presented in an `Authorization` header: refused at start rather than
+    /// answering 401 to every request.
     pub fn from_file(path: &std::path::Path) -> Result<BearerToken, String> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::files::read_regular_text(path, crate::files::MAX_TOKEN_BYTES)
             .map_err(|err| format!("cannot read token file {}: {err}", path.display()))?;
+        if text
+            .trim()
+            .contains(|c: char| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "token file {}: the token has whitespace or a control character inside",
+                path.display()
+            ));
+        }
         BearerToken::new(&text).ok_or_else(|| format!("token file {} is empty", path.display()))
     }
 
@@ -88,6 +100,25 @@ pub fn grpc_interceptor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_that_no_header_can_carry_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  s3cret\n").unwrap();
+        assert!(
+            BearerToken::from_file(&file)
+                .unwrap()
+                .accepts(Some(b"Bearer s3cret"))
+        );
+        for bad in ["s3c ret\n", "s3c\nret\n", "a\tb"] {
+            std::fs::write(&file, bad).unwrap();
+            let err = BearerToken::from_file(&file).unwrap_err();
+            assert!(err.contains("whitespace or a control character"), "{err}");
+        }
+        let err = BearerToken::from_file(std::path::Path::new("/dev/zero")).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
 
     #[test]
     fn accepts_only_the_exact_bearer_token() {

@@ -314,11 +314,24 @@ pub struct WorkloadConfig {
     #[serde(default)]
     pub cmdline: Option<Pattern>,
     /// Substring of one of the process's cgroup paths (/proc/PID/cgroup).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_empty_substring")]
     pub cgroup: Option<String>,
     /// Explicit process ids, as the sidecar sees them.
     #[serde(default)]
     pub pids: Option<Vec<u32>>,
+}
+
+/// A substring matcher: an empty one would match every process.
+fn non_empty_substring<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Err(de::Error::custom(
+            "an empty substring matches every process: give one or leave the key out",
+        ));
+    }
+    Ok(Some(text))
 }
 
 impl WorkloadConfig {
@@ -445,6 +458,11 @@ impl<'de> Deserialize<'de> for Pattern {
                 f.write_str("a regular expression")
             }
             fn visit_str<E: de::Error>(self, pattern: &str) -> Result<Pattern, E> {
+                if pattern.is_empty() {
+                    return Err(E::custom(
+                        "an empty pattern matches every process: give a pattern or leave the key out",
+                    ));
+                }
                 Regex::new(pattern).map(Pattern).map_err(|err| {
                     // The regex crate's message spans several lines; keep the error on one.
                     let detail = err
@@ -957,10 +975,12 @@ pub enum ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = crate::files::read_regular_text(path, crate::files::MAX_CONFIG_BYTES).map_err(
+            |source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            },
+        )?;
         Config::parse(&text, &path.display().to_string())
     }
 
@@ -969,6 +989,15 @@ impl Config {
         // An empty file is the default configuration, not a YAML error.
         if text.trim().is_empty() {
             return Ok(Config::default());
+        }
+        if let Some((line, column)) = too_deep(text) {
+            return Err(ConfigError::Invalid {
+                file: file.to_owned(),
+                line,
+                column,
+                key: "(top level)".to_owned(),
+                message: format!("nested deeper than {MAX_NESTING} levels"),
+            });
         }
         let deserializer = serde_yaml::Deserializer::from_str(text);
         serde_path_to_error::deserialize(deserializer).map_err(|err| {
@@ -1119,6 +1148,35 @@ pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
     found
 }
 
+/// How deep a configuration may nest flow collections (`[`, `{`). Ours needs three; the
+/// parser's time grows with depth (100,000 levels took 55 s).
+pub const MAX_NESTING: usize = 64;
+
+/// Where flow nesting first passes [`MAX_NESTING`], if it does (quotes and comments aside).
+fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let mut depth = 0usize;
+    for (number, line) in text.lines().enumerate() {
+        let mut quote = None;
+        for (column, c) in line.char_indices() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') if column == 0 || line[..column].ends_with([' ', '\t']) => break,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Some((number + 1, column + 1));
+                    }
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
 /// For "duplicate field `x`": where the second `x` of that mapping is written.
 fn duplicate_key(text: &str, key: &str, message: &str) -> Option<(usize, usize)> {
     let field = message
@@ -1261,6 +1319,31 @@ mod tests {
         for (text, expected) in cases {
             let err = error_of(text);
             assert!(err.starts_with(expected), "{err}\nexpected: {expected}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_and_empty_matchers_are_refused() {
+        let deep = format!(
+            "interval: {}1{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let started = std::time::Instant::now();
+        let err = error_of(&deep);
+        assert!(
+            err.starts_with("test.yaml:1:75: (top level): nested deeper than 64"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        for (matcher, what) in [
+            ("cgroup: \"\"", "empty substring"),
+            ("comm: \"\"", "empty pattern"),
+            ("cmdline: ''", "empty pattern"),
+        ] {
+            let err = error_of(&format!("workloads:\n  - name: a\n    {matcher}\n"));
+            assert!(err.starts_with("test.yaml:3:"), "{err}");
+            assert!(err.contains(what), "{err}");
         }
     }
 

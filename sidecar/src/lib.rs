@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod export;
+pub mod files;
 pub mod grpc;
 pub mod http;
 pub mod kernel;

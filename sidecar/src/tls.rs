@@ -36,7 +36,7 @@ struct TlsPaths {
 }
 
 fn read(path: &std::path::Path, what: &str) -> Result<Arc<[u8]>, String> {
-    std::fs::read(path)
+    crate::files::read_regular(path, crate::files::MAX_PEM_BYTES)
         .map(Arc::from)
         .map_err(|err| format!("cannot read {what} {}: {err}", path.display()))
 }

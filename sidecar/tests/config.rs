@@ -128,3 +128,33 @@ fn bad_spool_dir() {
         );
     }
 }
+
+/// A FIFO or /dev/zero as the configuration or the token file: refused at once, naming the
+/// file (it used to hang forever, or grow without bound).
+#[test]
+fn special_files_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(status.success());
+    for config in [fifo.as_path(), std::path::Path::new("/dev/zero")] {
+        let started = std::time::Instant::now();
+        let output = Command::new(SIDECAR)
+            .args(["run", "--config"])
+            .arg(config)
+            .output()
+            .expect("run sidecar");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&config.display().to_string()), "{stderr}");
+        assert!(stderr.contains("not a regular file"), "{stderr}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+    for token in [fifo.display().to_string(), "/dev/zero".to_owned()] {
+        assert_rejected(
+            &format!("interval: 1s\nserver:\n  token_file: {token}\n"),
+            "bad.yaml:3:",
+            &format!("cannot read token file {token}: not a regular file"),
+        );
+    }
+}
