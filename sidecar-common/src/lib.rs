@@ -34,6 +34,7 @@ pub mod global_names {
     pub const PROCESS_LAYOUT: &str = "PROCESS_LAYOUT";
     pub const PID_NAMESPACE: &str = "PID_NAMESPACE";
     pub const INODE_LAYOUT: &str = "INODE_LAYOUT";
+    pub const READ_HOOK_LAYOUT: &str = "READ_HOOK_LAYOUT";
 }
 
 /// `posix_fadvise` advice, as the `advice` label reports it.
@@ -345,6 +346,14 @@ pub struct ReadState {
     /// The `struct address_space` of `ino` when the raw tracepoint saw it (0 otherwise): a
     /// thread that reads the same file again skips reading the file's identity.
     pub mapping: u64,
+    /// A second pending slot, for additions to a file on another device than `ino`'s while
+    /// `ino` is being read: the metadata a filesystem reads for that read (ext4's extent
+    /// blocks go to the block device's mapping) must not discard the read's pending misses.
+    /// A read of `aux_ino` itself takes them as its misses.
+    pub aux_ino: u64,
+    pub aux_dev: u32,
+    pub _aux_pad: u32,
+    pub aux_pending_pages: u64,
 }
 
 /// Key of RECLAIM_IN_FLIGHT: a thread inside a reclaim episode of one kind.
@@ -440,6 +449,31 @@ impl InodeLayout {
     };
 }
 
+/// Where a read's request is, for the BTF fallback of mm_filemap_get_pages: an fexit program
+/// on a read function `(struct kiocb *, struct iov_iter *, ssize_t)` (`filemap_read`, or
+/// `generic_file_buffered_read` before 5.12). Offsets from the kernel's BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadHookLayout {
+    /// `struct kiocb` -> `ki_filp` (`struct file *`).
+    pub kiocb_filp: u32,
+    /// `struct kiocb` -> `ki_pos` (`loff_t`).
+    pub kiocb_pos: u32,
+    /// `struct file` -> `f_mapping` (`struct address_space *`).
+    pub file_mapping: u32,
+    /// `struct iov_iter` -> `count` (`size_t`).
+    pub iter_count: u32,
+}
+
+impl ReadHookLayout {
+    pub const UNSET: ReadHookLayout = ReadHookLayout {
+        kiocb_filp: ABSENT_FIELD,
+        kiocb_pos: ABSENT_FIELD,
+        file_mapping: ABSENT_FIELD,
+        iter_count: ABSENT_FIELD,
+    };
+}
+
 /// Offsets of the vmscan tracepoint fields.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -496,6 +530,7 @@ mod pod {
     unsafe impl aya::Pod for ProcessLayout {}
     unsafe impl aya::Pod for PidNamespace {}
     unsafe impl aya::Pod for InodeLayout {}
+    unsafe impl aya::Pod for ReadHookLayout {}
 }
 
 #[cfg(test)]
@@ -511,7 +546,8 @@ mod tests {
         assert_eq!(size_of::<PageCacheCounts>(), 32);
         assert_eq!(size_of::<ReclaimKey>(), 8);
         assert_eq!(size_of::<ReclaimCounts>(), 16);
-        assert_eq!(size_of::<ReadState>(), 48);
+        assert_eq!(size_of::<ReadState>(), 72);
+        assert_eq!(size_of::<ReadHookLayout>(), 16);
         assert_eq!(size_of::<ReclaimInFlightKey>(), 16);
         assert_eq!(size_of::<FadviseLayout>(), 16);
         assert_eq!(size_of::<FilemapLayout>(), 32);

@@ -1,5 +1,6 @@
-//! Just enough of BTF to find where a struct member lives: the offsets the raw
-//! mm_filemap_get_pages program needs to read a file's size (mapping->host->i_size).
+//! Just enough of BTF to find where a struct member lives (the offsets the page-cache
+//! programs need to read a file's size, mapping->host->i_size, and a read's request) and
+//! what a kernel function's parameters are (the fexit fallback checks its target's).
 //!
 //! Format: Documentation/bpf/btf.rst. Type ids start at 1; each type is a 12-byte header
 //! followed by kind-specific data whose length the kind and `vlen` give.
@@ -15,6 +16,7 @@ const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
 const KIND_TYPEDEF: u32 = 8;
+const KIND_FUNC: u32 = 12;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
@@ -38,6 +40,8 @@ pub enum BtfError {
     NoStruct(String),
     #[error("BTF struct {0} has no member {1}")]
     NoMember(String, String),
+    #[error("BTF has no function {0}")]
+    NoFunction(String),
 }
 
 #[derive(Clone, Debug)]
@@ -54,6 +58,8 @@ struct Type {
     /// Size for ints, structs, unions, enums; the referenced type for modifiers.
     size_or_type: u32,
     members: Vec<Member>,
+    /// The parameter types of a FUNC_PROTO.
+    params: Vec<u32>,
 }
 
 /// A parsed BTF blob, types and strings.
@@ -61,6 +67,27 @@ pub struct Btf {
     types: Vec<Type>,
     strings: Vec<u8>,
     structs: HashMap<String, u32>,
+    functions: HashMap<String, u32>,
+}
+
+/// The type of a function parameter or return value, as far as the programs care.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValueType {
+    /// A pointer to a struct (or union) of this name (empty when anonymous).
+    PointerTo(String),
+    /// Another pointer.
+    Pointer,
+    /// An integer (or enum, or bool) of this many bytes.
+    Int(u32),
+    Void,
+    Other,
+}
+
+/// A kernel function's signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    pub params: Vec<ValueType>,
+    pub ret: ValueType,
 }
 
 /// Where a member is, in bytes from the start of the outermost struct, and how big.
@@ -122,6 +149,7 @@ impl Btf {
             kind: 0,
             size_or_type: 0,
             members: Vec::new(),
+            params: Vec::new(),
         }];
         let mut at = 0;
         while at < type_data.len() {
@@ -133,6 +161,7 @@ impl Btf {
             let kind = (info >> 24) & 0x1f;
             let kind_flag = info >> 31 == 1;
             let mut members = Vec::new();
+            let mut params = Vec::new();
             let extra = match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
                 KIND_ARRAY => 12,
@@ -152,7 +181,13 @@ impl Btf {
                     }
                     vlen * 12
                 }
-                KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
+                KIND_FUNC_PROTO => {
+                    for i in 0..vlen {
+                        params.push(u32_at(type_data, at + i * 8 + 4)?);
+                    }
+                    vlen * 8
+                }
+                KIND_ENUM => vlen * 8,
                 KIND_DATASEC | KIND_ENUM64 => vlen * 12,
                 _ => 0,
             };
@@ -162,6 +197,7 @@ impl Btf {
                 kind,
                 size_or_type,
                 members,
+                params,
             });
         }
 
@@ -169,15 +205,23 @@ impl Btf {
             types,
             strings,
             structs: HashMap::new(),
+            functions: HashMap::new(),
         };
-        let structs = btf
-            .types
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.kind == KIND_STRUCT && t.name_off != 0)
-            .map(|(id, t)| (btf.name(t.name_off).to_owned(), id as u32))
-            .collect();
+        let named = |kind: u32| -> HashMap<String, u32> {
+            let mut found = HashMap::new();
+            for (id, t) in btf.types.iter().enumerate() {
+                if t.kind == kind && t.name_off != 0 {
+                    // The first of a name wins (static functions can repeat in other units).
+                    found
+                        .entry(btf.name(t.name_off).to_owned())
+                        .or_insert(id as u32);
+                }
+            }
+            found
+        };
+        let (structs, functions) = (named(KIND_STRUCT), named(KIND_FUNC));
         btf.structs = structs;
+        btf.functions = functions;
         Ok(btf)
     }
 
@@ -236,6 +280,43 @@ impl Btf {
             }
         }
         None
+    }
+
+    /// What a value of type `id` is, after typedefs and modifiers.
+    fn value_type(&self, id: u32) -> ValueType {
+        if id == 0 {
+            return ValueType::Void;
+        }
+        let Some(ty) = self.resolve(id) else {
+            return ValueType::Other;
+        };
+        match ty.kind {
+            KIND_PTR => match self.resolve(ty.size_or_type) {
+                Some(to) if to.kind == KIND_STRUCT || to.kind == KIND_UNION => {
+                    ValueType::PointerTo(self.name(to.name_off).to_owned())
+                }
+                _ => ValueType::Pointer,
+            },
+            KIND_INT | KIND_ENUM | KIND_ENUM64 => ValueType::Int(ty.size_or_type),
+            _ => ValueType::Other,
+        }
+    }
+
+    /// The signature of the kernel function `name`.
+    pub fn function(&self, name: &str) -> Result<Signature, BtfError> {
+        let func = self
+            .functions
+            .get(name)
+            .and_then(|&id| self.ty(id))
+            .ok_or_else(|| BtfError::NoFunction(name.to_owned()))?;
+        let proto = self
+            .ty(func.size_or_type)
+            .filter(|t| t.kind == KIND_FUNC_PROTO)
+            .ok_or(BtfError::Malformed("function without a prototype"))?;
+        Ok(Signature {
+            params: proto.params.iter().map(|&p| self.value_type(p)).collect(),
+            ret: self.value_type(proto.size_or_type),
+        })
     }
 
     /// The place of `member` in `struct name`.

@@ -3,11 +3,12 @@
 use std::fmt;
 
 use sidecar_common::{
-    ABSENT_FIELD, FadviseLayout, FilemapLayout, InodeLayout, ProcessLayout, VmscanLayout,
+    ABSENT_FIELD, FadviseLayout, FilemapLayout, InodeLayout, ProcessLayout, ReadHookLayout,
+    VmscanLayout,
 };
 
 use super::{
-    btf::Btf,
+    btf::{Btf, Signature, ValueType},
     tracefs::{EventFormat, Tracefs, TracefsError},
 };
 
@@ -100,14 +101,36 @@ impl fmt::Display for Module {
     }
 }
 
+/// How a program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// A tracepoint, through tracefs (the format file's fields).
+    Tracepoint,
+    /// A raw tracepoint (TP_PROTO arguments).
+    RawTracepoint,
+    /// fexit on the kernel function `event` (BTF; its arguments and return value).
+    FExit,
+}
+
+impl Hook {
+    pub const fn label(self) -> &'static str {
+        match self {
+            Hook::Tracepoint => "tracepoint",
+            Hook::RawTracepoint => "raw_tracepoint",
+            Hook::FExit => "fexit",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProgramSpec {
     /// The program's function name in the eBPF object.
     pub program: &'static str,
+    /// The tracepoint's category (empty for a kernel function).
     pub category: &'static str,
+    /// The tracepoint, or the kernel function.
     pub event: &'static str,
-    /// Attached as a raw tracepoint (TP_PROTO arguments) instead of through tracefs.
-    pub raw: bool,
+    pub hook: Hook,
 }
 
 impl ProgramSpec {
@@ -116,7 +139,7 @@ impl ProgramSpec {
             program,
             category,
             event,
-            raw: false,
+            hook: Hook::Tracepoint,
         }
     }
 
@@ -125,9 +148,40 @@ impl ProgramSpec {
             program,
             category,
             event,
-            raw: true,
+            hook: Hook::RawTracepoint,
         }
     }
+
+    const fn fexit(program: &'static str, function: &'static str) -> Self {
+        ProgramSpec {
+            program,
+            category: "",
+            event: function,
+            hook: Hook::FExit,
+        }
+    }
+
+    /// What it attaches to, for messages: `category:event` or the function.
+    pub fn target(&self) -> String {
+        match self.hook {
+            Hook::FExit => self.event.to_owned(),
+            _ => format!("{}:{}", self.category, self.event),
+        }
+    }
+}
+
+/// What a module's programs attach to, for status output: the hooks other than classic
+/// tracepoints by name (`fexit filemap_read + tracepoint`), or `tracepoint`.
+pub fn describe_hooks(programs: &[ProgramSpec]) -> String {
+    let mut parts: Vec<String> = programs
+        .iter()
+        .filter(|spec| spec.hook != Hook::Tracepoint)
+        .map(|spec| format!("{} {}", spec.hook.label(), spec.target()))
+        .collect();
+    if programs.iter().any(|spec| spec.hook == Hook::Tracepoint) {
+        parts.push(Hook::Tracepoint.label().to_owned());
+    }
+    parts.join(" + ")
 }
 
 /// The page-cache programs when the kernel's BTF locates a file's size: the raw
@@ -138,19 +192,21 @@ pub const PAGE_CACHE_SIZED_PROGRAMS: [ProgramSpec; 3] = [
     PAGE_CACHE_PROGRAMS[2],
 ];
 
+/// The offset of `strukt.member`, which the programs read as `size` bytes.
+fn place(btf: &Btf, strukt: &str, member: &str, size: u32) -> Result<u32, String> {
+    let place = btf.member(strukt, member).map_err(|err| err.to_string())?;
+    if place.size != size {
+        return Err(format!(
+            "{strukt}.{member} is {} bytes, the program reads {size}",
+            place.size
+        ));
+    }
+    Ok(place.offset)
+}
+
 /// Offsets of a file's identity and size in kernel memory, from the kernel's BTF.
-pub fn inode_layout() -> Result<InodeLayout, String> {
-    let btf = Btf::from_sys_fs().map_err(|err| err.to_string())?;
-    let place = |strukt: &str, member: &str, size: u32| -> Result<u32, String> {
-        let place = btf.member(strukt, member).map_err(|err| err.to_string())?;
-        if place.size != size {
-            return Err(format!(
-                "{strukt}.{member} is {} bytes, the program reads {size}",
-                place.size
-            ));
-        }
-        Ok(place.offset)
-    };
+pub fn inode_layout(btf: &Btf) -> Result<InodeLayout, String> {
+    let place = |strukt: &str, member: &str, size: u32| place(btf, strukt, member, size);
     // SAFETY: sysconf has no preconditions.
     let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     let page_shift = u64::try_from(page_size)
@@ -168,6 +224,92 @@ pub fn inode_layout() -> Result<InodeLayout, String> {
     })
 }
 
+/// The read functions the fexit fallback can attach to, in order of preference:
+/// `filemap_read` (5.12+) and its predecessor `generic_file_buffered_read` (5.10). Both
+/// are `ssize_t (struct kiocb *, struct iov_iter *, ssize_t already_read)`.
+pub const READ_FUNCTIONS: [&str; 2] = ["filemap_read", "generic_file_buffered_read"];
+
+/// The eBPF program of the fexit fallback.
+pub const READ_FEXIT_PROGRAM: &str = "read_iter_exit";
+
+/// Whether a read function has the signature `read_iter_exit` reads.
+pub fn read_signature_fits(signature: &Signature) -> bool {
+    signature.params
+        == [
+            ValueType::PointerTo("kiocb".to_owned()),
+            ValueType::PointerTo("iov_iter".to_owned()),
+            ValueType::Int(8),
+        ]
+        && signature.ret == ValueType::Int(8)
+}
+
+/// The fexit fallback for the read path on this kernel: the read functions whose BTF
+/// signature fits (in order of preference) and where the request is in `struct kiocb` and
+/// `struct iov_iter`; or why there is none.
+pub fn read_fallback(btf: &Btf) -> Result<(Vec<&'static str>, ReadHookLayout), String> {
+    let mut functions = Vec::new();
+    let mut why = Vec::new();
+    for function in READ_FUNCTIONS {
+        match btf.function(function) {
+            Ok(signature) if read_signature_fits(&signature) => functions.push(function),
+            Ok(signature) => why.push(format!(
+                "{function} has an unexpected signature ({:?}) -> {:?}",
+                signature.params, signature.ret
+            )),
+            Err(err) => why.push(err.to_string()),
+        }
+    }
+    if functions.is_empty() {
+        return Err(why.join("; "));
+    }
+    let place = |strukt: &str, member: &str, size: u32| place(btf, strukt, member, size);
+    let layout = ReadHookLayout {
+        kiocb_filp: place("kiocb", "ki_filp", 8)?,
+        kiocb_pos: place("kiocb", "ki_pos", 8)?,
+        file_mapping: place("file", "f_mapping", 8)?,
+        iter_count: place("iov_iter", "count", 8)?,
+    };
+    Ok((functions, layout))
+}
+
+/// Where the page-cache module learns the pages a read asks for, on this kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadHook {
+    /// The raw tracepoint mm_filemap_get_pages, with the range cut at the end of the file
+    /// (BTF locates the file's size).
+    RawTracepoint,
+    /// The tracepoint mm_filemap_get_pages (no BTF: reads past the end count as asked).
+    Tracepoint,
+    /// No mm_filemap_get_pages tracepoint (kernels before 6.12): fexit on the first of these
+    /// read functions the kernel accepts.
+    FExit {
+        functions: Vec<&'static str>,
+        layout: ReadHookLayout,
+    },
+}
+
+impl ReadHook {
+    /// The page-cache programs to try, in order: the first set that loads is used.
+    pub fn candidates(&self) -> Vec<Vec<ProgramSpec>> {
+        match self {
+            ReadHook::RawTracepoint => vec![PAGE_CACHE_SIZED_PROGRAMS.to_vec()],
+            ReadHook::Tracepoint => vec![PAGE_CACHE_PROGRAMS.to_vec()],
+            // The fexit program first: when the kernel refuses it, nothing else of the set
+            // was loaded.
+            ReadHook::FExit { functions, .. } => functions
+                .iter()
+                .map(|function| {
+                    vec![
+                        ProgramSpec::fexit(READ_FEXIT_PROGRAM, function),
+                        PAGE_CACHE_PROGRAMS[1],
+                        PAGE_CACHE_PROGRAMS[2],
+                    ]
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
     #[error(transparent)]
@@ -176,6 +318,13 @@ pub enum LayoutError {
     NoTracefs(String),
     #[error("tracepoint {event} has no field {field}")]
     MissingField { event: String, field: String },
+    #[error(
+        "no hook for the pages a read asks for: {tracepoint}, and no BTF fallback ({fallback})"
+    )]
+    NoReadHook {
+        tracepoint: TracefsError,
+        fallback: String,
+    },
     #[error("tracepoint {event}: field {field} is {size} bytes, the program reads {expected}")]
     FieldSize {
         event: String,
@@ -195,16 +344,49 @@ pub struct Layouts {
     pub process: Result<ProcessLayout, LayoutError>,
     /// Where file sizes are; without it reads are counted as asked, not cut at EOF.
     pub inode: Result<InodeLayout, String>,
+    /// How the page-cache module sees reads (meaningful when `filemap` is `Ok`).
+    pub read_hook: ReadHook,
 }
 
 impl Layouts {
     pub fn resolve(tracefs: &Tracefs) -> Layouts {
+        let btf = Btf::from_sys_fs().map_err(|err| err.to_string());
+        let inode = btf.as_ref().map_err(Clone::clone).and_then(inode_layout);
+        let (filemap, read_hook) = match filemap_layout(tracefs) {
+            Err(err) => (Err(err), ReadHook::Tracepoint),
+            Ok((layout, None)) if inode.is_ok() => (Ok(layout), ReadHook::RawTracepoint),
+            Ok((layout, None)) => (Ok(layout), ReadHook::Tracepoint),
+            Ok((layout, Some(missing))) => {
+                let fallback = match (&btf, &inode) {
+                    (Err(err), _) => Err(format!("no kernel BTF: {err}")),
+                    (Ok(_), Err(err)) => Err(err.clone()),
+                    (Ok(btf), Ok(_)) => read_fallback(btf),
+                };
+                match fallback {
+                    Ok((functions, layout_of_reads)) => (
+                        Ok(layout),
+                        ReadHook::FExit {
+                            functions,
+                            layout: layout_of_reads,
+                        },
+                    ),
+                    Err(fallback) => (
+                        Err(LayoutError::NoReadHook {
+                            tracepoint: missing,
+                            fallback,
+                        }),
+                        ReadHook::Tracepoint,
+                    ),
+                }
+            }
+        };
         Layouts {
             fadvise: fadvise_layout(tracefs),
-            filemap: filemap_layout(tracefs),
+            filemap,
             vmscan: vmscan_layout(tracefs),
             process: process_layout(tracefs),
-            inode: inode_layout(),
+            inode,
+            read_hook,
         }
     }
 
@@ -219,6 +401,7 @@ impl Layouts {
             vmscan: reason(err),
             process: reason(err),
             inode: Err("no tracefs".to_owned()),
+            read_hook: ReadHook::Tracepoint,
         }
     }
 
@@ -293,21 +476,33 @@ fn fadvise_layout(tracefs: &Tracefs) -> Result<FadviseLayout, LayoutError> {
     })
 }
 
-fn filemap_layout(tracefs: &Tracefs) -> Result<FilemapLayout, LayoutError> {
-    let formats = Formats::of(tracefs, Module::PageCache.programs())?;
+/// The filemap offsets, and why mm_filemap_get_pages cannot be used when it cannot (a
+/// kernel before 6.12: the caller looks for the BTF fallback). The add and delete
+/// tracepoints exist on every kernel we support: without them the module is unavailable.
+fn filemap_layout(tracefs: &Tracefs) -> Result<(FilemapLayout, Option<TracefsError>), LayoutError> {
     const GET_PAGES: &str = "mm_filemap_get_pages";
     const ADD: &str = "mm_filemap_add_to_page_cache";
     const DELETE: &str = "mm_filemap_delete_from_page_cache";
-    Ok(FilemapLayout {
-        get_pages_ino: formats.offset(GET_PAGES, "i_ino", 8)?,
-        get_pages_dev: formats.offset(GET_PAGES, "s_dev", 4)?,
-        get_pages_index: formats.offset(GET_PAGES, "index", 8)?,
-        get_pages_last_index: formats.offset(GET_PAGES, "last_index", 8)?,
+    let formats = Formats::of(tracefs, &PAGE_CACHE_PROGRAMS[1..])?;
+    let mut layout = FilemapLayout {
         add_ino: formats.offset(ADD, "i_ino", 8)?,
         add_dev: formats.offset(ADD, "s_dev", 4)?,
         add_order: formats.optional_offset(ADD, "order", 1)?,
         delete_order: formats.optional_offset(DELETE, "order", 1)?,
-    })
+        ..FilemapLayout::UNSET
+    };
+    let get_pages = match Formats::of(tracefs, &PAGE_CACHE_PROGRAMS[..1]) {
+        Ok(formats) => formats,
+        Err(LayoutError::Tracefs(missing @ TracefsError::MissingEvent { .. })) => {
+            return Ok((layout, Some(missing)));
+        }
+        Err(err) => return Err(err),
+    };
+    layout.get_pages_ino = get_pages.offset(GET_PAGES, "i_ino", 8)?;
+    layout.get_pages_dev = get_pages.offset(GET_PAGES, "s_dev", 4)?;
+    layout.get_pages_index = get_pages.offset(GET_PAGES, "index", 8)?;
+    layout.get_pages_last_index = get_pages.offset(GET_PAGES, "last_index", 8)?;
+    Ok((layout, None))
 }
 
 fn vmscan_layout(tracefs: &Tracefs) -> Result<VmscanLayout, LayoutError> {
