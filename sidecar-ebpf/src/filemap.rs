@@ -18,17 +18,18 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_ANY,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
     macros::{fexit, raw_tracepoint, tracepoint},
     programs::{FExitContext, RawTracePointContext, TracePointContext},
 };
 use sidecar_common::{
-    ABSENT_FIELD, FilemapLayout, HostCounter, InodeLayout, ProcessKey, ReadHookLayout, ReadState,
+    ABSENT_FIELD, FilemapLayout, HostCounter, InodeLayout, ProcessKey, ReadHookLayout,
+    ReadInFlight, ReadState, SyscallReadLayout,
 };
 
 use crate::{
     counting::{Caller, count, field, field_or_return, report_field_error},
-    maps::{READ_STATE, in_active_epoch},
+    maps::{RD_INFLIGHT, READ_STATE, in_active_epoch},
 };
 
 #[unsafe(no_mangle)]
@@ -137,6 +138,118 @@ pub(crate) fn read_iter_exit(ctx: FExitContext) -> u32 {
     let shift = INODE_LAYOUT.load().page_shift & 31;
     on_sized_request(&ctx, mapping, start >> shift, (start + count - 1) >> shift);
     0
+}
+
+#[unsafe(no_mangle)]
+static SYSCALL_READ_LAYOUT: aya_ebpf::Global<SyscallReadLayout> =
+    aya_ebpf::Global::new(SyscallReadLayout::UNSET);
+
+/// The last fallback of the mm_filemap_get_pages event, for kernels without it where BPF
+/// trampolines (fexit) are not available either: read(2) and pread64(2). The enter event
+/// finds the descriptor's file (task->files->fdt->fd[fd], offsets from BTF) and keeps the
+/// request; the exit event counts it, after the pages the call added. Reads that do not go
+/// through these two syscalls (readv, io_uring, splice) are not seen.
+#[tracepoint(category = "syscalls", name = "sys_enter_read")]
+pub(crate) fn read_sys_enter(ctx: TracePointContext) -> u32 {
+    on_read_enter(&ctx, false);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_pread64")]
+pub(crate) fn pread_sys_enter(ctx: TracePointContext) -> u32 {
+    on_read_enter(&ctx, true);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_read")]
+pub(crate) fn read_sys_exit(ctx: TracePointContext) -> u32 {
+    on_read_exit(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_pread64")]
+pub(crate) fn pread_sys_exit(ctx: TracePointContext) -> u32 {
+    on_read_exit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_read_enter(ctx: &TracePointContext, positioned: bool) {
+    let layout = SYSCALL_READ_LAYOUT.load();
+    let (Ok(fd), Ok(count)) = (
+        field::<u64>(ctx, layout.enter_fd),
+        field::<u64>(ctx, layout.enter_count),
+    ) else {
+        report_field_error(ctx, layout.enter_fd);
+        return;
+    };
+    let fd = fd as u32;
+    // SAFETY: the helper has no preconditions; the pointer is only read through
+    // bpf_probe_read_kernel.
+    let task = unsafe { bpf_get_current_task() };
+    let file = kernel_read::<u64>(task, layout.task_files)
+        .and_then(|files| kernel_read::<u64>(files, layout.files_fdt))
+        .and_then(|fdt| {
+            let max_fds = kernel_read::<u32>(fdt, layout.fdt_max_fds)?;
+            if fd >= max_fds {
+                return Err(0);
+            }
+            let fds = kernel_read::<u64>(fdt, layout.fdt_fd)?;
+            kernel_read::<u64>(fds + u64::from(fd) * 8, 0)
+        });
+    // A closed or bad descriptor: the read fails, nothing to count.
+    let Ok(file) = file else {
+        return;
+    };
+    let Ok(flags) = kernel_read::<u32>(file, layout.file_flags) else {
+        return;
+    };
+    if flags & layout.o_direct != 0 {
+        return;
+    }
+    let pos = if positioned {
+        field::<u64>(ctx, layout.enter_pos).map_err(|_| 0)
+    } else {
+        kernel_read::<u64>(file, layout.file_pos)
+    };
+    let (Ok(pos), Ok(mapping)) = (pos, kernel_read::<u64>(file, layout.file_mapping)) else {
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let request = ReadInFlight {
+        mapping,
+        pos,
+        count,
+    };
+    match RD_INFLIGHT.get_ptr_mut(&pid_tgid) {
+        // SAFETY: this thread's entry; only this thread writes it.
+        Some(slot) => unsafe { *slot = request },
+        None => {
+            let _ = RD_INFLIGHT.insert(&pid_tgid, &request, u64::from(BPF_ANY));
+        }
+    }
+}
+
+#[inline(always)]
+fn on_read_exit(ctx: &TracePointContext) {
+    let layout = SYSCALL_READ_LAYOUT.load();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(slot) = RD_INFLIGHT.get_ptr_mut(&pid_tgid) else {
+        return;
+    };
+    // SAFETY: this thread's entry; only this thread writes it. The slot stays (idle) so
+    // that the next read is a store, not an insert.
+    let request = unsafe { core::ptr::replace(slot, ReadInFlight::default()) };
+    let Ok(ret) = field::<i64>(ctx, layout.exit_ret) else {
+        report_field_error(ctx, layout.exit_ret);
+        return;
+    };
+    if request.mapping == 0 || request.count == 0 || ret < 0 {
+        return;
+    }
+    let shift = INODE_LAYOUT.load().page_shift & 31;
+    let last = request.pos.saturating_add(request.count - 1);
+    on_sized_request(ctx, request.mapping, request.pos >> shift, last >> shift);
 }
 
 /// A read of `index..=last_index` of the file of `mapping` (a `struct address_space *`),

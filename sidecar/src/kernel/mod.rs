@@ -21,13 +21,13 @@ use aya::{
 };
 use sidecar_common::{
     FadviseLayout, FilemapLayout, InodeLayout, PidNamespace, ProcessLayout, ReadHookLayout,
-    VmscanLayout, global_names, map_names,
+    SyscallReadLayout, VmscanLayout, global_names, map_names,
 };
 
 pub use self::drain::{KernelDelta, ProgramStats};
 use self::{
     drain::EpochMaps,
-    modules::{Hook, Layouts, Module, PROCESS_PROGRAMS, ProgramSpec, ReadHook, describe_hooks},
+    modules::{Candidate, Hook, Layouts, Module, PROCESS_PROGRAMS, ProgramSpec, ReadHook},
 };
 
 /// The eBPF object, built by `cargo xtask build-ebpf` and embedded by build.rs.
@@ -158,6 +158,10 @@ impl Kernel {
         ));
         sizes.push((map_names::READ_STATE, size_for(Module::PageCache, threads)));
         sizes.push((
+            map_names::READ_IN_FLIGHT,
+            size_for(Module::PageCache, threads),
+        ));
+        sizes.push((
             map_names::RECLAIM_IN_FLIGHT,
             size_for(Module::Vmscan, threads),
         ));
@@ -176,9 +180,12 @@ impl Kernel {
             .as_ref()
             .map_or(ProcessLayout::UNSET, |l| *l);
         let inode_layout = layouts.inode.as_ref().map_or(InodeLayout::UNSET, |l| *l);
-        let read_hook_layout = match &layouts.read_hook {
-            ReadHook::FExit { layout, .. } => *layout,
-            _ => ReadHookLayout::UNSET,
+        let (read_hook_layout, syscall_read_layout) = match &layouts.read_hook {
+            ReadHook::Fallback { fexit, syscalls } => (
+                fexit.as_ref().map_or(ReadHookLayout::UNSET, |(_, l)| *l),
+                syscalls.unwrap_or(SyscallReadLayout::UNSET),
+            ),
+            _ => (ReadHookLayout::UNSET, SyscallReadLayout::UNSET),
         };
         let mut loader = EbpfLoader::new();
         loader
@@ -188,7 +195,12 @@ impl Kernel {
             .override_global(global_names::PROCESS_LAYOUT, &process_layout, true)
             .override_global(global_names::PID_NAMESPACE, &options.pid_namespace, true)
             .override_global(global_names::INODE_LAYOUT, &inode_layout, true)
-            .override_global(global_names::READ_HOOK_LAYOUT, &read_hook_layout, true);
+            .override_global(global_names::READ_HOOK_LAYOUT, &read_hook_layout, true)
+            .override_global(
+                global_names::SYSCALL_READ_LAYOUT,
+                &syscall_read_layout,
+                true,
+            );
         for (name, size) in &sizes {
             loader.map_max_entries(name, *size);
         }
@@ -221,16 +233,19 @@ impl Kernel {
                         }
                         layouts.read_hook.candidates()
                     }
-                    _ => vec![module.programs().to_vec()],
+                    _ => vec![Candidate {
+                        programs: module.programs().to_vec(),
+                        hook: "tracepoint".to_owned(),
+                    }],
                 };
                 // The first set of programs the kernel accepts; the errors of the others
                 // are reported when none is.
                 let mut errors = Vec::new();
                 let mut state = None;
-                for programs in &candidates {
-                    match start_programs(&mut ebpf, programs, options.attach) {
+                for candidate in &candidates {
+                    match start_programs(&mut ebpf, &candidate.programs, options.attach) {
                         Ok(()) => {
-                            hooks.insert(module, describe_hooks(programs));
+                            hooks.insert(module, candidate.hook.clone());
                             state = Some(if options.attach {
                                 ModuleState::Attached
                             } else {

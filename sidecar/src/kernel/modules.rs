@@ -4,7 +4,7 @@ use std::fmt;
 
 use sidecar_common::{
     ABSENT_FIELD, FadviseLayout, FilemapLayout, InodeLayout, ProcessLayout, ReadHookLayout,
-    VmscanLayout,
+    SyscallReadLayout, VmscanLayout,
 };
 
 use super::{
@@ -170,20 +170,6 @@ impl ProgramSpec {
     }
 }
 
-/// What a module's programs attach to, for status output: the hooks other than classic
-/// tracepoints by name (`fexit filemap_read + tracepoint`), or `tracepoint`.
-pub fn describe_hooks(programs: &[ProgramSpec]) -> String {
-    let mut parts: Vec<String> = programs
-        .iter()
-        .filter(|spec| spec.hook != Hook::Tracepoint)
-        .map(|spec| format!("{} {}", spec.hook.label(), spec.target()))
-        .collect();
-    if programs.iter().any(|spec| spec.hook == Hook::Tracepoint) {
-        parts.push(Hook::Tracepoint.label().to_owned());
-    }
-    parts.join(" + ")
-}
-
 /// The page-cache programs when the kernel's BTF locates a file's size: the raw
 /// get_pages program bounds each read's range by the file (see `filemap.rs`).
 pub const PAGE_CACHE_SIZED_PROGRAMS: [ProgramSpec; 3] = [
@@ -280,34 +266,121 @@ pub enum ReadHook {
     RawTracepoint,
     /// The tracepoint mm_filemap_get_pages (no BTF: reads past the end count as asked).
     Tracepoint,
-    /// No mm_filemap_get_pages tracepoint (kernels before 6.12): fexit on the first of these
-    /// read functions the kernel accepts.
-    FExit {
-        functions: Vec<&'static str>,
-        layout: ReadHookLayout,
+    /// No mm_filemap_get_pages tracepoint (kernels before 6.12), in order of preference:
+    /// fexit on the first read function the kernel accepts, then the read(2)/pread64(2)
+    /// syscall tracepoints (where BPF trampolines are not available).
+    Fallback {
+        fexit: Option<(Vec<&'static str>, ReadHookLayout)>,
+        syscalls: Option<SyscallReadLayout>,
     },
 }
 
+/// One way to run a module: its programs, and what to call it in status output.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub programs: Vec<ProgramSpec>,
+    /// The hook that sets it apart, e.g. `fexit filemap_read` (the page-cache module's
+    /// add and delete tracepoints are always there), or `tracepoint`.
+    pub hook: String,
+}
+
+/// The read(2)/pread64(2) programs of the syscall fallback.
+pub const SYSCALL_READ_PROGRAMS: [ProgramSpec; 4] = [
+    ProgramSpec::new("read_sys_enter", "syscalls", "sys_enter_read"),
+    ProgramSpec::new("read_sys_exit", "syscalls", "sys_exit_read"),
+    ProgramSpec::new("pread_sys_enter", "syscalls", "sys_enter_pread64"),
+    ProgramSpec::new("pread_sys_exit", "syscalls", "sys_exit_pread64"),
+];
+
+/// Tests set this (to anything) to skip the fexit fallback, so that the syscall fallback
+/// can be checked on kernels that accept fexit.
+pub const FAULT_NO_FEXIT: &str = "SIDECAR_FAULT_NO_FEXIT";
+
 impl ReadHook {
-    /// The page-cache programs to try, in order: the first set that loads is used.
-    pub fn candidates(&self) -> Vec<Vec<ProgramSpec>> {
+    /// The page-cache programs to try, in order: the first set that loads is used. The
+    /// read-path program comes first: when the kernel refuses it, nothing else of the set
+    /// was loaded.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        let with_add_delete = |read: &[ProgramSpec], hook: String| {
+            let mut programs = read.to_vec();
+            programs.extend_from_slice(&PAGE_CACHE_PROGRAMS[1..]);
+            Candidate { programs, hook }
+        };
         match self {
-            ReadHook::RawTracepoint => vec![PAGE_CACHE_SIZED_PROGRAMS.to_vec()],
-            ReadHook::Tracepoint => vec![PAGE_CACHE_PROGRAMS.to_vec()],
-            // The fexit program first: when the kernel refuses it, nothing else of the set
-            // was loaded.
-            ReadHook::FExit { functions, .. } => functions
-                .iter()
-                .map(|function| {
-                    vec![
-                        ProgramSpec::fexit(READ_FEXIT_PROGRAM, function),
-                        PAGE_CACHE_PROGRAMS[1],
-                        PAGE_CACHE_PROGRAMS[2],
-                    ]
-                })
-                .collect(),
+            ReadHook::RawTracepoint => vec![with_add_delete(
+                &PAGE_CACHE_SIZED_PROGRAMS[..1],
+                "raw_tracepoint filemap:mm_filemap_get_pages".to_owned(),
+            )],
+            ReadHook::Tracepoint => vec![with_add_delete(
+                &PAGE_CACHE_PROGRAMS[..1],
+                "tracepoint filemap:mm_filemap_get_pages".to_owned(),
+            )],
+            ReadHook::Fallback { fexit, syscalls } => {
+                let mut candidates: Vec<Candidate> = fexit
+                    .iter()
+                    .flat_map(|(functions, _)| functions)
+                    .map(|function| {
+                        with_add_delete(
+                            &[ProgramSpec::fexit(READ_FEXIT_PROGRAM, function)],
+                            format!("fexit {function}"),
+                        )
+                    })
+                    .collect();
+                if syscalls.is_some() {
+                    candidates.push(with_add_delete(
+                        &SYSCALL_READ_PROGRAMS,
+                        "tracepoint syscalls:sys_exit_read, sys_exit_pread64".to_owned(),
+                    ));
+                }
+                candidates
+            }
         }
     }
+}
+
+/// The fields and offsets of the syscall fallback: the read(2)/pread64(2) tracepoints'
+/// formats, and the way from a task to the file of a descriptor in the kernel's BTF.
+pub fn syscall_read_layout(tracefs: &Tracefs, btf: &Btf) -> Result<SyscallReadLayout, String> {
+    let formats = Formats::of(tracefs, &SYSCALL_READ_PROGRAMS).map_err(|err| err.to_string())?;
+    let offset = |event: &str, field: &str| {
+        formats
+            .offset(event, field, 8)
+            .map_err(|err| err.to_string())
+    };
+    let same = |a: u32, b: u32, what: &str| {
+        if a == b {
+            Ok(a)
+        } else {
+            Err(format!("read and pread64 put {what} at {a} and {b}"))
+        }
+    };
+    let place = |strukt: &str, member: &str, size: u32| place(btf, strukt, member, size);
+    Ok(SyscallReadLayout {
+        enter_fd: same(
+            offset("sys_enter_read", "fd")?,
+            offset("sys_enter_pread64", "fd")?,
+            "fd",
+        )?,
+        enter_count: same(
+            offset("sys_enter_read", "count")?,
+            offset("sys_enter_pread64", "count")?,
+            "count",
+        )?,
+        enter_pos: offset("sys_enter_pread64", "pos")?,
+        exit_ret: same(
+            offset("sys_exit_read", "ret")?,
+            offset("sys_exit_pread64", "ret")?,
+            "ret",
+        )?,
+        task_files: place("task_struct", "files", 8)?,
+        files_fdt: place("files_struct", "fdt", 8)?,
+        fdt_fd: place("fdtable", "fd", 8)?,
+        fdt_max_fds: place("fdtable", "max_fds", 4)?,
+        file_pos: place("file", "f_pos", 8)?,
+        file_flags: place("file", "f_flags", 4)?,
+        file_mapping: place("file", "f_mapping", 8)?,
+        o_direct: libc::O_DIRECT as u32,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -357,25 +430,35 @@ impl Layouts {
             Ok((layout, None)) if inode.is_ok() => (Ok(layout), ReadHook::RawTracepoint),
             Ok((layout, None)) => (Ok(layout), ReadHook::Tracepoint),
             Ok((layout, Some(missing))) => {
-                let fallback = match (&btf, &inode) {
-                    (Err(err), _) => Err(format!("no kernel BTF: {err}")),
-                    (Ok(_), Err(err)) => Err(err.clone()),
-                    (Ok(btf), Ok(_)) => read_fallback(btf),
-                };
-                match fallback {
-                    Ok((functions, layout_of_reads)) => (
-                        Ok(layout),
-                        ReadHook::FExit {
-                            functions,
-                            layout: layout_of_reads,
+                let (fexit, syscalls) = match (&btf, &inode) {
+                    (Err(err), _) => {
+                        let why = format!("no kernel BTF: {err}");
+                        (Err(why.clone()), Err(why))
+                    }
+                    (Ok(_), Err(err)) => (Err(err.clone()), Err(err.clone())),
+                    (Ok(btf), Ok(_)) => (
+                        if std::env::var_os(FAULT_NO_FEXIT).is_some() {
+                            Err(format!("fexit skipped ({FAULT_NO_FEXIT})"))
+                        } else {
+                            read_fallback(btf)
                         },
+                        syscall_read_layout(tracefs, btf),
                     ),
-                    Err(fallback) => (
+                };
+                match (fexit, syscalls) {
+                    (Err(fexit), Err(syscalls)) => (
                         Err(LayoutError::NoReadHook {
                             tracepoint: missing,
-                            fallback,
+                            fallback: format!("fexit: {fexit}; syscalls: {syscalls}"),
                         }),
                         ReadHook::Tracepoint,
+                    ),
+                    (fexit, syscalls) => (
+                        Ok(layout),
+                        ReadHook::Fallback {
+                            fexit: fexit.ok(),
+                            syscalls: syscalls.ok(),
+                        },
                     ),
                 }
             }
