@@ -427,6 +427,150 @@ mod tests {
         ));
     }
 
+    /// A BTF blob from its types (words) and strings.
+    fn blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
+        let types: Vec<u8> = types.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&MAGIC.to_le_bytes());
+        blob.extend_from_slice(&[1, 0]);
+        for word in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            blob.extend_from_slice(&word.to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(strings);
+        blob
+    }
+
+    /// The read functions of 5.10 and 6.12, as their BTF describes them:
+    /// `ssize_t generic_file_buffered_read(struct kiocb *, struct iov_iter *, ssize_t)` and
+    /// `int filemap_get_pages(struct kiocb *, size_t, struct folio_batch *, bool)`.
+    #[test]
+    fn function_signatures() {
+        let strings = b"\0long\0ssize_t\0kiocb\0iov_iter\0generic_file_buffered_read\0int\0unsigned long\0size_t\0folio_batch\0_Bool\0filemap_get_pages\0iocb\0".to_vec();
+        let name = |s: &str| -> u32 {
+            let needle = format!("\0{s}\0");
+            strings
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+                .map(|p| p as u32 + 1)
+                .unwrap()
+        };
+        let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
+        let types = [
+            // 1: long
+            name("long"),
+            info(KIND_INT, 0),
+            8,
+            1 << 24 | 64,
+            // 2: typedef ssize_t
+            name("ssize_t"),
+            info(KIND_TYPEDEF, 0),
+            1,
+            // 3: struct kiocb (members elided), 4: pointer to it
+            name("kiocb"),
+            info(KIND_STRUCT, 0),
+            48,
+            0,
+            info(KIND_PTR, 0),
+            3,
+            // 5: struct iov_iter, 6: const struct iov_iter, 7: pointer to that
+            name("iov_iter"),
+            info(KIND_STRUCT, 0),
+            40,
+            0,
+            info(KIND_CONST, 0),
+            5,
+            0,
+            info(KIND_PTR, 0),
+            6,
+            // 8: ssize_t (struct kiocb *, const struct iov_iter *, ssize_t)
+            0,
+            info(KIND_FUNC_PROTO, 3),
+            2,
+            name("iocb"),
+            4,
+            0,
+            7,
+            0,
+            2,
+            // 9: the function (linkage global)
+            name("generic_file_buffered_read"),
+            info(KIND_FUNC, 1),
+            8,
+            // 10: int, 11: unsigned long, 12: typedef size_t
+            name("int"),
+            info(KIND_INT, 0),
+            4,
+            1 << 24 | 32,
+            name("unsigned long"),
+            info(KIND_INT, 0),
+            8,
+            64,
+            name("size_t"),
+            info(KIND_TYPEDEF, 0),
+            11,
+            // 13: struct folio_batch, 14: pointer, 15: _Bool
+            name("folio_batch"),
+            info(KIND_STRUCT, 0),
+            256,
+            0,
+            info(KIND_PTR, 0),
+            13,
+            name("_Bool"),
+            info(KIND_INT, 0),
+            1,
+            1,
+            // 16: int (struct kiocb *, size_t, struct folio_batch *, bool)
+            0,
+            info(KIND_FUNC_PROTO, 4),
+            10,
+            0,
+            4,
+            0,
+            12,
+            0,
+            14,
+            0,
+            15,
+            // 17: the function (linkage static)
+            name("filemap_get_pages"),
+            info(KIND_FUNC, 0),
+            16,
+        ];
+        let btf = Btf::parse(&blob(&types, &strings)).unwrap();
+        let read = btf.function("generic_file_buffered_read").unwrap();
+        assert_eq!(
+            read.params,
+            [
+                ValueType::PointerTo("kiocb".to_owned()),
+                ValueType::PointerTo("iov_iter".to_owned()),
+                ValueType::Int(8),
+            ]
+        );
+        assert_eq!(read.ret, ValueType::Int(8));
+        let get_pages = btf.function("filemap_get_pages").unwrap();
+        assert_eq!(
+            get_pages.params,
+            [
+                ValueType::PointerTo("kiocb".to_owned()),
+                ValueType::Int(8),
+                ValueType::PointerTo("folio_batch".to_owned()),
+                ValueType::Int(1),
+            ]
+        );
+        assert_eq!(get_pages.ret, ValueType::Int(4));
+        assert!(matches!(
+            btf.function("filemap_read"),
+            Err(BtfError::NoFunction(_))
+        ));
+    }
+
     #[test]
     fn the_running_kernel_if_it_has_btf() {
         let Ok(btf) = Btf::from_sys_fs() else {

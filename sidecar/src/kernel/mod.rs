@@ -157,9 +157,21 @@ impl Kernel {
             size_for(Module::Fadvise, threads),
         ));
         sizes.push((map_names::READ_STATE, size_for(Module::PageCache, threads)));
+        // Only the syscall fallback pairs enter and exit events.
+        let syscall_reads = matches!(
+            layouts.read_hook,
+            ReadHook::Fallback {
+                syscalls: Some(_),
+                ..
+            }
+        );
         sizes.push((
             map_names::READ_IN_FLIGHT,
-            size_for(Module::PageCache, threads),
+            if syscall_reads {
+                size_for(Module::PageCache, threads)
+            } else {
+                1
+            },
         ));
         sizes.push((
             map_names::RECLAIM_IN_FLIGHT,

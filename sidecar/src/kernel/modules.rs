@@ -677,6 +677,91 @@ mod tests {
     }
 
     #[test]
+    fn read_functions_of_every_kernel_fit_and_others_do_not() {
+        let pointer = |name: &str| ValueType::PointerTo(name.to_owned());
+        // filemap_read (5.12+) and generic_file_buffered_read (5.10).
+        let read = Signature {
+            params: vec![pointer("kiocb"), pointer("iov_iter"), ValueType::Int(8)],
+            ret: ValueType::Int(8),
+        };
+        assert!(read_signature_fits(&read));
+        // filemap_get_pages of 6.1 and of 6.12: not what read_iter_exit reads.
+        let get_pages_6_1 = Signature {
+            params: vec![
+                pointer("kiocb"),
+                pointer("iov_iter"),
+                pointer("folio_batch"),
+            ],
+            ret: ValueType::Int(4),
+        };
+        let get_pages_6_12 = Signature {
+            params: vec![
+                pointer("kiocb"),
+                ValueType::Int(8),
+                pointer("folio_batch"),
+                ValueType::Int(1),
+            ],
+            ret: ValueType::Int(4),
+        };
+        assert!(!read_signature_fits(&get_pages_6_1));
+        assert!(!read_signature_fits(&get_pages_6_12));
+    }
+
+    /// Without mm_filemap_get_pages the module stays available through the BTF fallback
+    /// (on a kernel with BTF); without the add tracepoint it is unavailable.
+    #[test]
+    fn a_missing_get_pages_tracepoint_means_the_fallback() {
+        if Btf::from_sys_fs().is_err() {
+            eprintln!("no /sys/kernel/btf/vmlinux here: nothing to check");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write_event(
+            root,
+            "filemap",
+            "mm_filemap_add_to_page_cache",
+            &[("unsigned long i_ino", 16, 8), ("dev_t s_dev", 32, 4)],
+        );
+        write_event(root, "filemap", "mm_filemap_delete_from_page_cache", &[]);
+        let layouts = Layouts::resolve(&Tracefs::at(root));
+        assert!(layouts.filemap.is_ok(), "{:?}", layouts.filemap);
+        let ReadHook::Fallback { fexit, syscalls } = &layouts.read_hook else {
+            panic!("{:?}", layouts.read_hook);
+        };
+        // No syscall tracepoints in this tracefs: fexit alone.
+        assert!(syscalls.is_none());
+        let candidates = layouts.read_hook.candidates();
+        assert_eq!(candidates.len(), fexit.as_ref().unwrap().0.len());
+        assert_eq!(candidates[0].hook, "fexit filemap_read");
+        assert_eq!(candidates[0].programs[0].program, READ_FEXIT_PROGRAM);
+
+        fs::remove_dir_all(root.join("events/filemap/mm_filemap_add_to_page_cache")).unwrap();
+        let err = Layouts::resolve(&Tracefs::at(root))
+            .filemap
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mm_filemap_add_to_page_cache"), "{err}");
+    }
+
+    /// On this machine's kernel (if it has BTF): the fallbacks resolve.
+    #[test]
+    fn fallbacks_resolve_on_the_running_kernel() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            eprintln!("no /sys/kernel/btf/vmlinux here: nothing to check");
+            return;
+        };
+        let (functions, layout) = read_fallback(&btf).unwrap();
+        assert_eq!(functions, ["filemap_read"]);
+        assert_ne!(layout.kiocb_pos, layout.kiocb_filp);
+        if let Ok((tracefs, _)) = Tracefs::locate(false) {
+            let syscalls = syscall_read_layout(&tracefs, &btf).unwrap();
+            assert_eq!(syscalls.enter_fd, 16);
+            assert_ne!(syscalls.file_mapping, ABSENT_FIELD);
+        }
+    }
+
+    #[test]
     fn a_field_of_the_wrong_size_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         write_event(
