@@ -22,6 +22,7 @@ pub mod map_names {
     /// Per-thread state, not per interval: never drained.
     pub const FADVISE_IN_FLIGHT: &str = "FADV_INFLIGHT";
     pub const READ_STATE: &str = "READ_STATE";
+    pub const READ_IN_FLIGHT: &str = "RD_INFLIGHT";
     pub const RECLAIM_IN_FLIGHT: &str = "RCL_INFLIGHT";
     pub const GAUGES: &str = "GAUGES";
 }
@@ -34,6 +35,8 @@ pub mod global_names {
     pub const PROCESS_LAYOUT: &str = "PROCESS_LAYOUT";
     pub const PID_NAMESPACE: &str = "PID_NAMESPACE";
     pub const INODE_LAYOUT: &str = "INODE_LAYOUT";
+    pub const READ_HOOK_LAYOUT: &str = "READ_HOOK_LAYOUT";
+    pub const SYSCALL_READ_LAYOUT: &str = "SYSCALL_READ_LAYOUT";
 }
 
 /// `posix_fadvise` advice, as the `advice` label reports it.
@@ -345,6 +348,14 @@ pub struct ReadState {
     /// The `struct address_space` of `ino` when the raw tracepoint saw it (0 otherwise): a
     /// thread that reads the same file again skips reading the file's identity.
     pub mapping: u64,
+    /// A second pending slot, for additions to a file on another device than `ino`'s while
+    /// `ino` is being read: the metadata a filesystem reads for that read (ext4's extent
+    /// blocks go to the block device's mapping) must not discard the read's pending misses.
+    /// A read of `aux_ino` itself takes them as its misses.
+    pub aux_ino: u64,
+    pub aux_dev: u32,
+    pub _aux_pad: u32,
+    pub aux_pending_pages: u64,
 }
 
 /// Key of RECLAIM_IN_FLIGHT: a thread inside a reclaim episode of one kind.
@@ -440,6 +451,86 @@ impl InodeLayout {
     };
 }
 
+/// Where a read's request is, for the BTF fallback of mm_filemap_get_pages: an fexit program
+/// on a read function `(struct kiocb *, struct iov_iter *, ssize_t)` (`filemap_read`, or
+/// `generic_file_buffered_read` before 5.12). Offsets from the kernel's BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadHookLayout {
+    /// `struct kiocb` -> `ki_filp` (`struct file *`).
+    pub kiocb_filp: u32,
+    /// `struct kiocb` -> `ki_pos` (`loff_t`).
+    pub kiocb_pos: u32,
+    /// `struct file` -> `f_mapping` (`struct address_space *`).
+    pub file_mapping: u32,
+    /// `struct iov_iter` -> `count` (`size_t`).
+    pub iter_count: u32,
+}
+
+impl ReadHookLayout {
+    pub const UNSET: ReadHookLayout = ReadHookLayout {
+        kiocb_filp: ABSENT_FIELD,
+        kiocb_pos: ABSENT_FIELD,
+        file_mapping: ABSENT_FIELD,
+        iter_count: ABSENT_FIELD,
+    };
+}
+
+/// Where a read(2)/pread64(2) request is, for the last fallback of mm_filemap_get_pages
+/// (kernels without it where BPF trampolines are not available either): the syscall
+/// tracepoints' fields (format files) and the way from the current task to the file of a
+/// descriptor (BTF).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallReadLayout {
+    /// sys_enter_read/sys_enter_pread64 `fd` and `count` (the same offsets in both).
+    pub enter_fd: u32,
+    pub enter_count: u32,
+    /// sys_enter_pread64 `pos`.
+    pub enter_pos: u32,
+    /// sys_exit_read/sys_exit_pread64 `ret`.
+    pub exit_ret: u32,
+    /// `struct task_struct` -> `files`, `struct files_struct` -> `fdt`,
+    /// `struct fdtable` -> `fd` (`struct file **`) and `max_fds`.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub fdt_max_fds: u32,
+    /// `struct file` -> `f_pos`, `f_flags`, `f_mapping`.
+    pub file_pos: u32,
+    pub file_flags: u32,
+    pub file_mapping: u32,
+    /// The O_DIRECT flag on this architecture: such reads bypass the page cache.
+    pub o_direct: u32,
+}
+
+impl SyscallReadLayout {
+    pub const UNSET: SyscallReadLayout = SyscallReadLayout {
+        enter_fd: ABSENT_FIELD,
+        enter_count: ABSENT_FIELD,
+        enter_pos: ABSENT_FIELD,
+        exit_ret: ABSENT_FIELD,
+        task_files: ABSENT_FIELD,
+        files_fdt: ABSENT_FIELD,
+        fdt_fd: ABSENT_FIELD,
+        fdt_max_fds: ABSENT_FIELD,
+        file_pos: ABSENT_FIELD,
+        file_flags: ABSENT_FIELD,
+        file_mapping: ABSENT_FIELD,
+        o_direct: 0,
+    };
+}
+
+/// A read(2)/pread64(2) between its enter and exit events (RD_INFLIGHT, by pid_tgid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadInFlight {
+    /// The file's `struct address_space *`; 0 when the slot is idle.
+    pub mapping: u64,
+    pub pos: u64,
+    pub count: u64,
+}
+
 /// Offsets of the vmscan tracepoint fields.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -496,6 +587,9 @@ mod pod {
     unsafe impl aya::Pod for ProcessLayout {}
     unsafe impl aya::Pod for PidNamespace {}
     unsafe impl aya::Pod for InodeLayout {}
+    unsafe impl aya::Pod for ReadHookLayout {}
+    unsafe impl aya::Pod for SyscallReadLayout {}
+    unsafe impl aya::Pod for ReadInFlight {}
 }
 
 #[cfg(test)]
@@ -511,7 +605,10 @@ mod tests {
         assert_eq!(size_of::<PageCacheCounts>(), 32);
         assert_eq!(size_of::<ReclaimKey>(), 8);
         assert_eq!(size_of::<ReclaimCounts>(), 16);
-        assert_eq!(size_of::<ReadState>(), 48);
+        assert_eq!(size_of::<ReadState>(), 72);
+        assert_eq!(size_of::<ReadHookLayout>(), 16);
+        assert_eq!(size_of::<SyscallReadLayout>(), 48);
+        assert_eq!(size_of::<ReadInFlight>(), 24);
         assert_eq!(size_of::<ReclaimInFlightKey>(), 16);
         assert_eq!(size_of::<FadviseLayout>(), 16);
         assert_eq!(size_of::<FilemapLayout>(), 32);

@@ -10,7 +10,8 @@ use aya_ebpf::{
 };
 use sidecar_common::{
     Advice, FadviseCounts, FadviseKey, GaugeSlot, HostCounter, PageCacheCounts, ProcessInfo,
-    ProcessKey, RECLAIM_OVERFLOW_SLOTS, ReadState, ReclaimCounts, ReclaimInFlightKey, ReclaimKey,
+    ProcessKey, RECLAIM_OVERFLOW_SLOTS, ReadInFlight, ReadState, ReclaimCounts, ReclaimInFlightKey,
+    ReclaimKey,
 };
 
 const PROCESSES: usize = 8192;
@@ -76,6 +77,10 @@ pub(crate) static FADV_INFLIGHT: LruHashMap<u64, u32, THREADS> = LruHashMap::new
 /// Each thread's last read-path range and its pending misses, by pid_tgid.
 #[btf_map(name = "READ_STATE")]
 pub(crate) static READ_STATE: LruHashMap<u64, ReadState, THREADS> = LruHashMap::new();
+
+/// Each thread's read(2)/pread64(2) in progress, for the syscall fallback of the read path.
+#[btf_map(name = "RD_INFLIGHT")]
+pub(crate) static RD_INFLIGHT: LruHashMap<u64, ReadInFlight, THREADS> = LruHashMap::new();
 
 /// Start time (ns) of each thread's reclaim episode in progress.
 #[btf_map(name = "RCL_INFLIGHT")]

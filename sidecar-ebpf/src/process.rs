@@ -23,7 +23,7 @@ use sidecar_common::{
 
 use crate::{
     counting::{field_or_return, tgid_of},
-    maps::{EpochMaps, FADV_INFLIGHT, READ_STATE, in_active_epoch},
+    maps::{EpochMaps, FADV_INFLIGHT, RD_INFLIGHT, READ_STATE, in_active_epoch},
 };
 
 #[unsafe(no_mangle)]
@@ -126,6 +126,7 @@ pub(crate) fn process_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // The thread's pairing state dies with it, not when the LRU gets round to it.
     let _ = READ_STATE.remove(&pid_tgid);
+    let _ = RD_INFLIGHT.remove(&pid_tgid);
     let _ = FADV_INFLIGHT.remove(&pid_tgid);
 
     let offset = PROCESS_LAYOUT.load().exit_group_dead;

@@ -41,10 +41,13 @@ pub fn check(config: &Config) -> ExitCode {
         if state.is_usable() {
             usable += 1;
         }
-        let detail = state.error().map_or_else(
-            || format!("{} tracepoints", module.programs().len()),
-            str::to_owned,
-        );
+        let detail = match state.error() {
+            Some(err) => err.to_owned(),
+            None => kernel
+                .hooks()
+                .get(&module)
+                .map_or_else(String::new, |hook| format!("hook: {hook}")),
+        };
         println!(
             "module        {:<11} {:<12} {detail}",
             module.name(),

@@ -429,7 +429,11 @@ pub fn io_stats(store: &Store, period: &Period, selected: &[WorkloadId]) -> pb::
     }
 }
 
-fn module_status(name: &str, state: Option<&ModuleState>) -> pb::ModuleStatus {
+fn module_status(
+    name: &str,
+    state: Option<&ModuleState>,
+    hook: Option<String>,
+) -> pb::ModuleStatus {
     pb::ModuleStatus {
         name: name.to_owned(),
         state: state.map_or("starting", ModuleState::label).to_owned(),
@@ -437,6 +441,7 @@ fn module_status(name: &str, state: Option<&ModuleState>) -> pb::ModuleStatus {
             .and_then(ModuleState::error)
             .unwrap_or_default()
             .to_owned(),
+        hook: hook.unwrap_or_default(),
     }
 }
 
@@ -628,12 +633,22 @@ impl SidecarService for Api {
             tracefs: status.tracefs().unwrap_or_default(),
             modules: Module::ALL
                 .iter()
-                .map(|m| module_status(m.name(), modules.as_ref().and_then(|ms| ms.get(m))))
+                .map(|m| {
+                    module_status(
+                        m.name(),
+                        modules.as_ref().and_then(|ms| ms.get(m)),
+                        status.hook(*m),
+                    )
+                })
                 .collect(),
-            process_tracking: Some(module_status(
-                "process_tracking",
-                status.process_tracking().as_ref(),
-            )),
+            process_tracking: {
+                let tracking = status.process_tracking();
+                let hook = tracking
+                    .as_ref()
+                    .filter(|t| t.is_usable())
+                    .map(|_| "tracepoint".to_owned());
+                Some(module_status("process_tracking", tracking.as_ref(), hook))
+            },
             interval: Some(duration(self.interval)),
             drains: store.drains(),
             last_drain_duration: last.map(|l| duration(l.drain.duration)),

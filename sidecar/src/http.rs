@@ -182,6 +182,9 @@ struct ModuleHealth {
     state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// What the module's programs attach to on this kernel (`Kernel::hooks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hook: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -210,10 +213,12 @@ fn health(state: &HttpState) -> (bool, Health) {
                 Some(module_state) => ModuleHealth {
                     state: module_state.label(),
                     error: module_state.error().map(str::to_owned),
+                    hook: state.status.hook(module),
                 },
                 None => ModuleHealth {
                     state: "starting",
                     error: None,
+                    hook: None,
                 },
             };
             (module.name(), health)
@@ -223,10 +228,12 @@ fn health(state: &HttpState) -> (bool, Health) {
         Some(tracking) => ModuleHealth {
             state: tracking.label(),
             error: tracking.error().map(str::to_owned),
+            hook: tracking.is_usable().then(|| "tracepoint".to_owned()),
         },
         None => ModuleHealth {
             state: "starting",
             error: None,
+            hook: None,
         },
     };
     let body = Health {

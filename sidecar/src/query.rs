@@ -286,13 +286,14 @@ fn status_table(status: &pb::GetStatusResponse) -> String {
     for (key, value) in rows {
         let _ = writeln!(out, "{key:<19} {value}");
     }
-    let _ = writeln!(out, "\n{:<14} {:<12} ERROR", "MODULE", "STATE");
+    let _ = writeln!(out, "\n{:<14} {:<12} HOOK OR ERROR", "MODULE", "STATE");
     for module in status.modules.iter().chain(status.process_tracking.iter()) {
-        let _ = writeln!(
-            out,
-            "{:<14} {:<12} {}",
-            module.name, module.state, module.error
-        );
+        let detail = if module.error.is_empty() {
+            &module.hook
+        } else {
+            &module.error
+        };
+        let _ = writeln!(out, "{:<14} {:<12} {detail}", module.name, module.state);
     }
     if !status.exporters.is_empty() {
         let _ = writeln!(out, "\n{:<14} {:<12} LAST ERROR", "EXPORTER", "STATE");

@@ -319,13 +319,19 @@ async fn serve(
 
     status.set_tracefs(tracefs);
     status.set_modules(kernel.modules().clone());
+    status.set_hooks(kernel.hooks().clone());
     status.set_process_tracking(kernel.process_tracking().clone());
     status.set_kernel_map_bytes(kernel.map_bytes());
     status.set_bpf_stats_error(kernel.stats_error().map(str::to_owned));
     for (module, state) in kernel.modules() {
         match state.error() {
             Some(err) => warn!(module = module.name(), state = state.label(), "{err}"),
-            None => info!(module = module.name(), state = state.label(), "module"),
+            None => info!(
+                module = module.name(),
+                state = state.label(),
+                hook = kernel.hooks().get(module).map_or("", String::as_str),
+                "module"
+            ),
         }
     }
     if let Some(err) = kernel.process_tracking().error() {

@@ -20,6 +20,8 @@ pub struct Status {
     startup_done: AtomicBool,
     /// `None` until the kernel programs have been loaded.
     modules: RwLock<Option<BTreeMap<Module, ModuleState>>>,
+    /// What each usable module's programs attach to.
+    hooks: RwLock<BTreeMap<Module, String>>,
     process_tracking: RwLock<Option<ModuleState>>,
     kernel: KernelFacts,
     tracefs: RwLock<Option<String>>,
@@ -53,6 +55,7 @@ impl Status {
             started: Instant::now(),
             startup_done: AtomicBool::new(false),
             modules: RwLock::new(None),
+            hooks: RwLock::new(BTreeMap::new()),
             process_tracking: RwLock::new(None),
             kernel,
             tracefs: RwLock::new(None),
@@ -71,6 +74,19 @@ impl Status {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    pub fn set_hooks(&self, hooks: BTreeMap<Module, String>) {
+        *self.hooks.write().unwrap_or_else(|e| e.into_inner()) = hooks;
+    }
+
+    /// What `module`'s programs attach to, when it is usable.
+    pub fn hook(&self, module: Module) -> Option<String> {
+        self.hooks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&module)
+            .cloned()
     }
 
     pub fn set_process_tracking(&self, state: ModuleState) {

@@ -98,6 +98,18 @@ async fn fixture_with(
             .map(|m| (m, ModuleState::Attached))
             .collect(),
     );
+    status.set_hooks(
+        Module::ALL
+            .into_iter()
+            .map(|m| {
+                let hook = match m {
+                    Module::PageCache => "fexit filemap_read",
+                    _ => "tracepoint",
+                };
+                (m, hook.to_owned())
+            })
+            .collect(),
+    );
     let start = SystemTime::now() - Duration::from_secs(10);
     {
         let mut store = store.write().unwrap();
@@ -460,6 +472,19 @@ async fn status_reports_modules_and_drains() {
     assert_eq!(status.interval.unwrap().seconds, 1);
     assert_eq!(status.modules.len(), 3);
     assert!(status.modules.iter().all(|m| m.state == "attached"));
+    let hooks: Vec<(&str, &str)> = status
+        .modules
+        .iter()
+        .map(|m| (m.name.as_str(), m.hook.as_str()))
+        .collect();
+    assert_eq!(
+        hooks,
+        [
+            ("fadvise", "tracepoint"),
+            ("page_cache", "fexit filemap_read"),
+            ("vmscan", "tracepoint")
+        ]
+    );
     assert_eq!(status.process_tracking.unwrap().state, "starting");
     assert_eq!(status.tracked_processes, 3);
     assert_eq!(status.retained_intervals, 100);

@@ -1,5 +1,6 @@
-//! Just enough of BTF to find where a struct member lives: the offsets the raw
-//! mm_filemap_get_pages program needs to read a file's size (mapping->host->i_size).
+//! Just enough of BTF to find where a struct member lives (the offsets the page-cache
+//! programs need to read a file's size, mapping->host->i_size, and a read's request) and
+//! what a kernel function's parameters are (the fexit fallback checks its target's).
 //!
 //! Format: Documentation/bpf/btf.rst. Type ids start at 1; each type is a 12-byte header
 //! followed by kind-specific data whose length the kind and `vlen` give.
@@ -15,6 +16,7 @@ const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
 const KIND_TYPEDEF: u32 = 8;
+const KIND_FUNC: u32 = 12;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
@@ -38,6 +40,8 @@ pub enum BtfError {
     NoStruct(String),
     #[error("BTF struct {0} has no member {1}")]
     NoMember(String, String),
+    #[error("BTF has no function {0}")]
+    NoFunction(String),
 }
 
 #[derive(Clone, Debug)]
@@ -54,6 +58,8 @@ struct Type {
     /// Size for ints, structs, unions, enums; the referenced type for modifiers.
     size_or_type: u32,
     members: Vec<Member>,
+    /// The parameter types of a FUNC_PROTO.
+    params: Vec<u32>,
 }
 
 /// A parsed BTF blob, types and strings.
@@ -61,6 +67,27 @@ pub struct Btf {
     types: Vec<Type>,
     strings: Vec<u8>,
     structs: HashMap<String, u32>,
+    functions: HashMap<String, u32>,
+}
+
+/// The type of a function parameter or return value, as far as the programs care.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValueType {
+    /// A pointer to a struct (or union) of this name (empty when anonymous).
+    PointerTo(String),
+    /// Another pointer.
+    Pointer,
+    /// An integer (or enum, or bool) of this many bytes.
+    Int(u32),
+    Void,
+    Other,
+}
+
+/// A kernel function's signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    pub params: Vec<ValueType>,
+    pub ret: ValueType,
 }
 
 /// Where a member is, in bytes from the start of the outermost struct, and how big.
@@ -122,6 +149,7 @@ impl Btf {
             kind: 0,
             size_or_type: 0,
             members: Vec::new(),
+            params: Vec::new(),
         }];
         let mut at = 0;
         while at < type_data.len() {
@@ -133,6 +161,7 @@ impl Btf {
             let kind = (info >> 24) & 0x1f;
             let kind_flag = info >> 31 == 1;
             let mut members = Vec::new();
+            let mut params = Vec::new();
             let extra = match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
                 KIND_ARRAY => 12,
@@ -152,7 +181,13 @@ impl Btf {
                     }
                     vlen * 12
                 }
-                KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
+                KIND_FUNC_PROTO => {
+                    for i in 0..vlen {
+                        params.push(u32_at(type_data, at + i * 8 + 4)?);
+                    }
+                    vlen * 8
+                }
+                KIND_ENUM => vlen * 8,
                 KIND_DATASEC | KIND_ENUM64 => vlen * 12,
                 _ => 0,
             };
@@ -162,6 +197,7 @@ impl Btf {
                 kind,
                 size_or_type,
                 members,
+                params,
             });
         }
 
@@ -169,15 +205,23 @@ impl Btf {
             types,
             strings,
             structs: HashMap::new(),
+            functions: HashMap::new(),
         };
-        let structs = btf
-            .types
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.kind == KIND_STRUCT && t.name_off != 0)
-            .map(|(id, t)| (btf.name(t.name_off).to_owned(), id as u32))
-            .collect();
+        let named = |kind: u32| -> HashMap<String, u32> {
+            let mut found = HashMap::new();
+            for (id, t) in btf.types.iter().enumerate() {
+                if t.kind == kind && t.name_off != 0 {
+                    // The first of a name wins (static functions can repeat in other units).
+                    found
+                        .entry(btf.name(t.name_off).to_owned())
+                        .or_insert(id as u32);
+                }
+            }
+            found
+        };
+        let (structs, functions) = (named(KIND_STRUCT), named(KIND_FUNC));
         btf.structs = structs;
+        btf.functions = functions;
         Ok(btf)
     }
 
@@ -236,6 +280,43 @@ impl Btf {
             }
         }
         None
+    }
+
+    /// What a value of type `id` is, after typedefs and modifiers.
+    fn value_type(&self, id: u32) -> ValueType {
+        if id == 0 {
+            return ValueType::Void;
+        }
+        let Some(ty) = self.resolve(id) else {
+            return ValueType::Other;
+        };
+        match ty.kind {
+            KIND_PTR => match self.resolve(ty.size_or_type) {
+                Some(to) if to.kind == KIND_STRUCT || to.kind == KIND_UNION => {
+                    ValueType::PointerTo(self.name(to.name_off).to_owned())
+                }
+                _ => ValueType::Pointer,
+            },
+            KIND_INT | KIND_ENUM | KIND_ENUM64 => ValueType::Int(ty.size_or_type),
+            _ => ValueType::Other,
+        }
+    }
+
+    /// The signature of the kernel function `name`.
+    pub fn function(&self, name: &str) -> Result<Signature, BtfError> {
+        let func = self
+            .functions
+            .get(name)
+            .and_then(|&id| self.ty(id))
+            .ok_or_else(|| BtfError::NoFunction(name.to_owned()))?;
+        let proto = self
+            .ty(func.size_or_type)
+            .filter(|t| t.kind == KIND_FUNC_PROTO)
+            .ok_or(BtfError::Malformed("function without a prototype"))?;
+        Ok(Signature {
+            params: proto.params.iter().map(|&p| self.value_type(p)).collect(),
+            ret: self.value_type(proto.size_or_type),
+        })
     }
 
     /// The place of `member` in `struct name`.
@@ -343,6 +424,150 @@ mod tests {
         assert!(matches!(
             btf.member("nope", "p"),
             Err(BtfError::NoStruct(_))
+        ));
+    }
+
+    /// A BTF blob from its types (words) and strings.
+    fn blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
+        let types: Vec<u8> = types.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&MAGIC.to_le_bytes());
+        blob.extend_from_slice(&[1, 0]);
+        for word in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            blob.extend_from_slice(&word.to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(strings);
+        blob
+    }
+
+    /// The read functions of 5.10 and 6.12, as their BTF describes them:
+    /// `ssize_t generic_file_buffered_read(struct kiocb *, struct iov_iter *, ssize_t)` and
+    /// `int filemap_get_pages(struct kiocb *, size_t, struct folio_batch *, bool)`.
+    #[test]
+    fn function_signatures() {
+        let strings = b"\0long\0ssize_t\0kiocb\0iov_iter\0generic_file_buffered_read\0int\0unsigned long\0size_t\0folio_batch\0_Bool\0filemap_get_pages\0iocb\0".to_vec();
+        let name = |s: &str| -> u32 {
+            let needle = format!("\0{s}\0");
+            strings
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+                .map(|p| p as u32 + 1)
+                .unwrap()
+        };
+        let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
+        let types = [
+            // 1: long
+            name("long"),
+            info(KIND_INT, 0),
+            8,
+            1 << 24 | 64,
+            // 2: typedef ssize_t
+            name("ssize_t"),
+            info(KIND_TYPEDEF, 0),
+            1,
+            // 3: struct kiocb (members elided), 4: pointer to it
+            name("kiocb"),
+            info(KIND_STRUCT, 0),
+            48,
+            0,
+            info(KIND_PTR, 0),
+            3,
+            // 5: struct iov_iter, 6: const struct iov_iter, 7: pointer to that
+            name("iov_iter"),
+            info(KIND_STRUCT, 0),
+            40,
+            0,
+            info(KIND_CONST, 0),
+            5,
+            0,
+            info(KIND_PTR, 0),
+            6,
+            // 8: ssize_t (struct kiocb *, const struct iov_iter *, ssize_t)
+            0,
+            info(KIND_FUNC_PROTO, 3),
+            2,
+            name("iocb"),
+            4,
+            0,
+            7,
+            0,
+            2,
+            // 9: the function (linkage global)
+            name("generic_file_buffered_read"),
+            info(KIND_FUNC, 1),
+            8,
+            // 10: int, 11: unsigned long, 12: typedef size_t
+            name("int"),
+            info(KIND_INT, 0),
+            4,
+            1 << 24 | 32,
+            name("unsigned long"),
+            info(KIND_INT, 0),
+            8,
+            64,
+            name("size_t"),
+            info(KIND_TYPEDEF, 0),
+            11,
+            // 13: struct folio_batch, 14: pointer, 15: _Bool
+            name("folio_batch"),
+            info(KIND_STRUCT, 0),
+            256,
+            0,
+            info(KIND_PTR, 0),
+            13,
+            name("_Bool"),
+            info(KIND_INT, 0),
+            1,
+            1,
+            // 16: int (struct kiocb *, size_t, struct folio_batch *, bool)
+            0,
+            info(KIND_FUNC_PROTO, 4),
+            10,
+            0,
+            4,
+            0,
+            12,
+            0,
+            14,
+            0,
+            15,
+            // 17: the function (linkage static)
+            name("filemap_get_pages"),
+            info(KIND_FUNC, 0),
+            16,
+        ];
+        let btf = Btf::parse(&blob(&types, &strings)).unwrap();
+        let read = btf.function("generic_file_buffered_read").unwrap();
+        assert_eq!(
+            read.params,
+            [
+                ValueType::PointerTo("kiocb".to_owned()),
+                ValueType::PointerTo("iov_iter".to_owned()),
+                ValueType::Int(8),
+            ]
+        );
+        assert_eq!(read.ret, ValueType::Int(8));
+        let get_pages = btf.function("filemap_get_pages").unwrap();
+        assert_eq!(
+            get_pages.params,
+            [
+                ValueType::PointerTo("kiocb".to_owned()),
+                ValueType::Int(8),
+                ValueType::PointerTo("folio_batch".to_owned()),
+                ValueType::Int(1),
+            ]
+        );
+        assert_eq!(get_pages.ret, ValueType::Int(4));
+        assert!(matches!(
+            btf.function("filemap_read"),
+            Err(BtfError::NoFunction(_))
         ));
     }
 

@@ -17,17 +17,17 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, ArrayOfMaps, Map, MapData},
-    programs::{ProgramError, RawTracePoint, TracePoint},
+    programs::{FExit, ProgramError, RawTracePoint, TracePoint},
 };
 use sidecar_common::{
-    FadviseLayout, FilemapLayout, InodeLayout, PidNamespace, ProcessLayout, VmscanLayout,
-    global_names, map_names,
+    FadviseLayout, FilemapLayout, InodeLayout, PidNamespace, ProcessLayout, ReadHookLayout,
+    SyscallReadLayout, VmscanLayout, global_names, map_names,
 };
 
 pub use self::drain::{KernelDelta, ProgramStats};
 use self::{
     drain::EpochMaps,
-    modules::{Layouts, Module, PAGE_CACHE_SIZED_PROGRAMS, PROCESS_PROGRAMS, ProgramSpec},
+    modules::{Candidate, Hook, Layouts, Module, PROCESS_PROGRAMS, ProgramSpec, ReadHook},
 };
 
 /// The eBPF object, built by `cargo xtask build-ebpf` and embedded by build.rs.
@@ -114,6 +114,8 @@ pub struct Kernel {
     epochs: [EpochMaps; 2],
     gauges: drain::DrainableMap,
     modules: BTreeMap<Module, ModuleState>,
+    /// What each usable module's programs attach to on this kernel (`describe_hooks`).
+    hooks: BTreeMap<Module, String>,
     process_tracking: ModuleState,
     map_bytes: u64,
     /// Keeps the kernel's BPF run-time statistics on while we live.
@@ -155,6 +157,22 @@ impl Kernel {
             size_for(Module::Fadvise, threads),
         ));
         sizes.push((map_names::READ_STATE, size_for(Module::PageCache, threads)));
+        // Only the syscall fallback pairs enter and exit events.
+        let syscall_reads = matches!(
+            layouts.read_hook,
+            ReadHook::Fallback {
+                syscalls: Some(_),
+                ..
+            }
+        );
+        sizes.push((
+            map_names::READ_IN_FLIGHT,
+            if syscall_reads {
+                size_for(Module::PageCache, threads)
+            } else {
+                1
+            },
+        ));
         sizes.push((
             map_names::RECLAIM_IN_FLIGHT,
             size_for(Module::Vmscan, threads),
@@ -174,6 +192,13 @@ impl Kernel {
             .as_ref()
             .map_or(ProcessLayout::UNSET, |l| *l);
         let inode_layout = layouts.inode.as_ref().map_or(InodeLayout::UNSET, |l| *l);
+        let (read_hook_layout, syscall_read_layout) = match &layouts.read_hook {
+            ReadHook::Fallback { fexit, syscalls } => (
+                fexit.as_ref().map_or(ReadHookLayout::UNSET, |(_, l)| *l),
+                syscalls.unwrap_or(SyscallReadLayout::UNSET),
+            ),
+            _ => (ReadHookLayout::UNSET, SyscallReadLayout::UNSET),
+        };
         let mut loader = EbpfLoader::new();
         loader
             .override_global(global_names::FADVISE_LAYOUT, &fadvise_layout, true)
@@ -181,7 +206,13 @@ impl Kernel {
             .override_global(global_names::VMSCAN_LAYOUT, &vmscan_layout, true)
             .override_global(global_names::PROCESS_LAYOUT, &process_layout, true)
             .override_global(global_names::PID_NAMESPACE, &options.pid_namespace, true)
-            .override_global(global_names::INODE_LAYOUT, &inode_layout, true);
+            .override_global(global_names::INODE_LAYOUT, &inode_layout, true)
+            .override_global(global_names::READ_HOOK_LAYOUT, &read_hook_layout, true)
+            .override_global(
+                global_names::SYSCALL_READ_LAYOUT,
+                &syscall_read_layout,
+                true,
+            );
         for (name, size) in &sizes {
             loader.map_max_entries(name, *size);
         }
@@ -196,27 +227,56 @@ impl Kernel {
         let gauges = drain::DrainableMap::take_gauges(&mut ebpf)?;
 
         let mut modules = BTreeMap::new();
+        let mut hooks = BTreeMap::new();
         for module in Module::ALL {
             let state = if !wanted(module) {
                 ModuleState::Disabled
             } else if let Some(err) = layouts.error(module) {
                 ModuleState::Unavailable(err.to_string())
             } else {
-                let programs = match (module, &layouts.inode) {
-                    (Module::PageCache, Ok(_)) => &PAGE_CACHE_SIZED_PROGRAMS[..],
-                    (Module::PageCache, Err(why)) => {
-                        tracing::warn!(
-                            "page_cache: file sizes not located through BTF ({why}); reads past the end of a file count the pages asked for"
-                        );
-                        module.programs()
+                let candidates = match module {
+                    Module::PageCache => {
+                        if let (ReadHook::Tracepoint, Err(why)) =
+                            (&layouts.read_hook, &layouts.inode)
+                        {
+                            tracing::warn!(
+                                "page_cache: file sizes not located through BTF ({why}); reads past the end of a file count the pages asked for"
+                            );
+                        }
+                        layouts.read_hook.candidates()
                     }
-                    _ => module.programs(),
+                    _ => vec![Candidate {
+                        programs: module.programs().to_vec(),
+                        hook: "tracepoint".to_owned(),
+                    }],
                 };
-                match start_programs(&mut ebpf, programs, options.attach) {
-                    Ok(()) if options.attach => ModuleState::Attached,
-                    Ok(()) => ModuleState::Verified,
-                    Err(err) => ModuleState::Failed(err),
+                // The first set of programs the kernel accepts; the errors of the others
+                // are reported when none is.
+                let mut errors = Vec::new();
+                let mut state = None;
+                for candidate in &candidates {
+                    match start_programs(&mut ebpf, &candidate.programs, options.attach) {
+                        Ok(()) => {
+                            hooks.insert(module, candidate.hook.clone());
+                            state = Some(if options.attach {
+                                ModuleState::Attached
+                            } else {
+                                ModuleState::Verified
+                            });
+                            break;
+                        }
+                        Err(err) => {
+                            if candidates.len() > 1 {
+                                tracing::info!(
+                                    module = module.name(),
+                                    "{err}; trying the next hook"
+                                );
+                            }
+                            errors.push(err);
+                        }
+                    }
                 }
+                state.unwrap_or_else(|| ModuleState::Failed(errors.join("; ")))
             };
             modules.insert(module, state);
         }
@@ -249,6 +309,7 @@ impl Kernel {
             epochs,
             gauges,
             modules,
+            hooks,
             process_tracking,
             map_bytes,
             _stats: stats,
@@ -259,6 +320,11 @@ impl Kernel {
 
     pub fn modules(&self) -> &BTreeMap<Module, ModuleState> {
         &self.modules
+    }
+
+    /// What each usable module's programs attach to on this kernel.
+    pub fn hooks(&self) -> &BTreeMap<Module, String> {
+        &self.hooks
     }
 
     /// Whether process life-cycle events (rename, exec, exit) reach the classifier.
@@ -325,17 +391,28 @@ fn start_programs(ebpf: &mut Ebpf, programs: &[ProgramSpec], attach: bool) -> Re
             let program = ebpf
                 .program_mut(spec.program)
                 .ok_or(ProgramError::UnexpectedProgramType)?;
-            if spec.raw {
-                let program: &mut RawTracePoint = program.try_into()?;
-                program.load()?;
-                if attach {
-                    program.attach(spec.event)?;
+            match spec.hook {
+                Hook::Tracepoint => {
+                    let program: &mut TracePoint = program.try_into()?;
+                    program.load()?;
+                    if attach {
+                        program.attach(spec.category, spec.event)?;
+                    }
                 }
-            } else {
-                let program: &mut TracePoint = program.try_into()?;
-                program.load()?;
-                if attach {
-                    program.attach(spec.category, spec.event)?;
+                Hook::RawTracepoint => {
+                    let program: &mut RawTracePoint = program.try_into()?;
+                    program.load()?;
+                    if attach {
+                        program.attach(spec.event)?;
+                    }
+                }
+                Hook::FExit => {
+                    let program: &mut FExit = program.try_into()?;
+                    let btf = aya::Btf::from_sys_fs()?;
+                    program.load(spec.event, &btf)?;
+                    if attach {
+                        program.attach()?;
+                    }
                 }
             }
             Ok(())
@@ -344,12 +421,16 @@ fn start_programs(ebpf: &mut Ebpf, programs: &[ProgramSpec], attach: bool) -> Re
             Ok(()) => done.push(spec.program),
             Err(err) => {
                 result = Err(format!(
-                    "program {} on {}:{}: {}",
+                    "program {} on {} {}: {}",
                     spec.program,
-                    spec.category,
-                    spec.event,
+                    spec.hook.label(),
+                    spec.target(),
                     error_chain(&err)
                 ));
+                // A program that loaded but did not attach is unloaded too.
+                if let Some(program) = ebpf.program_mut(spec.program) {
+                    unload(program);
+                }
                 break;
             }
         }
@@ -357,15 +438,21 @@ fn start_programs(ebpf: &mut Ebpf, programs: &[ProgramSpec], attach: bool) -> Re
     if result.is_err() {
         for name in done {
             if let Some(program) = ebpf.program_mut(name) {
-                if let Ok(program) = <&mut TracePoint>::try_from(&mut *program) {
-                    let _ = program.unload();
-                } else if let Ok(program) = <&mut RawTracePoint>::try_from(program) {
-                    let _ = program.unload();
-                }
+                unload(program);
             }
         }
     }
     result
+}
+
+fn unload(program: &mut aya::programs::Program) {
+    if let Ok(program) = <&mut TracePoint>::try_from(&mut *program) {
+        let _ = program.unload();
+    } else if let Ok(program) = <&mut RawTracePoint>::try_from(&mut *program) {
+        let _ = program.unload();
+    } else if let Ok(program) = <&mut FExit>::try_from(program) {
+        let _ = program.unload();
+    }
 }
 
 /// An error and its causes on one line (the verifier log can be long: keep its last lines).

@@ -3,11 +3,12 @@
 use std::fmt;
 
 use sidecar_common::{
-    ABSENT_FIELD, FadviseLayout, FilemapLayout, InodeLayout, ProcessLayout, VmscanLayout,
+    ABSENT_FIELD, FadviseLayout, FilemapLayout, InodeLayout, ProcessLayout, ReadHookLayout,
+    SyscallReadLayout, VmscanLayout,
 };
 
 use super::{
-    btf::Btf,
+    btf::{Btf, Signature, ValueType},
     tracefs::{EventFormat, Tracefs, TracefsError},
 };
 
@@ -100,14 +101,36 @@ impl fmt::Display for Module {
     }
 }
 
+/// How a program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// A tracepoint, through tracefs (the format file's fields).
+    Tracepoint,
+    /// A raw tracepoint (TP_PROTO arguments).
+    RawTracepoint,
+    /// fexit on the kernel function `event` (BTF; its arguments and return value).
+    FExit,
+}
+
+impl Hook {
+    pub const fn label(self) -> &'static str {
+        match self {
+            Hook::Tracepoint => "tracepoint",
+            Hook::RawTracepoint => "raw_tracepoint",
+            Hook::FExit => "fexit",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProgramSpec {
     /// The program's function name in the eBPF object.
     pub program: &'static str,
+    /// The tracepoint's category (empty for a kernel function).
     pub category: &'static str,
+    /// The tracepoint, or the kernel function.
     pub event: &'static str,
-    /// Attached as a raw tracepoint (TP_PROTO arguments) instead of through tracefs.
-    pub raw: bool,
+    pub hook: Hook,
 }
 
 impl ProgramSpec {
@@ -116,7 +139,7 @@ impl ProgramSpec {
             program,
             category,
             event,
-            raw: false,
+            hook: Hook::Tracepoint,
         }
     }
 
@@ -125,7 +148,24 @@ impl ProgramSpec {
             program,
             category,
             event,
-            raw: true,
+            hook: Hook::RawTracepoint,
+        }
+    }
+
+    const fn fexit(program: &'static str, function: &'static str) -> Self {
+        ProgramSpec {
+            program,
+            category: "",
+            event: function,
+            hook: Hook::FExit,
+        }
+    }
+
+    /// What it attaches to, for messages: `category:event` or the function.
+    pub fn target(&self) -> String {
+        match self.hook {
+            Hook::FExit => self.event.to_owned(),
+            _ => format!("{}:{}", self.category, self.event),
         }
     }
 }
@@ -138,19 +178,21 @@ pub const PAGE_CACHE_SIZED_PROGRAMS: [ProgramSpec; 3] = [
     PAGE_CACHE_PROGRAMS[2],
 ];
 
+/// The offset of `strukt.member`, which the programs read as `size` bytes.
+fn place(btf: &Btf, strukt: &str, member: &str, size: u32) -> Result<u32, String> {
+    let place = btf.member(strukt, member).map_err(|err| err.to_string())?;
+    if place.size != size {
+        return Err(format!(
+            "{strukt}.{member} is {} bytes, the program reads {size}",
+            place.size
+        ));
+    }
+    Ok(place.offset)
+}
+
 /// Offsets of a file's identity and size in kernel memory, from the kernel's BTF.
-pub fn inode_layout() -> Result<InodeLayout, String> {
-    let btf = Btf::from_sys_fs().map_err(|err| err.to_string())?;
-    let place = |strukt: &str, member: &str, size: u32| -> Result<u32, String> {
-        let place = btf.member(strukt, member).map_err(|err| err.to_string())?;
-        if place.size != size {
-            return Err(format!(
-                "{strukt}.{member} is {} bytes, the program reads {size}",
-                place.size
-            ));
-        }
-        Ok(place.offset)
-    };
+pub fn inode_layout(btf: &Btf) -> Result<InodeLayout, String> {
+    let place = |strukt: &str, member: &str, size: u32| place(btf, strukt, member, size);
     // SAFETY: sysconf has no preconditions.
     let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     let page_shift = u64::try_from(page_size)
@@ -168,6 +210,179 @@ pub fn inode_layout() -> Result<InodeLayout, String> {
     })
 }
 
+/// The read functions the fexit fallback can attach to, in order of preference:
+/// `filemap_read` (5.12+) and its predecessor `generic_file_buffered_read` (5.10). Both
+/// are `ssize_t (struct kiocb *, struct iov_iter *, ssize_t already_read)`.
+pub const READ_FUNCTIONS: [&str; 2] = ["filemap_read", "generic_file_buffered_read"];
+
+/// The eBPF program of the fexit fallback.
+pub const READ_FEXIT_PROGRAM: &str = "read_iter_exit";
+
+/// Whether a read function has the signature `read_iter_exit` reads.
+pub fn read_signature_fits(signature: &Signature) -> bool {
+    signature.params
+        == [
+            ValueType::PointerTo("kiocb".to_owned()),
+            ValueType::PointerTo("iov_iter".to_owned()),
+            ValueType::Int(8),
+        ]
+        && signature.ret == ValueType::Int(8)
+}
+
+/// The fexit fallback for the read path on this kernel: the read functions whose BTF
+/// signature fits (in order of preference) and where the request is in `struct kiocb` and
+/// `struct iov_iter`; or why there is none.
+pub fn read_fallback(btf: &Btf) -> Result<(Vec<&'static str>, ReadHookLayout), String> {
+    let mut functions = Vec::new();
+    let mut why = Vec::new();
+    for function in READ_FUNCTIONS {
+        match btf.function(function) {
+            Ok(signature) if read_signature_fits(&signature) => functions.push(function),
+            Ok(signature) => why.push(format!(
+                "{function} has an unexpected signature ({:?}) -> {:?}",
+                signature.params, signature.ret
+            )),
+            Err(err) => why.push(err.to_string()),
+        }
+    }
+    if functions.is_empty() {
+        return Err(why.join("; "));
+    }
+    let place = |strukt: &str, member: &str, size: u32| place(btf, strukt, member, size);
+    let layout = ReadHookLayout {
+        kiocb_filp: place("kiocb", "ki_filp", 8)?,
+        kiocb_pos: place("kiocb", "ki_pos", 8)?,
+        file_mapping: place("file", "f_mapping", 8)?,
+        iter_count: place("iov_iter", "count", 8)?,
+    };
+    Ok((functions, layout))
+}
+
+/// Where the page-cache module learns the pages a read asks for, on this kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadHook {
+    /// The raw tracepoint mm_filemap_get_pages, with the range cut at the end of the file
+    /// (BTF locates the file's size).
+    RawTracepoint,
+    /// The tracepoint mm_filemap_get_pages (no BTF: reads past the end count as asked).
+    Tracepoint,
+    /// No mm_filemap_get_pages tracepoint (kernels before 6.12), in order of preference:
+    /// fexit on the first read function the kernel accepts, then the read(2)/pread64(2)
+    /// syscall tracepoints (where BPF trampolines are not available).
+    Fallback {
+        fexit: Option<(Vec<&'static str>, ReadHookLayout)>,
+        syscalls: Option<SyscallReadLayout>,
+    },
+}
+
+/// One way to run a module: its programs, and what to call it in status output.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub programs: Vec<ProgramSpec>,
+    /// The hook that sets it apart, e.g. `fexit filemap_read` (the page-cache module's
+    /// add and delete tracepoints are always there), or `tracepoint`.
+    pub hook: String,
+}
+
+/// The read(2)/pread64(2) programs of the syscall fallback.
+pub const SYSCALL_READ_PROGRAMS: [ProgramSpec; 4] = [
+    ProgramSpec::new("read_sys_enter", "syscalls", "sys_enter_read"),
+    ProgramSpec::new("read_sys_exit", "syscalls", "sys_exit_read"),
+    ProgramSpec::new("pread_sys_enter", "syscalls", "sys_enter_pread64"),
+    ProgramSpec::new("pread_sys_exit", "syscalls", "sys_exit_pread64"),
+];
+
+/// Tests set this (to anything) to skip the fexit fallback, so that the syscall fallback
+/// can be checked on kernels that accept fexit.
+pub const FAULT_NO_FEXIT: &str = "SIDECAR_FAULT_NO_FEXIT";
+
+impl ReadHook {
+    /// The page-cache programs to try, in order: the first set that loads is used. The
+    /// read-path program comes first: when the kernel refuses it, nothing else of the set
+    /// was loaded.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        let with_add_delete = |read: &[ProgramSpec], hook: String| {
+            let mut programs = read.to_vec();
+            programs.extend_from_slice(&PAGE_CACHE_PROGRAMS[1..]);
+            Candidate { programs, hook }
+        };
+        match self {
+            ReadHook::RawTracepoint => vec![with_add_delete(
+                &PAGE_CACHE_SIZED_PROGRAMS[..1],
+                "raw_tracepoint filemap:mm_filemap_get_pages".to_owned(),
+            )],
+            ReadHook::Tracepoint => vec![with_add_delete(
+                &PAGE_CACHE_PROGRAMS[..1],
+                "tracepoint filemap:mm_filemap_get_pages".to_owned(),
+            )],
+            ReadHook::Fallback { fexit, syscalls } => {
+                let mut candidates: Vec<Candidate> = fexit
+                    .iter()
+                    .flat_map(|(functions, _)| functions)
+                    .map(|function| {
+                        with_add_delete(
+                            &[ProgramSpec::fexit(READ_FEXIT_PROGRAM, function)],
+                            format!("fexit {function}"),
+                        )
+                    })
+                    .collect();
+                if syscalls.is_some() {
+                    candidates.push(with_add_delete(
+                        &SYSCALL_READ_PROGRAMS,
+                        "tracepoint syscalls:sys_exit_read, sys_exit_pread64".to_owned(),
+                    ));
+                }
+                candidates
+            }
+        }
+    }
+}
+
+/// The fields and offsets of the syscall fallback: the read(2)/pread64(2) tracepoints'
+/// formats, and the way from a task to the file of a descriptor in the kernel's BTF.
+pub fn syscall_read_layout(tracefs: &Tracefs, btf: &Btf) -> Result<SyscallReadLayout, String> {
+    let formats = Formats::of(tracefs, &SYSCALL_READ_PROGRAMS).map_err(|err| err.to_string())?;
+    let offset = |event: &str, field: &str| {
+        formats
+            .offset(event, field, 8)
+            .map_err(|err| err.to_string())
+    };
+    let same = |a: u32, b: u32, what: &str| {
+        if a == b {
+            Ok(a)
+        } else {
+            Err(format!("read and pread64 put {what} at {a} and {b}"))
+        }
+    };
+    let place = |strukt: &str, member: &str, size: u32| place(btf, strukt, member, size);
+    Ok(SyscallReadLayout {
+        enter_fd: same(
+            offset("sys_enter_read", "fd")?,
+            offset("sys_enter_pread64", "fd")?,
+            "fd",
+        )?,
+        enter_count: same(
+            offset("sys_enter_read", "count")?,
+            offset("sys_enter_pread64", "count")?,
+            "count",
+        )?,
+        enter_pos: offset("sys_enter_pread64", "pos")?,
+        exit_ret: same(
+            offset("sys_exit_read", "ret")?,
+            offset("sys_exit_pread64", "ret")?,
+            "ret",
+        )?,
+        task_files: place("task_struct", "files", 8)?,
+        files_fdt: place("files_struct", "fdt", 8)?,
+        fdt_fd: place("fdtable", "fd", 8)?,
+        fdt_max_fds: place("fdtable", "max_fds", 4)?,
+        file_pos: place("file", "f_pos", 8)?,
+        file_flags: place("file", "f_flags", 4)?,
+        file_mapping: place("file", "f_mapping", 8)?,
+        o_direct: libc::O_DIRECT as u32,
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
     #[error(transparent)]
@@ -176,6 +391,13 @@ pub enum LayoutError {
     NoTracefs(String),
     #[error("tracepoint {event} has no field {field}")]
     MissingField { event: String, field: String },
+    #[error(
+        "no hook for the pages a read asks for: {tracepoint}, and no BTF fallback ({fallback})"
+    )]
+    NoReadHook {
+        tracepoint: TracefsError,
+        fallback: String,
+    },
     #[error("tracepoint {event}: field {field} is {size} bytes, the program reads {expected}")]
     FieldSize {
         event: String,
@@ -195,16 +417,59 @@ pub struct Layouts {
     pub process: Result<ProcessLayout, LayoutError>,
     /// Where file sizes are; without it reads are counted as asked, not cut at EOF.
     pub inode: Result<InodeLayout, String>,
+    /// How the page-cache module sees reads (meaningful when `filemap` is `Ok`).
+    pub read_hook: ReadHook,
 }
 
 impl Layouts {
     pub fn resolve(tracefs: &Tracefs) -> Layouts {
+        let btf = Btf::from_sys_fs().map_err(|err| err.to_string());
+        let inode = btf.as_ref().map_err(Clone::clone).and_then(inode_layout);
+        let (filemap, read_hook) = match filemap_layout(tracefs) {
+            Err(err) => (Err(err), ReadHook::Tracepoint),
+            Ok((layout, None)) if inode.is_ok() => (Ok(layout), ReadHook::RawTracepoint),
+            Ok((layout, None)) => (Ok(layout), ReadHook::Tracepoint),
+            Ok((layout, Some(missing))) => {
+                let (fexit, syscalls) = match (&btf, &inode) {
+                    (Err(err), _) => {
+                        let why = format!("no kernel BTF: {err}");
+                        (Err(why.clone()), Err(why))
+                    }
+                    (Ok(_), Err(err)) => (Err(err.clone()), Err(err.clone())),
+                    (Ok(btf), Ok(_)) => (
+                        if std::env::var_os(FAULT_NO_FEXIT).is_some() {
+                            Err(format!("fexit skipped ({FAULT_NO_FEXIT})"))
+                        } else {
+                            read_fallback(btf)
+                        },
+                        syscall_read_layout(tracefs, btf),
+                    ),
+                };
+                match (fexit, syscalls) {
+                    (Err(fexit), Err(syscalls)) => (
+                        Err(LayoutError::NoReadHook {
+                            tracepoint: missing,
+                            fallback: format!("fexit: {fexit}; syscalls: {syscalls}"),
+                        }),
+                        ReadHook::Tracepoint,
+                    ),
+                    (fexit, syscalls) => (
+                        Ok(layout),
+                        ReadHook::Fallback {
+                            fexit: fexit.ok(),
+                            syscalls: syscalls.ok(),
+                        },
+                    ),
+                }
+            }
+        };
         Layouts {
             fadvise: fadvise_layout(tracefs),
-            filemap: filemap_layout(tracefs),
+            filemap,
             vmscan: vmscan_layout(tracefs),
             process: process_layout(tracefs),
-            inode: inode_layout(),
+            inode,
+            read_hook,
         }
     }
 
@@ -219,6 +484,7 @@ impl Layouts {
             vmscan: reason(err),
             process: reason(err),
             inode: Err("no tracefs".to_owned()),
+            read_hook: ReadHook::Tracepoint,
         }
     }
 
@@ -293,21 +559,33 @@ fn fadvise_layout(tracefs: &Tracefs) -> Result<FadviseLayout, LayoutError> {
     })
 }
 
-fn filemap_layout(tracefs: &Tracefs) -> Result<FilemapLayout, LayoutError> {
-    let formats = Formats::of(tracefs, Module::PageCache.programs())?;
+/// The filemap offsets, and why mm_filemap_get_pages cannot be used when it cannot (a
+/// kernel before 6.12: the caller looks for the BTF fallback). The add and delete
+/// tracepoints exist on every kernel we support: without them the module is unavailable.
+fn filemap_layout(tracefs: &Tracefs) -> Result<(FilemapLayout, Option<TracefsError>), LayoutError> {
     const GET_PAGES: &str = "mm_filemap_get_pages";
     const ADD: &str = "mm_filemap_add_to_page_cache";
     const DELETE: &str = "mm_filemap_delete_from_page_cache";
-    Ok(FilemapLayout {
-        get_pages_ino: formats.offset(GET_PAGES, "i_ino", 8)?,
-        get_pages_dev: formats.offset(GET_PAGES, "s_dev", 4)?,
-        get_pages_index: formats.offset(GET_PAGES, "index", 8)?,
-        get_pages_last_index: formats.offset(GET_PAGES, "last_index", 8)?,
+    let formats = Formats::of(tracefs, &PAGE_CACHE_PROGRAMS[1..])?;
+    let mut layout = FilemapLayout {
         add_ino: formats.offset(ADD, "i_ino", 8)?,
         add_dev: formats.offset(ADD, "s_dev", 4)?,
         add_order: formats.optional_offset(ADD, "order", 1)?,
         delete_order: formats.optional_offset(DELETE, "order", 1)?,
-    })
+        ..FilemapLayout::UNSET
+    };
+    let get_pages = match Formats::of(tracefs, &PAGE_CACHE_PROGRAMS[..1]) {
+        Ok(formats) => formats,
+        Err(LayoutError::Tracefs(missing @ TracefsError::MissingEvent { .. })) => {
+            return Ok((layout, Some(missing)));
+        }
+        Err(err) => return Err(err),
+    };
+    layout.get_pages_ino = get_pages.offset(GET_PAGES, "i_ino", 8)?;
+    layout.get_pages_dev = get_pages.offset(GET_PAGES, "s_dev", 4)?;
+    layout.get_pages_index = get_pages.offset(GET_PAGES, "index", 8)?;
+    layout.get_pages_last_index = get_pages.offset(GET_PAGES, "last_index", 8)?;
+    Ok((layout, None))
 }
 
 fn vmscan_layout(tracefs: &Tracefs) -> Result<VmscanLayout, LayoutError> {
@@ -396,6 +674,91 @@ mod tests {
             err.contains("vmscan:mm_vmscan_lru_shrink_inactive does not exist"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn read_functions_of_every_kernel_fit_and_others_do_not() {
+        let pointer = |name: &str| ValueType::PointerTo(name.to_owned());
+        // filemap_read (5.12+) and generic_file_buffered_read (5.10).
+        let read = Signature {
+            params: vec![pointer("kiocb"), pointer("iov_iter"), ValueType::Int(8)],
+            ret: ValueType::Int(8),
+        };
+        assert!(read_signature_fits(&read));
+        // filemap_get_pages of 6.1 and of 6.12: not what read_iter_exit reads.
+        let get_pages_6_1 = Signature {
+            params: vec![
+                pointer("kiocb"),
+                pointer("iov_iter"),
+                pointer("folio_batch"),
+            ],
+            ret: ValueType::Int(4),
+        };
+        let get_pages_6_12 = Signature {
+            params: vec![
+                pointer("kiocb"),
+                ValueType::Int(8),
+                pointer("folio_batch"),
+                ValueType::Int(1),
+            ],
+            ret: ValueType::Int(4),
+        };
+        assert!(!read_signature_fits(&get_pages_6_1));
+        assert!(!read_signature_fits(&get_pages_6_12));
+    }
+
+    /// Without mm_filemap_get_pages the module stays available through the BTF fallback
+    /// (on a kernel with BTF); without the add tracepoint it is unavailable.
+    #[test]
+    fn a_missing_get_pages_tracepoint_means_the_fallback() {
+        if Btf::from_sys_fs().is_err() {
+            eprintln!("no /sys/kernel/btf/vmlinux here: nothing to check");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write_event(
+            root,
+            "filemap",
+            "mm_filemap_add_to_page_cache",
+            &[("unsigned long i_ino", 16, 8), ("dev_t s_dev", 32, 4)],
+        );
+        write_event(root, "filemap", "mm_filemap_delete_from_page_cache", &[]);
+        let layouts = Layouts::resolve(&Tracefs::at(root));
+        assert!(layouts.filemap.is_ok(), "{:?}", layouts.filemap);
+        let ReadHook::Fallback { fexit, syscalls } = &layouts.read_hook else {
+            panic!("{:?}", layouts.read_hook);
+        };
+        // No syscall tracepoints in this tracefs: fexit alone.
+        assert!(syscalls.is_none());
+        let candidates = layouts.read_hook.candidates();
+        assert_eq!(candidates.len(), fexit.as_ref().unwrap().0.len());
+        assert_eq!(candidates[0].hook, "fexit filemap_read");
+        assert_eq!(candidates[0].programs[0].program, READ_FEXIT_PROGRAM);
+
+        fs::remove_dir_all(root.join("events/filemap/mm_filemap_add_to_page_cache")).unwrap();
+        let err = Layouts::resolve(&Tracefs::at(root))
+            .filemap
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mm_filemap_add_to_page_cache"), "{err}");
+    }
+
+    /// On this machine's kernel (if it has BTF): the fallbacks resolve.
+    #[test]
+    fn fallbacks_resolve_on_the_running_kernel() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            eprintln!("no /sys/kernel/btf/vmlinux here: nothing to check");
+            return;
+        };
+        let (functions, layout) = read_fallback(&btf).unwrap();
+        assert_eq!(functions, ["filemap_read"]);
+        assert_ne!(layout.kiocb_pos, layout.kiocb_filp);
+        if let Ok((tracefs, _)) = Tracefs::locate(false) {
+            let syscalls = syscall_read_layout(&tracefs, &btf).unwrap();
+            assert_eq!(syscalls.enter_fd, 16);
+            assert_ne!(syscalls.file_mapping, ABSENT_FIELD);
+        }
     }
 
     #[test]

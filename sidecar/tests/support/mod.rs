@@ -611,3 +611,83 @@ pub fn workload_config(interval: &str, workloads: &[(&str, &str)], extra: &str) 
     text.push_str(extra);
     text
 }
+
+/// A loop-mounted ext4 file system made for a test (mkfs.ext4, losetup, mount, as root);
+/// unmounted, detached and deleted when dropped.
+pub struct LoopExt4 {
+    dir: tempfile::TempDir,
+    device: String,
+}
+
+impl LoopExt4 {
+    /// An ext4 of `mib` MiB with `block_size`-byte blocks; `None` (outside CI) when the tools
+    /// are missing.
+    pub fn create(block_size: u32, mib: u64) -> Option<LoopExt4> {
+        let missing: Vec<&str> = ["mkfs.ext4", "losetup", "mount", "umount"]
+            .into_iter()
+            .filter(|tool| {
+                !Command::new("sh")
+                    .args(["-c", &format!("command -v {tool}")])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .collect();
+        if !missing.is_empty() {
+            assert!(
+                !kernel_tests_required(),
+                "missing {missing:?} (e2fsprogs, mount)"
+            );
+            eprintln!("SKIP: missing {missing:?}");
+            return None;
+        }
+        let dir = scratch_dir();
+        let image = dir.path().join("ext4.img");
+        let file = std::fs::File::create(&image).expect("image file");
+        file.set_len(mib << 20).expect("image size");
+        drop(file);
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", &block_size.to_string()])
+            .arg(&image));
+        let output = run(Command::new("losetup").args(["-f", "--show"]).arg(&image));
+        let device = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        assert!(device.starts_with("/dev/loop"), "losetup said {device:?}");
+        let fs = LoopExt4 { dir, device };
+        std::fs::create_dir_all(fs.mount_point()).expect("mount point");
+        fs.mount();
+        Some(fs)
+    }
+
+    pub fn mount_point(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    fn mount(&self) {
+        run(Command::new("mount")
+            .args(["-t", "ext4", &self.device])
+            .arg(self.mount_point()));
+    }
+
+    /// Unmounts and mounts again: the last close of the device drops its cached blocks,
+    /// so the file system's metadata is read again, as after a reboot.
+    pub fn remount(&self) {
+        run(Command::new("umount").arg(self.mount_point()));
+        self.mount();
+    }
+}
+
+impl Drop for LoopExt4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.mount_point()).status();
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("run a command");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
