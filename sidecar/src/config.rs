@@ -69,10 +69,26 @@ pub struct ServerConfig {
     pub grpc_addr: Addr,
     /// Concurrent WatchIOStats streams; more get RESOURCE_EXHAUSTED.
     pub max_streams: Capacity,
+    /// Open connections per server; more are closed at once.
+    pub max_connections: Bounded<1, 65_536>,
+    /// From accept until a complete request (or TLS handshake) has been answered.
+    pub handshake_timeout: BoundedDuration<100, 300_000>,
+    /// A connection with no byte read or written for this long is closed.
+    pub idle_timeout: BoundedDuration<1_000, 86_400_000>,
     /// A file holding the bearer token that /metrics and the gRPC API then require.
     pub token_file: Option<crate::auth::BearerToken>,
     /// TLS for both servers (cert, key, optional client_ca), PEM files.
     pub tls: Option<crate::tls::TlsFiles>,
+}
+
+impl ServerConfig {
+    pub fn connection_limits(&self) -> crate::conn::Limits {
+        crate::conn::Limits {
+            max_connections: self.max_connections.0 as usize,
+            handshake_timeout: self.handshake_timeout.0,
+            idle_timeout: self.idle_timeout.0,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -81,6 +97,9 @@ impl Default for ServerConfig {
             metrics_addr: Addr(SocketAddr::from(([127, 0, 0, 1], 9464))),
             grpc_addr: Addr(SocketAddr::from(([127, 0, 0, 1], 50051))),
             max_streams: Capacity(64),
+            max_connections: Bounded(256),
+            handshake_timeout: BoundedDuration(Duration::from_secs(10)),
+            idle_timeout: BoundedDuration(Duration::from_secs(300)),
             token_file: None,
             tls: None,
         }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod export;
 pub mod files;
 pub mod grpc;

@@ -236,6 +236,8 @@ async fn serve(
         exposition: Arc::clone(&exposition),
     });
     let mut http_shutdown = shutdown_rx.clone();
+    let limits = config.server.connection_limits();
+    let listener = crate::conn::GuardedListener::new(listener, limits, "http");
     let https = match &config.server.tls {
         Some(tls) => Some(tls.rustls_config().map_err(anyhow::Error::msg)?),
         None => None,
@@ -251,10 +253,6 @@ async fn serve(
                 Ok(())
             }
             None => {
-                use axum::serve::ListenerExt as _;
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
                 axum::serve(listener, router)
                     .with_graceful_shutdown(stopped)
                     .await
@@ -299,16 +297,10 @@ async fn serve(
     let grpc_server = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(
-                // tonic sets TCP_NODELAY only on listeners it binds itself; without it a
-                // response written in pieces waits for the client's delayed ACK (40 ms).
-                tokio_stream::StreamExt::map(
-                    tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                    |accepted| {
-                        accepted.inspect(|tcp| {
-                            let _ = tcp.set_nodelay(true);
-                        })
-                    },
-                ),
+                // The guard sets TCP_NODELAY (tonic sets it only on listeners it binds
+                // itself; without it a response written in pieces waits for the client's
+                // delayed ACK, 40 ms) and applies the connection limits.
+                crate::conn::GuardedListener::new(grpc_listener, limits, "grpc").into_stream(),
                 async move {
                     let _ = grpc_shutdown.wait_for(|stop| *stop).await;
                 },

@@ -122,7 +122,7 @@ impl<'de> Deserialize<'de> for TlsFiles {
 /// Serves `router` over TLS on `listener` until `shutdown` resolves: HTTP/1.1 only, one
 /// task per connection; a failed handshake ends that connection and nothing else.
 pub async fn serve_https(
-    listener: tokio::net::TcpListener,
+    mut listener: crate::conn::GuardedListener,
     router: axum::Router,
     config: rustls::ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
@@ -130,17 +130,12 @@ pub async fn serve_https(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     tokio::pin!(shutdown);
     loop {
+        // The guard bounds the connections and the handshake's time, and waits out accept
+        // errors.
         let (stream, _) = tokio::select! {
             () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::debug!("accept: {err}");
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
         };
-        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         tokio::spawn(async move {

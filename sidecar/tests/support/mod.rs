@@ -111,12 +111,24 @@ impl Sidecar {
         Sidecar::spawn_wrapped(&[], body, env)
     }
 
+    /// Starts a sidecar through a wrapper with extra `server:` keys (indented lines) and
+    /// waits until it is ready.
+    pub fn start_wrapped_with_server(wrapper: &[&str], server: &str, body: &str) -> Sidecar {
+        let sidecar = Sidecar::spawn_full(wrapper, server, body, &[]);
+        sidecar.wait_ready(Duration::from_secs(30));
+        sidecar
+    }
+
     fn spawn_wrapped(wrapper: &[&str], body: &str, env: &[(&str, &str)]) -> Sidecar {
+        Sidecar::spawn_full(wrapper, "", body, env)
+    }
+
+    fn spawn_full(wrapper: &[&str], server: &str, body: &str, env: &[(&str, &str)]) -> Sidecar {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
-            "server:\n  metrics_addr: {addr}\n  grpc_addr: {grpc}\nlog:\n  level: debug\n{body}"
+            "server:\n  metrics_addr: {addr}\n  grpc_addr: {grpc}\n{server}log:\n  level: debug\n{body}"
         );
         let path = dir.path().join("sidecar.yaml");
         std::fs::write(&path, config).expect("write config");
