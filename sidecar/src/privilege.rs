@@ -122,15 +122,13 @@ pub fn drop_all() -> std::io::Result<()> {
     drop_all_except(None)
 }
 
-/// Like [`drop_all`], but `keep` (when given) stays in the bounding, permitted and
-/// effective sets.
+/// Like [`drop_all`], but `keep` (when given) stays in the permitted and effective sets.
+/// The bounding set is emptied all the same (it only limits what an execve could gain, and
+/// emptying it later would need CAP_SETPCAP, which goes now).
 pub fn drop_all_except(keep: Option<Capability>) -> std::io::Result<()> {
     // The bounding set first: that needs CAP_SETPCAP, which we are about to give up.
     // Bits past the kernel's last capability give EINVAL: that is the end of the set.
     for capability in 0..64 {
-        if keep.is_some_and(|k| k as i32 == capability) {
-            continue;
-        }
         // SAFETY: prctl with integer arguments.
         let dropped = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0) };
         // EINVAL past the kernel's last capability; EPERM without CAP_SETPCAP, in which
@@ -198,7 +196,8 @@ impl fmt::Display for AfterAttach {
 /// Gives up every capability once the programs are attached, unless the drain (`probe`,
 /// which must make the bpf(2) calls a drain makes) fails without them; then it keeps the
 /// one capability the kernel asks for (CAP_BPF, or CAP_SYS_ADMIN on kernels without
-/// CAP_BPF). Call it while the process has a single thread. An error means the drain fails
+/// CAP_BPF) in the permitted and effective sets only: the bounding, inheritable and
+/// ambient sets end up empty either way. Call it while the process has a single thread. An error means the drain fails
 /// even with that capability: `run` cannot work.
 pub fn drop_after_attach<E: std::error::Error + 'static>(
     mut probe: impl FnMut() -> Result<(), E>,

@@ -530,7 +530,7 @@ fn render_table(runs: &[KernelRun], total: Duration) -> String {
                 rows.push((
                     "(daemon)".to_owned(),
                     "-".to_owned(),
-                    "check, ready, drains, clean stop".to_owned(),
+                    "check, ready, drains, privileges, clean stop".to_owned(),
                     daemon,
                 ));
                 for (name, state, detail, own) in rows {
@@ -797,6 +797,10 @@ pub fn vm_guest() -> Result<()> {
         ),
     );
 
+    // Privileges while running: at most CAP_BPF (kernels that check it on every bpf(2)
+    // call), nothing in the bounding, inheritable or ambient sets, in every thread.
+    check_privileges(&mut guest, sidecar.id());
+
     // A clean stop: exit status 0 and no program, map or link left behind.
     check_stop(&mut guest, &mut sidecar, &baseline);
 
@@ -1007,6 +1011,54 @@ fn check_vmscan(guest: &mut Guest, cgroup: &Cgroup) {
             got.1,
             want.1
         ),
+    );
+}
+
+fn check_privileges(guest: &mut Guest, pid: u32) {
+    const CAP_BPF: u64 = 1 << 39;
+    let mut seen = Vec::new();
+    let mut bad = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for (set, allowed) in [
+            ("CapEff:", CAP_BPF),
+            ("CapPrm:", CAP_BPF),
+            ("CapInh:", 0),
+            ("CapAmb:", 0),
+            ("CapBnd:", 0),
+        ] {
+            let mask = status
+                .lines()
+                .find_map(|l| l.strip_prefix(set))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(u64::MAX);
+            if mask & !allowed != 0 {
+                bad.push(format!("{set} {mask:016x}"));
+            } else if set == "CapEff:" {
+                seen.push(mask);
+            }
+        }
+    }
+    let kept = if seen.iter().any(|&m| m != 0) {
+        "CAP_BPF kept"
+    } else {
+        "no capability"
+    };
+    guest.record(
+        "privileges",
+        bad.is_empty() && !seen.is_empty(),
+        if bad.is_empty() {
+            format!(
+                "{} threads: {kept}; bounding, inheritable and ambient sets empty",
+                seen.len()
+            )
+        } else {
+            format!("more than CAP_BPF held: {}", bad.join(", "))
+        },
     );
 }
 
