@@ -11,7 +11,7 @@ SIDECAR := target/release/sidecar
 # Root for the kernel programs; sudo when we are not root and it exists.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || echo sudo)
 
-.PHONY: all bootstrap bootstrap-test ebpf build run test unit-test kernel-test lint fmt clean bench image
+.PHONY: all bootstrap bootstrap-test ebpf build run test unit-test kernel-test vm-test lint fmt clean bench image
 
 all: build
 
@@ -37,8 +37,15 @@ lint: ebpf
 
 # Unit tests need no privileges; the kernel tests (sidecar/tests/kernel.rs) run as root,
 # and under CI=true or SIDECAR_REQUIRE_EBPF=1 they fail rather than skip without it.
+# vm-test then boots Debian's 5.10, 6.1 and 6.12 kernels in QEMU, one after another, and
+# runs the ground-truth checks in each (docs/testing.md); it writes docs/kernels.md.
 test: bootstrap-test build lint
 	$(CARGO) test --release --no-fail-fast
+	$(CARGO) xtask vm-test
+
+# The kernel matrix alone (about 4 minutes per kernel under software emulation).
+vm-test: bootstrap-test build
+	$(CARGO) xtask vm-test
 
 fmt:
 	$(CARGO) fmt --all

@@ -5,7 +5,8 @@
 #
 #   scripts/bootstrap.sh            build prerequisites only
 #   scripts/bootstrap.sh --test     plus what the test suite uses (bpftool, promtool, a pinned
-#                                   kubernetes-validate in a venv, ...)
+#                                   kubernetes-validate in a venv, QEMU and busybox for
+#                                   `cargo xtask vm-test`, ...)
 #   scripts/bootstrap.sh --image    plus what `make image` uses (the musl target, musl-tools)
 #
 # Prints the bpf-linker directory on its last line when called with --print-linker-dir.
@@ -54,6 +55,9 @@ apt_install() {
 apt_install build-essential pkg-config protobuf-compiler curl ca-certificates
 if [ "$want_test" = 1 ]; then
   apt_install bpftool bpftrace prometheus util-linux procps python3 python3-venv
+  # `cargo xtask vm-test`: QEMU (software emulation), a static busybox for the initramfs,
+  # cpio to pack it, mkfs.ext4 for the test disk, xz for 6.12's compressed modules.
+  apt_install qemu-system-x86 busybox-static cpio e2fsprogs xz-utils
 fi
 if [ "$want_image" = 1 ]; then
   # x86_64-linux-musl-gcc: ring compiles C for x86_64-unknown-linux-musl and fails without it.

@@ -35,6 +35,15 @@ pub fn check(config: &Config) -> ExitCode {
         }
     };
     println!("tracefs       {}", tracefs.description);
+    // Loading already tried the epoch switch both ways: a kernel where neither works fails
+    // above ("run cannot work"), since `run` could not drain there.
+    match kernel.switch_method() {
+        (method, None) => println!("epoch switch  {}", method.describe()),
+        (method, Some(why)) => println!(
+            "epoch switch  {} (slot replacement refused: {why})",
+            method.describe()
+        ),
+    }
     let mut usable = 0;
     for module in Module::ALL {
         let state = &kernel.modules()[&module];
@@ -62,6 +71,22 @@ pub fn check(config: &Config) -> ExitCode {
     );
     if let Some(err) = kernel.stats_error() {
         println!("bpf stats     unavailable: {err}");
+    }
+    // What `run` does after attaching: give up the capabilities, then drain. A kernel that
+    // refuses the drain without them gets CAP_BPF kept; one that refuses it anyway cannot run.
+    let mut kernel = kernel;
+    let drain = if usable == 0 {
+        None
+    } else {
+        Some(crate::privilege::drop_after_attach(|| kernel.probe_drain()))
+    };
+    match &drain {
+        Some(Ok(after)) => println!("privileges    {after}"),
+        Some(Err(err)) => {
+            println!("result        run cannot work: {err}");
+            return ExitCode::from(EXIT_NO_MODULE);
+        }
+        None => {}
     }
     if usable == 0 {
         println!("result        run cannot work: no module can attach");

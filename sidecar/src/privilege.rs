@@ -3,10 +3,17 @@
 //! Loading and attaching needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, which implies
 //! both on the kernels we support); mounting tracefs needs CAP_SYS_ADMIN; raising the
 //! memlock limit on old kernels needs CAP_SYS_RESOURCE. Once the programs are attached,
-//! draining only uses the map and program file descriptors we already hold, and the kernel
-//! checks no capability on those. So every capability is dropped then, from every set,
+//! draining only uses the map and program file descriptors we already hold. Recent kernels
+//! check no capability on those, so every capability is dropped then, from every set,
 //! before any other thread exists: a bug in the HTTP or gRPC code can then do no more than
 //! an unprivileged process could.
+//!
+//! Older kernels (Debian 11's 5.10, for one) refuse *every* bpf(2) command with EPERM when
+//! `kernel.unprivileged_bpf_disabled` is set (Debian's default) and the caller lacks
+//! CAP_BPF/CAP_SYS_ADMIN, map updates on descriptors already held included. Which kind of
+//! kernel this is is found by trying, never from its version: [`drop_after_attach`] lowers
+//! every capability, runs a drain-like probe, and only when that fails with EPERM keeps
+//! CAP_BPF alone (nothing else) for the drainer.
 
 use std::fmt;
 
@@ -112,6 +119,13 @@ struct CapUserData {
 /// sets of the calling thread. Call it while the process has a single thread: threads
 /// created afterwards inherit the empty sets, threads that already exist would not.
 pub fn drop_all() -> std::io::Result<()> {
+    drop_all_except(None)
+}
+
+/// Like [`drop_all`], but `keep` (when given) stays in the permitted and effective sets.
+/// The bounding set is emptied all the same (it only limits what an execve could gain, and
+/// emptying it later would need CAP_SETPCAP, which goes now).
+pub fn drop_all_except(keep: Option<Capability>) -> std::io::Result<()> {
     // The bounding set first: that needs CAP_SETPCAP, which we are about to give up.
     // Bits past the kernel's last capability give EINVAL: that is the end of the set.
     for capability in 0..64 {
@@ -133,17 +147,96 @@ pub fn drop_all() -> std::io::Result<()> {
             0,
         )
     };
+    let kept = keep.map_or(0, Capability::bit);
+    capset(kept, kept)
+}
+
+/// Sets the effective and permitted sets (inheritable empty).
+fn capset(effective: u64, permitted: u64) -> std::io::Result<()> {
     let mut header = CapUserHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
     };
-    let data = [CapUserData::default(); 2];
+    let word = |mask: u64, half: u32| (mask >> (32 * half)) as u32;
+    let data = [0, 1].map(|half| CapUserData {
+        effective: word(effective, half),
+        permitted: word(permitted, half),
+        inheritable: 0,
+    });
     // SAFETY: a v3 header and two data words, as capset(2) expects.
     let result = unsafe { libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) };
     if result != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// What [`drop_after_attach`] left the process with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterAttach {
+    /// Every capability is gone and draining works without them.
+    DroppedAll,
+    /// This kernel checks CAP_BPF on every bpf(2) call: only that one is kept.
+    KeptForDrain { kept: Capability, why: String },
+}
+
+impl fmt::Display for AfterAttach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AfterAttach::DroppedAll => f.write_str("every capability dropped after attaching"),
+            AfterAttach::KeptForDrain { kept, why } => write!(
+                f,
+                "{} kept, every other capability dropped: {why}",
+                kept.name()
+            ),
+        }
+    }
+}
+
+/// Gives up every capability once the programs are attached, unless the drain (`probe`,
+/// which must make the bpf(2) calls a drain makes) fails without them; then it keeps the
+/// one capability the kernel asks for (CAP_BPF, or CAP_SYS_ADMIN on kernels without
+/// CAP_BPF) in the permitted and effective sets only: the bounding, inheritable and
+/// ambient sets end up empty either way. Call it while the process has a single thread. An error means the drain fails
+/// even with that capability: `run` cannot work.
+pub fn drop_after_attach<E: std::error::Error + 'static>(
+    mut probe: impl FnMut() -> Result<(), E>,
+) -> Result<AfterAttach, String> {
+    let held = CapabilitySet::effective();
+    let keep = if held.has(Capability::Bpf) {
+        Capability::Bpf
+    } else {
+        Capability::SysAdmin
+    };
+    // Everything but `keep` goes for good; `keep` leaves the effective set for the probe.
+    drop_all_except(Some(keep)).map_err(|err| format!("dropping capabilities: {err}"))?;
+    capset(0, keep.bit()).map_err(|err| format!("lowering {}: {err}", keep.name()))?;
+    let first = match probe() {
+        Ok(()) => {
+            drop_all().map_err(|err| format!("dropping capabilities: {err}"))?;
+            return Ok(AfterAttach::DroppedAll);
+        }
+        Err(err) => crate::kernel::chain(&err),
+    };
+    capset(keep.bit(), keep.bit()).map_err(|err| format!("raising {}: {err}", keep.name()))?;
+    match probe() {
+        Ok(()) => {
+            let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
+                .map_or_else(|_| "?".to_owned(), |v| v.trim().to_owned());
+            Ok(AfterAttach::KeptForDrain {
+                kept: keep,
+                why: format!(
+                    "without it this kernel refuses the drain's bpf(2) calls \
+                     (kernel.unprivileged_bpf_disabled={sysctl}): {first}"
+                ),
+            })
+        }
+        Err(err) => Err(format!(
+            "the drain fails even with {}: {}",
+            keep.name(),
+            crate::kernel::chain(&err)
+        )),
+    }
 }
 
 /// The effective, permitted and bounding sets of the calling thread.

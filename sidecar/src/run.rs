@@ -65,6 +65,13 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    match kernel.switch_method() {
+        (method, None) => info!("epoch switch: {}", method.describe()),
+        (method, Some(why)) => warn!(
+            "epoch switch: {} (this kernel refused the map-in-map slot replacement: {why})",
+            method.describe()
+        ),
+    }
     if !tracefs.available && !kernel.modules().values().any(|s| s.is_usable()) {
         error!(
             "tracefs is unavailable and could not be mounted: {}",
@@ -73,9 +80,18 @@ pub fn run(config: Config) -> ExitCode {
         return ExitCode::from(EXIT_NO_TRACEFS);
     }
     let held = privilege::CapabilitySet::effective();
-    match privilege::drop_all() {
-        Ok(()) => info!(dropped = %held, "attached: capabilities dropped"),
-        Err(err) => warn!("could not drop capabilities after attaching: {err}"),
+    let mut kernel = kernel;
+    match privilege::drop_after_attach(|| kernel.probe_drain()) {
+        Ok(privilege::AfterAttach::DroppedAll) => {
+            info!(dropped = %held, "attached: capabilities dropped");
+        }
+        Ok(kept @ privilege::AfterAttach::KeptForDrain { .. }) => {
+            warn!(held = %held, "attached: {kept}");
+        }
+        Err(err) => {
+            error!("attached, but the maps cannot be drained: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod load;
 mod svg;
+mod vm;
 
 #[derive(Parser)]
 #[command(about = "sidecar build tasks")]
@@ -34,6 +35,12 @@ enum Task {
     Load(load::LoadArgs),
     /// Measure the sidecar's cost; writes docs/BENCHMARKS.md and docs/bench/*.svg (root).
     Bench(bench::BenchArgs),
+    /// Boot Debian's 5.10, 6.1 and 6.12 kernels in QEMU and run the ground-truth checks in
+    /// each; writes docs/kernels.md.
+    VmTest(vm::VmTestArgs),
+    /// The in-VM side of `vm-test` (started by the initramfs's /init).
+    #[command(hide = true)]
+    VmGuest,
     /// The benchmark's timing loop (run by `bench` in a child process).
     #[command(hide = true)]
     BenchLoop(bench::LoopArgs),
@@ -55,6 +62,8 @@ fn main() -> Result<()> {
         Task::Load(args) => load::load(&root, args)?,
         Task::Bench(args) => bench::bench(&root, &args)?,
         Task::BenchLoop(args) => bench::bench_loop(&args)?,
+        Task::VmTest(args) => vm::vm_test(&root, &args)?,
+        Task::VmGuest => vm::vm_guest()?,
     }
     Ok(())
 }

@@ -160,3 +160,97 @@ pub fn update_all(
     }
     Ok(())
 }
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+/// The kernel-internal ENOTSUPP that bpf(2) returns for a batch command the map type lacks.
+const ENOTSUPP: i32 = 524;
+
+/// Whether a batch call failed because this kernel has no batch operations for the map's
+/// type (per-CPU arrays before Linux 5.13, for one).
+pub fn batch_unsupported(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(ENOTSUPP | libc::EOPNOTSUPP))
+}
+
+/// The `elem` member of `union bpf_attr` (BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM).
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+fn bpf_elem(cmd: libc::c_long, attr: &mut ElemAttr) -> io::Result<()> {
+    // SAFETY: `attr` is a valid bpf_attr prefix for the element commands and its pointers
+    // refer to live buffers of the map's key and value sizes.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            size_of::<ElemAttr>(),
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// [`read_all`] for an array on a kernel without batch operations for it: one lookup per
+/// index. Arrays here have a handful of slots, so this costs a few syscalls per drain.
+pub fn read_array_by_element(
+    fd: BorrowedFd<'_>,
+    shape: MapShape,
+    size: u32,
+) -> io::Result<Entries> {
+    assert_eq!(shape.key_size, size_of::<u32>(), "array keys");
+    let stride = shape.value_stride();
+    let mut entries = Entries {
+        keys: Vec::with_capacity(size as usize * 4),
+        values: vec![0u8; size as usize * stride],
+        count: 0,
+    };
+    for index in 0..size {
+        let key = index.to_ne_bytes();
+        let mut attr = ElemAttr {
+            map_fd: fd.as_raw_fd() as u32,
+            key: key.as_ptr() as u64,
+            value: entries.values[index as usize * stride..].as_mut_ptr() as u64,
+            ..ElemAttr::default()
+        };
+        bpf_elem(BPF_MAP_LOOKUP_ELEM, &mut attr)?;
+        entries.keys.extend_from_slice(&key);
+        entries.count += 1;
+    }
+    Ok(entries)
+}
+
+/// [`update_all`] one element at a time.
+pub fn update_array_by_element(
+    fd: BorrowedFd<'_>,
+    shape: MapShape,
+    keys: &[u32],
+    value: &[u8],
+) -> io::Result<()> {
+    assert_eq!(
+        value.len(),
+        shape.value_stride(),
+        "one key's worth of value bytes"
+    );
+    for key in keys {
+        let key = key.to_ne_bytes();
+        let mut attr = ElemAttr {
+            map_fd: fd.as_raw_fd() as u32,
+            key: key.as_ptr() as u64,
+            value: value.as_ptr() as u64,
+            ..ElemAttr::default()
+        };
+        bpf_elem(BPF_MAP_UPDATE_ELEM, &mut attr)?;
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 use std::{
     mem::size_of,
     os::fd::{AsFd as _, AsRawFd as _},
+    sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
@@ -118,6 +119,9 @@ pub(crate) struct DrainableMap {
     data: MapData,
     shape: MapShape,
     layout: Layout,
+    /// Set when this kernel turned out to lack batch operations for this (array) map type:
+    /// it is then read and zeroed element by element.
+    by_element: AtomicBool,
 }
 
 /// Entries asked for per batch syscall.
@@ -140,7 +144,7 @@ impl DrainableMap {
         };
         let info = data
             .info()
-            .map_err(|source| KernelError::Map { name, source })?;
+            .map_err(|error| KernelError::Map { name, error })?;
         if info.key_size() as usize != size_of::<K>()
             || info.value_size() as usize != size_of::<V>()
         {
@@ -157,7 +161,7 @@ impl DrainableMap {
         }
         let values_per_key = if per_cpu {
             aya::util::nr_cpus()
-                .map_err(|(_, err)| KernelError::Drain { name, source: err })?
+                .map_err(|(_, error)| KernelError::Drain { name, error })?
                 .get() as usize
         } else {
             1
@@ -177,6 +181,7 @@ impl DrainableMap {
                 values_per_key,
             },
             layout,
+            by_element: AtomicBool::new(false),
         })
     }
 
@@ -189,12 +194,56 @@ impl DrainableMap {
     }
 
     fn read(&self, delete: bool) -> Result<Entries, KernelError> {
-        batch::read_all(self.data.fd().as_fd(), self.shape, delete, BATCH_CHUNK).map_err(|source| {
-            KernelError::Drain {
-                name: self.name,
-                source,
+        let fd = self.data.fd().as_fd();
+        let result = match self.layout {
+            Layout::Array { entries } if self.by_element.load(Ordering::Relaxed) => {
+                batch::read_array_by_element(fd, self.shape, entries)
             }
+            Layout::Array { entries } => match batch::read_all(fd, self.shape, delete, BATCH_CHUNK)
+            {
+                Err(err) if batch::batch_unsupported(&err) => {
+                    self.fall_back_to_elements(&err);
+                    batch::read_array_by_element(fd, self.shape, entries)
+                }
+                other => other,
+            },
+            Layout::Hash => batch::read_all(fd, self.shape, delete, BATCH_CHUNK),
+        };
+        result.map_err(|error| KernelError::Drain {
+            name: self.name,
+            error,
         })
+    }
+
+    /// Zeroes `keys` of an array, in one batch when the kernel can.
+    fn zero(&self, keys: &[u32]) -> Result<(), KernelError> {
+        let fd = self.data.fd().as_fd();
+        let zero = vec![0u8; self.shape.value_stride()];
+        let result = if self.by_element.load(Ordering::Relaxed) {
+            batch::update_array_by_element(fd, self.shape, keys, &zero)
+        } else {
+            match batch::update_all(fd, self.shape, keys, &zero) {
+                Err(err) if batch::batch_unsupported(&err) => {
+                    self.fall_back_to_elements(&err);
+                    batch::update_array_by_element(fd, self.shape, keys, &zero)
+                }
+                other => other,
+            }
+        };
+        result.map_err(|error| KernelError::Drain {
+            name: self.name,
+            error,
+        })
+    }
+
+    fn fall_back_to_elements(&self, err: &std::io::Error) {
+        if !self.by_element.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                map = self.name,
+                "this kernel has no batch operations for this map type ({}): reading and clearing it element by element",
+                super::chain(err)
+            );
+        }
     }
 
     /// Values of one entry, summed over CPUs.
@@ -245,14 +294,8 @@ impl DrainableMap {
             }
         }
         if slots.iter().any(|v| *v != V::default()) {
-            let zero = vec![0u8; self.shape.value_stride()];
             let keys: Vec<u32> = (0..size).collect();
-            batch::update_all(self.data.fd().as_fd(), self.shape, &keys, &zero).map_err(
-                |source| KernelError::Drain {
-                    name: self.name,
-                    source,
-                },
-            )?;
+            self.zero(&keys)?;
         }
         Ok(slots)
     }

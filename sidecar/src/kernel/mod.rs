@@ -71,26 +71,93 @@ impl ModuleState {
     }
 }
 
+/// A failure of a kernel call. Every message names the map (or program) it concerns and
+/// ends with the kernel's errno, e.g. `... bpf_map_update_elem failed: Invalid argument (os
+/// error 22, EINVAL)`: the causes are part of the text, since logs print only the top error.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("loading the eBPF object: {0}")]
-    Load(#[from] aya::EbpfError),
-    #[error("map {name}: {source}")]
+    #[error("loading the eBPF object: {}", chain(.0))]
+    Load(aya::EbpfError),
+    #[error("map {name}: {}", chain(.error))]
     Map {
         name: &'static str,
-        source: aya::maps::MapError,
+        error: aya::maps::MapError,
     },
     #[error("map {name} is missing from the eBPF object")]
     MissingMap { name: &'static str },
     #[error("map {name}: {message}")]
     MapShape { name: &'static str, message: String },
-    #[error("draining {name}: {source}")]
+    #[error("draining {name}: {}", chain(.error))]
     Drain {
         name: &'static str,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("switching the epoch: {0}")]
-    Switch(aya::maps::MapError),
+    #[error("switching the epoch ({how}): {}", chain(.error))]
+    Switch { how: String, error: std::io::Error },
+}
+
+impl From<aya::EbpfError> for KernelError {
+    fn from(err: aya::EbpfError) -> Self {
+        KernelError::Load(err)
+    }
+}
+
+/// An error and all its causes on one line, with the symbolic name of an errno appended:
+/// `Invalid argument (os error 22)` becomes `Invalid argument (os error 22, EINVAL)`.
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = next {
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        let own = cause.to_string();
+        match cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            Some(errno) => text.push_str(&with_errno_name(&own, errno)),
+            None => text.push_str(&own),
+        }
+        next = cause.source();
+    }
+    text
+}
+
+fn with_errno_name(text: &str, errno: i32) -> String {
+    let name = errno_name(errno);
+    let tag = format!("(os error {errno})");
+    if text.contains(&tag) {
+        text.replace(&tag, &format!("(os error {errno}, {name})"))
+    } else {
+        format!("{text} (errno {errno}, {name})")
+    }
+}
+
+/// Symbolic names of the errnos the bpf(2) syscall returns.
+pub fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EINTR => "EINTR",
+        libc::E2BIG => "E2BIG",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        libc::ERANGE => "ERANGE",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        // The kernel-internal ENOTSUPP leaks out of bpf(2) on some paths.
+        524 => "ENOTSUPP",
+        _ => "errno",
+    }
 }
 
 /// How to size and what to load.
@@ -318,6 +385,20 @@ impl Kernel {
         })
     }
 
+    /// Makes the bpf(2) calls a drain starts with (the epoch switch, there and back) and
+    /// nothing else: whether draining works with the privileges the process holds now.
+    /// Whatever programs count meanwhile stays in the maps for the next drains.
+    pub fn probe_drain(&mut self) -> Result<(), KernelError> {
+        self.epoch.switch()?;
+        self.epoch.switch()?;
+        Ok(())
+    }
+
+    /// How epochs are switched on this kernel, and why the preferred way was not used.
+    pub fn switch_method(&self) -> (SwitchMethod, Option<&str>) {
+        (self.epoch.method, self.epoch.slot_error.as_deref())
+    }
+
     pub fn modules(&self) -> &BTreeMap<Module, ModuleState> {
         &self.modules
     }
@@ -456,14 +537,8 @@ fn unload(program: &mut aya::programs::Program) {
 }
 
 /// An error and its causes on one line (the verifier log can be long: keep its last lines).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let text = chain(err);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.len() > 6 {
         format!("{} ... {}", lines[0], lines[lines.len() - 5..].join(" | "))
@@ -536,11 +611,52 @@ fn fd_memlock(fd: i32) -> u64 {
         .unwrap_or(0)
 }
 
+/// How the drainer switches epochs; chosen at load time by trying, never by kernel version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchMethod {
+    /// Replace the `EPOCH` slot with the other epoch's inner array. The kernel waits for an
+    /// RCU grace period before `bpf_map_update_elem` returns.
+    Slot,
+    /// Keep the slot; write the new epoch into the inner array it points to, then wait for an
+    /// RCU grace period with `membarrier(MEMBARRIER_CMD_GLOBAL)` (`synchronize_rcu()`). For
+    /// kernels that refuse to replace the slot from userspace.
+    ValueAndMembarrier,
+}
+
+impl SwitchMethod {
+    pub const fn describe(self) -> &'static str {
+        match self {
+            SwitchMethod::Slot => "map-in-map slot replacement (the kernel waits for RCU)",
+            SwitchMethod::ValueAndMembarrier => {
+                "epoch value write + membarrier(MEMBARRIER_CMD_GLOBAL) for the RCU wait"
+            }
+        }
+    }
+}
+
 /// The `EPOCH` map-of-maps and the two single-value arrays it switches between.
 struct EpochSwitch {
     selector: ArrayOfMaps<MapData, Array<MapData, u32>>,
     values: [Array<MapData, u32>; 2],
     active: usize,
+    method: SwitchMethod,
+    /// Why the slot method was not usable, when it was not.
+    slot_error: Option<String>,
+}
+
+const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
+const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+
+/// `membarrier(2)`: with MEMBARRIER_CMD_GLOBAL the kernel runs `synchronize_rcu()`, which
+/// waits until every CPU has left the RCU read sections (BPF tracepoint programs) it was in.
+fn membarrier(cmd: libc::c_int) -> std::io::Result<libc::c_long> {
+    // SAFETY: membarrier takes two integers and touches no user memory.
+    let ret = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_uint) };
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 impl EpochSwitch {
@@ -550,38 +666,156 @@ impl EpochSwitch {
             .take_map(name)
             .ok_or(KernelError::MissingMap { name })?;
         let selector =
-            ArrayOfMaps::try_from(map).map_err(|source| KernelError::Map { name, source })?;
+            ArrayOfMaps::try_from(map).map_err(|error| KernelError::Map { name, error })?;
         let make = |value: u32| -> Result<Array<MapData, u32>, KernelError> {
+            let inner = if value == 0 {
+                "EPOCH inner array 0"
+            } else {
+                "EPOCH inner array 1"
+            };
             let mut array = Array::<MapData, u32>::create(1, 0)
-                .map_err(|source| KernelError::Map { name, source })?;
+                .map_err(|error| KernelError::Map { name: inner, error })?;
             array
                 .set(0, &value, 0)
-                .map_err(|source| KernelError::Map { name, source })?;
+                .map_err(|error| KernelError::Map { name: inner, error })?;
             Ok(array)
         };
         Ok(EpochSwitch {
             selector,
             values: [make(0)?, make(1)?],
             active: 0,
+            method: SwitchMethod::Slot,
+            slot_error: None,
         })
     }
 
+    /// Points the slot at epoch 0's array, then finds out how this kernel lets us switch:
+    /// replacing the slot (tried twice, there and back), or else writing the value with a
+    /// membarrier. Fails when neither works: a sidecar that cannot drain must not start.
     fn arm(&mut self) -> Result<(), KernelError> {
+        self.set_slot(0).map_err(|error| KernelError::Switch {
+            how: format!("arming: {}", self.slot_text(0)),
+            error,
+        })?;
+        let probe = if std::env::var_os("SIDECAR_FAULT_NO_SLOT_SWITCH").is_some() {
+            Err(std::io::Error::other(
+                "refused by SIDECAR_FAULT_NO_SLOT_SWITCH (test fault)",
+            ))
+        } else {
+            self.set_slot(1).and_then(|()| self.set_slot(0))
+        };
+        let Err(slot_error) = probe else {
+            return Ok(());
+        };
+        let slot_error = format!(
+            "{}: bpf_map_update_elem failed: {}",
+            self.slot_text(1),
+            chain(&slot_error)
+        );
+        // The slot points at epoch 0's array whatever happened (the first step failed, or
+        // the way back did): re-arm it to be sure, then try the value write.
+        let _ = self.set_slot(0);
+        let supported = membarrier(MEMBARRIER_CMD_QUERY).map_err(|error| KernelError::Switch {
+            how: format!("{slot_error}; and membarrier(MEMBARRIER_CMD_QUERY) failed"),
+            error,
+        })?;
+        if supported & libc::c_long::from(MEMBARRIER_CMD_GLOBAL) == 0 {
+            return Err(KernelError::Switch {
+                how: format!("{slot_error}; and membarrier lacks MEMBARRIER_CMD_GLOBAL"),
+                error: std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+            });
+        }
+        self.method = SwitchMethod::ValueAndMembarrier;
+        self.slot_error = Some(slot_error.clone());
+        let probe = self.write_value(1).and_then(|()| self.write_value(0));
+        probe.map_err(|error| KernelError::Switch {
+            how: format!("{slot_error}; and the fallback (value write + membarrier)"),
+            error,
+        })
+    }
+
+    fn slot_text(&self, epoch: usize) -> String {
+        format!("{} slot 0 -> EPOCH inner array {epoch}", map_names::EPOCH)
+    }
+
+    fn set_slot(&mut self, epoch: usize) -> std::io::Result<()> {
         self.selector
-            .set(0, &self.values[self.active], 0)
-            .map_err(KernelError::Switch)
+            .set(0, &self.values[epoch], 0)
+            .map_err(|err| match err {
+                aya::maps::MapError::SyscallError(sys) => sys.io_error,
+                other => std::io::Error::other(other.to_string()),
+            })
+    }
+
+    /// The fallback's switch: the inner array of epoch 0 (the one the slot holds) gets the
+    /// new epoch's number, then a grace period passes.
+    fn write_value(&mut self, epoch: usize) -> std::io::Result<()> {
+        let value = u32::try_from(epoch).unwrap_or(0);
+        self.values[0].set(0, &value, 0).map_err(|err| match err {
+            aya::maps::MapError::SyscallError(sys) => sys.io_error,
+            other => std::io::Error::other(other.to_string()),
+        })?;
+        membarrier(MEMBARRIER_CMD_GLOBAL).map(drop)
     }
 
     /// Makes the other epoch active and returns the retired one. When this returns, an RCU
     /// grace period has passed since the switch (the kernel waits for one when a slot of a
-    /// map-of-maps is replaced), so no program still writes into the retired epoch's maps.
+    /// map-of-maps is replaced; membarrier waits for one in the fallback), so no program
+    /// still writes into the retired epoch's maps.
     fn switch(&mut self) -> Result<usize, KernelError> {
         let next = 1 - self.active;
-        self.selector
-            .set(0, &self.values[next], 0)
-            .map_err(KernelError::Switch)?;
+        let result = match self.method {
+            SwitchMethod::Slot => self.set_slot(next).map_err(|error| KernelError::Switch {
+                how: format!("{}: bpf_map_update_elem", self.slot_text(next)),
+                error,
+            }),
+            SwitchMethod::ValueAndMembarrier => {
+                self.write_value(next).map_err(|error| KernelError::Switch {
+                    how: format!("EPOCH inner array 0 := {next}, then membarrier"),
+                    error,
+                })
+            }
+        };
+        result?;
         let retired = self.active;
         self.active = next;
         Ok(retired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_errors_name_the_map_the_call_and_the_errno() {
+        let err = KernelError::Map {
+            name: "FADV_CNT_0",
+            error: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_update_elem",
+                io_error: std::io::Error::from_raw_os_error(libc::EINVAL),
+            }),
+        };
+        let text = err.to_string();
+        assert!(text.starts_with("map FADV_CNT_0: "), "{text}");
+        assert!(text.contains("bpf_map_update_elem"), "{text}");
+        assert!(text.contains("(os error 22, EINVAL)"), "{text}");
+    }
+
+    #[test]
+    fn switch_and_drain_errors_carry_the_errno() {
+        let err = KernelError::Switch {
+            how: "EPOCH slot 0 -> EPOCH inner array 1: bpf_map_update_elem".to_owned(),
+            error: std::io::Error::from_raw_os_error(libc::EPERM),
+        };
+        let text = err.to_string();
+        assert!(text.contains("EPOCH inner array 1"), "{text}");
+        assert!(text.ends_with("(os error 1, EPERM)"), "{text}");
+        let err = KernelError::Drain {
+            name: "HOST_0",
+            error: std::io::Error::from_raw_os_error(524),
+        };
+        assert!(err.to_string().contains("HOST_0"), "{err}");
+        assert!(err.to_string().contains("ENOTSUPP"), "{err}");
     }
 }

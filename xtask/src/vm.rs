@@ -1,0 +1,1383 @@
+//! `cargo xtask vm-test`: boots Debian's LTS kernels in QEMU (software emulation) with an
+//! initramfs that holds the sidecar, the load generator and this program, and runs the same
+//! ground-truth checks in each VM (`cargo xtask vm-guest`, started by the initramfs's /init).
+//!
+//! The guest reports each check on the serial console as it finishes (`VMTEST check ...`)
+//! and everything at the end on one line (`VMTEST-RESULT {json}`); the host keeps the whole
+//! console in target/vm-test/<series>.log, prints a per-kernel table and writes it to
+//! docs/kernels.md.
+//!
+//! The binaries go in as they are (glibc, dynamically linked) with the shared libraries
+//! `ldd` names: the VM then runs exactly the `target/release/sidecar` that `make build`
+//! produced and `make run` ships, and no second (musl) build of the whole dependency tree
+//! is needed on a 2-core machine.
+
+use std::{
+    collections::BTreeMap,
+    env, fs,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+/// File sizes on the ext4 disk. `small` is read cold, warm and evicted; `big` is read in a
+/// memory cgroup that holds a third of it, which forces reclaim.
+const SMALL_MIB: u64 = 32;
+const BIG_MIB: u64 = 96;
+const CGROUP_LIMIT_MIB: u64 = 32;
+/// Bump when the disk's contents change: the cached image is keyed by it.
+const DISK_VERSION: u32 = 1;
+const FADVISE_CALLS: u64 = 20_000;
+const FADVISE_BAD_FD_CALLS: u64 = 3;
+
+#[derive(clap::Args)]
+pub struct VmTestArgs {
+    /// Kernel series to boot, one after another.
+    #[arg(long, value_delimiter = ',', default_value = "5.10,6.1,6.12")]
+    kernels: Vec<String>,
+    /// Seconds one VM may take before it counts as hung.
+    #[arg(long, default_value_t = 420)]
+    timeout: u64,
+    /// Do not write docs/kernels.md.
+    #[arg(long)]
+    no_table: bool,
+}
+
+fn ci() -> bool {
+    env::var("CI").is_ok_and(|v| v == "true") || env::var_os("SIDECAR_REQUIRE_EBPF").is_some()
+}
+
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = env::var_os("SIDECAR_TOOLS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let base = env::var_os("XDG_CACHE_HOME").map_or_else(
+        || PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache"),
+        PathBuf::from,
+    );
+    base.join("sidecar-tools")
+}
+
+/// One kernel's outcome.
+struct KernelRun {
+    series: String,
+    package: String,
+    seconds: f64,
+    /// The guest's report, or why there is none.
+    result: Result<Value, String>,
+}
+
+pub fn vm_test(root: &Path, args: &VmTestArgs) -> Result<()> {
+    let started = Instant::now();
+    let missing: Vec<&str> = ["qemu-system-x86_64", "busybox", "cpio", "mkfs.ext4", "xz"]
+        .into_iter()
+        .filter(|tool| find_tool(tool).is_none())
+        .collect();
+    if !missing.is_empty() {
+        let why = format!(
+            "vm-test: {} not installed (scripts/bootstrap.sh --test installs them)",
+            missing.join(", ")
+        );
+        if ci() {
+            bail!("{why}");
+        }
+        eprintln!("{why}: skipped (CI=true makes this a failure)");
+        return Ok(());
+    }
+
+    // The payload, built once for every kernel.
+    crate::build_ebpf(root)?;
+    let status = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(root)
+        // The same command as `make build`, so that nothing is built twice.
+        .args(["build", "--release", "--bins"])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release --bins failed ({status})");
+    }
+    let work = root.join("target/vm-test");
+    fs::create_dir_all(&work)?;
+    let common = build_common_payload(root, &work)?;
+    let disk = disk_image(&cache_dir())?;
+
+    let kernels = fetch_kernels(root, &args.kernels)?;
+    let mut runs = Vec::new();
+    for (series, dir) in kernels {
+        let package = fs::read_to_string(dir.join("package"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        eprintln!("vm-test: booting {package} ({series})");
+        let vm_started = Instant::now();
+        let result = boot(&work, &common, &dir, &series, &disk, args.timeout)
+            .map_err(|err| format!("{err:#}"));
+        let seconds = vm_started.elapsed().as_secs_f64();
+        if let Err(err) = &result {
+            eprintln!("vm-test: {series}: {err}");
+        }
+        runs.push(KernelRun {
+            series,
+            package,
+            seconds,
+            result,
+        });
+    }
+
+    let table = render_table(&runs, started.elapsed());
+    println!("\n{table}");
+    if !args.no_table {
+        fs::write(root.join("docs/kernels.md"), &table).context("writing docs/kernels.md")?;
+        eprintln!("vm-test: wrote docs/kernels.md");
+    }
+    // A module the kernel lacks fails its checks; outside CI that alone does not fail the
+    // run (it is a known gap, printed), under CI it does.
+    let mut failed = Vec::new();
+    let mut gaps = Vec::new();
+    for run in &runs {
+        match &run.result {
+            Err(err) => failed.push(format!("{}: {err}", run.series)),
+            Ok(report) => {
+                for check in report["checks"].as_array().into_iter().flatten() {
+                    if check["ok"] != json!(true) {
+                        let line = format!(
+                            "{} {}: {}",
+                            run.series,
+                            check["name"].as_str().unwrap_or("?"),
+                            check["detail"].as_str().unwrap_or("")
+                        );
+                        if check["unavailable"] == json!(true) {
+                            gaps.push(line);
+                        } else {
+                            failed.push(line);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "vm-test: {} kernels in {:.0} s",
+        runs.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for line in &gaps {
+        eprintln!("vm-test: FAILED (module unavailable) {line}");
+    }
+    for line in &failed {
+        eprintln!("vm-test: FAILED {line}");
+    }
+    if ci() {
+        failed.extend(gaps);
+    } else if !gaps.is_empty() {
+        eprintln!(
+            "vm-test: {} checks failed only because a module is unavailable on that kernel; \
+             outside CI that does not fail the run (CI=true makes it fail)",
+            gaps.len()
+        );
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    bail!("vm-test: {} checks failed", failed.len())
+}
+
+/// A tool in PATH, or in the sbin directories a non-root PATH may lack (mkfs.ext4).
+fn find_tool(name: &str) -> Option<PathBuf> {
+    crate::which(name).or_else(|| {
+        ["/usr/sbin", "/sbin"]
+            .iter()
+            .map(|dir| Path::new(dir).join(name))
+            .find(|path| path.is_file())
+    })
+}
+
+fn fetch_kernels(root: &Path, series: &[String]) -> Result<Vec<(String, PathBuf)>> {
+    let script = root.join("scripts/vm-kernels.sh");
+    let output = Command::new(&script)
+        .arg(cache_dir().join("kernels"))
+        .args(series)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !output.status.success() {
+        bail!("{} failed ({})", script.display(), output.status);
+    }
+    Ok(String::from_utf8(output.stdout)?
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(s, d)| (s.to_owned(), PathBuf::from(d)))
+        .collect())
+}
+
+/// The ext4 image with the files the page-cache and reclaim checks read. Made once with
+/// `mkfs.ext4 -d` (no root, no loop device) and cached; QEMU opens it with snapshot=on, so
+/// guests never change it.
+fn disk_image(cache: &Path) -> Result<PathBuf> {
+    let image = cache.join(format!("vm-disk-v{DISK_VERSION}.ext4"));
+    if image.is_file() {
+        return Ok(image);
+    }
+    fs::create_dir_all(cache)?;
+    let staging = cache.join(format!(".vm-disk-v{DISK_VERSION}"));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging)?;
+    for (name, mib) in [("small", SMALL_MIB), ("big", BIG_MIB)] {
+        // Non-zero bytes: mke2fs leaves all-zero blocks out as holes, which reads would not
+        // fetch from the disk.
+        let mut file = fs::File::create(staging.join(name))?;
+        let mut block = vec![0u8; 1 << 20];
+        for index in 0..mib {
+            for (i, byte) in block.iter_mut().enumerate() {
+                *byte = (i as u64 ^ index).wrapping_mul(31) as u8 | 1;
+            }
+            file.write_all(&block)?;
+        }
+    }
+    let size_mib = (SMALL_MIB + BIG_MIB) * 5 / 4 + 16;
+    let partial = cache.join(format!(".vm-disk-v{DISK_VERSION}.partial"));
+    let status = Command::new(find_tool("mkfs.ext4").context("mkfs.ext4 not found")?)
+        .args(["-q", "-F", "-L", "sidecar-vm", "-d"])
+        .arg(&staging)
+        .arg(&partial)
+        .arg(format!("{size_mib}M"))
+        .status()
+        .context("running mkfs.ext4")?;
+    if !status.success() {
+        bail!("mkfs.ext4 failed ({status})");
+    }
+    fs::rename(&partial, &image)?;
+    fs::remove_dir_all(&staging)?;
+    Ok(image)
+}
+
+const INIT_SCRIPT: &str = r#"#!/bin/busybox sh
+# The initramfs's init: mounts, modules, the test runner, power off.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+for m in $(cat /modules/load-order); do
+  insmod /modules/$m.ko || echo "VMTEST note insmod $m failed"
+done
+mkdir -p /data
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.2; i=$((i+1)); done
+mount -t ext4 /dev/vda /data || echo "VMTEST note mounting /dev/vda failed"
+ifconfig lo 127.0.0.1 up
+/bin/vm-guest vm-guest
+echo "VMTEST-EXIT $?"
+poweroff -f
+"#;
+
+/// Files every initramfs shares: busybox, the binaries and their libraries, /init.
+fn build_common_payload(root: &Path, work: &Path) -> Result<PathBuf> {
+    let staging = work.join("payload");
+    let _ = fs::remove_dir_all(&staging);
+    for dir in [
+        "bin", "proc", "sys", "dev", "tmp", "data", "modules", "etc", "run",
+    ] {
+        fs::create_dir_all(staging.join(dir))?;
+    }
+    let busybox = crate::which("busybox").context("busybox not found")?;
+    fs::copy(&busybox, staging.join("bin/busybox"))?;
+    let release = root.join("target/release");
+    let binaries = [
+        (release.join("sidecar"), "sidecar"),
+        (release.join("sidecar-load"), "sidecar-load"),
+        (env::current_exe()?, "vm-guest"),
+    ];
+    for (source, name) in &binaries {
+        fs::copy(source, staging.join("bin").join(name))
+            .with_context(|| format!("copying {}", source.display()))?;
+        copy_libraries(source, &staging)?;
+    }
+    let init = staging.join("init");
+    fs::write(&init, INIT_SCRIPT)?;
+    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
+    fs::write(staging.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;
+    let archive = work.join("common.cpio");
+    cpio(&staging, &archive)?;
+    Ok(archive)
+}
+
+/// Copies the shared libraries `ldd` lists for a binary, at the same paths.
+fn copy_libraries(binary: &Path, staging: &Path) -> Result<()> {
+    let output = Command::new("ldd").arg(binary).output().context("ldd")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    for line in text.lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux... (0x...)"
+        let path = line
+            .split_once("=>")
+            .map_or(line, |(_, right)| right)
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        if !path.starts_with('/') {
+            continue;
+        }
+        let target = staging.join(path.trim_start_matches('/'));
+        if target.exists() {
+            continue;
+        }
+        fs::create_dir_all(target.parent().unwrap_or(staging))?;
+        // Follow symlinks: copy the library's contents under the name the loader asks for.
+        fs::copy(path, &target).with_context(|| format!("copying {path}"))?;
+    }
+    Ok(())
+}
+
+fn cpio(staging: &Path, archive: &Path) -> Result<()> {
+    let out = fs::File::create(archive)?;
+    let status = Command::new("sh")
+        .current_dir(staging)
+        .args([
+            "-c",
+            "find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0",
+        ])
+        .stdout(out)
+        .status()
+        .context("running cpio")?;
+    if !status.success() {
+        bail!("cpio failed ({status})");
+    }
+    Ok(())
+}
+
+/// Boots one kernel and returns the guest's report.
+fn boot(
+    work: &Path,
+    common: &Path,
+    kernel_dir: &Path,
+    series: &str,
+    disk: &Path,
+    timeout: u64,
+) -> Result<Value> {
+    // The kernel's modules, as a second archive appended to the common one (the kernel
+    // unpacks concatenated archives in order).
+    let staging = work.join(format!("modules-{series}"));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(staging.join("modules"))?;
+    for entry in fs::read_dir(kernel_dir.join("modules"))? {
+        let entry = entry?;
+        fs::copy(
+            entry.path(),
+            staging.join("modules").join(entry.file_name()),
+        )?;
+    }
+    fs::copy(
+        kernel_dir.join("load-order"),
+        staging.join("modules/load-order"),
+    )?;
+    let modules_archive = work.join(format!("modules-{series}.cpio"));
+    cpio(&staging, &modules_archive)?;
+    let initrd = work.join(format!("initrd-{series}.cpio"));
+    let mut bytes = fs::read(common)?;
+    bytes.extend(fs::read(&modules_archive)?);
+    fs::write(&initrd, bytes)?;
+
+    let log_path = work.join(format!("{series}.log"));
+    let mut log = fs::File::create(&log_path)?;
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
+        .args(["-nographic", "-no-reboot", "-nic", "none"])
+        .arg("-kernel")
+        .arg(kernel_dir.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(&initrd)
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=virtio,format=raw,snapshot=on",
+            disk.display()
+        ))
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 quiet panic=-1 rdinit=/init vmtest.cgroup={}",
+            cgroup_version(series)
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    let stdout = child.stdout.take().context("qemu stdout")?;
+    let stderr = child.stderr.take().context("qemu stderr")?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let tx2 = tx.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx2.send(format!("qemu: {line}"));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let mut report = None;
+    let mut exited = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match rx.recv_timeout(left.min(Duration::from_secs(1))) {
+            Ok(line) => {
+                let line = line.trim_end_matches('\r').to_owned();
+                writeln!(log, "{line}")?;
+                if let Some(json) = line.strip_prefix("VMTEST-RESULT ") {
+                    report = serde_json::from_str::<Value>(json).ok();
+                } else if line.starts_with("VMTEST")
+                    || line.starts_with("qemu: ")
+                    || line.contains("Kernel panic")
+                    || line.contains("BUG:")
+                {
+                    eprintln!("  [{series}] {line}");
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                exited = true;
+                break;
+            }
+        }
+    }
+    if !exited {
+        kill(&mut child);
+    }
+    let _ = child.wait();
+    match report {
+        Some(report) => Ok(report),
+        None if !exited => bail!(
+            "no result within {timeout} s (hung or too slow); console in {}",
+            log_path.display()
+        ),
+        None => bail!(
+            "the VM stopped without a result (did the kernel boot?); console in {}",
+            log_path.display()
+        ),
+    }
+}
+
+/// Which memory cgroup the guest limits the reader with: v1 on 5.10, as Amazon Linux 2
+/// (a 5.10 distribution) runs it, v2 elsewhere, so that both paths are exercised.
+fn cgroup_version(series: &str) -> &'static str {
+    if series == "5.10" { "v1" } else { "v2" }
+}
+
+fn kill(child: &mut Child) {
+    // SAFETY: signalling the process group we created for this child.
+    unsafe {
+        libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+    }
+}
+
+fn render_table(runs: &[KernelRun], total: Duration) -> String {
+    let mut out = String::new();
+    out.push_str("# Supported kernels\n\n");
+    out.push_str(
+        "Generated by `cargo xtask vm-test` (part of `make test`); overwritten on every run. \
+         Each kernel is Debian's newest package of its series, booted in QEMU (software \
+         emulation) with the same checks; see docs/testing.md.\n\n",
+    );
+    out.push_str(&format!(
+        "Last run: {} kernels in {:.0} s.\n\n",
+        runs.len(),
+        total.as_secs_f64()
+    ));
+    out.push_str(
+        "## Modules\n\n| kernel | module | state | hook / reason | checks passed |\n|---|---|---|---|---|\n",
+    );
+    for run in runs {
+        let kernel = kernel_label(run);
+        match &run.result {
+            Err(err) => out.push_str(&format!("| {kernel} | - | no result | {err} | 0 |\n")),
+            Ok(report) => {
+                let checks = report["checks"].as_array().cloned().unwrap_or_default();
+                let mut rows: Vec<(String, String, String, Vec<&Value>)> = Vec::new();
+                for module in report["modules"].as_array().into_iter().flatten() {
+                    let name = cell(&module["name"]);
+                    let own: Vec<&Value> = checks
+                        .iter()
+                        .filter(|c| {
+                            let check = c["name"].as_str().unwrap_or("");
+                            check == name || check.starts_with(&format!("{name}."))
+                        })
+                        .collect();
+                    rows.push((name, cell(&module["state"]), cell(&module["detail"]), own));
+                }
+                let daemon: Vec<&Value> = checks
+                    .iter()
+                    .filter(|c| {
+                        let check = c["name"].as_str().unwrap_or("");
+                        !rows.iter().any(|(name, ..)| {
+                            check == name || check.starts_with(&format!("{name}."))
+                        })
+                    })
+                    .collect();
+                rows.push((
+                    "(daemon)".to_owned(),
+                    "-".to_owned(),
+                    "check, ready, drains, privileges, clean stop".to_owned(),
+                    daemon,
+                ));
+                for (name, state, detail, own) in rows {
+                    let passed = own.iter().filter(|c| c["ok"] == json!(true)).count();
+                    out.push_str(&format!(
+                        "| {kernel} | {name} | {state} | {detail} | {passed} of {} |\n",
+                        own.len()
+                    ));
+                }
+            }
+        }
+    }
+    out.push_str(
+        "\n## How the drain works there\n\n| kernel | epoch switch | privileges after attaching | per-CPU arrays drained | memory cgroup |\n|---|---|---|---|---|\n",
+    );
+    for run in runs {
+        if let Ok(report) = &run.result {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                kernel_label(run),
+                cell(&report["epoch_switch"]),
+                cell(&report["privileges"]),
+                cell(&report["array_drain"]),
+                cell(&report["cgroup"]),
+            ));
+        }
+    }
+    out.push_str("\n## Checks\n\n| kernel | check | result | detail |\n|---|---|---|---|\n");
+    for run in runs {
+        let kernel = kernel_label(run);
+        if let Ok(report) = &run.result {
+            for check in report["checks"].as_array().into_iter().flatten() {
+                let result = if check["ok"] == json!(true) {
+                    "pass"
+                } else {
+                    "**FAIL**"
+                };
+                out.push_str(&format!(
+                    "| {kernel} | {} | {result} | {} |\n",
+                    cell(&check["name"]),
+                    cell(&check["detail"]),
+                ));
+            }
+        }
+    }
+    out.push_str("\n## Summary\n\n| kernel | checks passed | VM time |\n|---|---|---|\n");
+    for run in runs {
+        let (passed, total) = match &run.result {
+            Ok(report) => {
+                let checks = report["checks"].as_array().cloned().unwrap_or_default();
+                let passed = checks.iter().filter(|c| c["ok"] == json!(true)).count();
+                (passed, checks.len())
+            }
+            Err(_) => (0, 0),
+        };
+        out.push_str(&format!(
+            "| {} | {passed} of {total} | {:.0} s |\n",
+            kernel_label(run),
+            run.seconds
+        ));
+    }
+    out
+}
+
+fn kernel_label(run: &KernelRun) -> String {
+    let release = run
+        .result
+        .as_ref()
+        .ok()
+        .and_then(|r| r["release"].as_str())
+        .unwrap_or("");
+    if release.is_empty() {
+        format!("{} (`{}`)", run.series, run.package)
+    } else {
+        format!("{} (`{release}`)", run.series)
+    }
+}
+
+fn cell(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_owned)
+        .replace('|', "\\|")
+        .replace('\n', " ")
+}
+
+// ------------------------------------------------------------------------------------------
+// The guest side: runs inside the VM as a child of /init.
+// ------------------------------------------------------------------------------------------
+
+const METRICS: &str = "127.0.0.1:9464";
+
+const GUEST_CONFIG: &str = r#"interval: 250ms
+server:
+  metrics_addr: 127.0.0.1:9464
+  grpc_addr: 127.0.0.1:50051
+workloads:
+  - name: vmfadv
+    comm: "^vmfadv$"
+  - name: vmcold
+    comm: "^vmcold$"
+  - name: vmwarm
+    comm: "^vmwarm$"
+  - name: vmevict
+    comm: "^vmevict$"
+  - name: vmreclaim
+    comm: "^vmreclaim$"
+unmatched: other
+tracefs:
+  mount: true
+shutdown_timeout: 10s
+"#;
+
+struct Guest {
+    checks: Vec<Value>,
+}
+
+impl Guest {
+    fn record(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
+        let detail = detail.into();
+        println!(
+            "VMTEST check {name} {} {detail}",
+            if ok { "PASS" } else { "FAIL" }
+        );
+        self.checks
+            .push(json!({ "name": name, "ok": ok, "detail": detail }));
+    }
+
+    /// A check that cannot run because this kernel lacks its module: a failure (a real
+    /// gap), marked so that the host can tell it from a wrong count.
+    fn unavailable(&mut self, name: &str, why: &str) {
+        self.record(name, false, why);
+        if let Some(last) = self.checks.last_mut() {
+            last["unavailable"] = json!(true);
+        }
+    }
+}
+
+pub fn vm_guest() -> Result<()> {
+    let started = Instant::now();
+    let mut guest = Guest { checks: Vec::new() };
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    println!("VMTEST kernel {release}");
+    let cgroup = Cgroup::mount().map_err(|err| format!("{err:#}"));
+    fs::write("/tmp/sidecar.yaml", GUEST_CONFIG)?;
+
+    // What this kernel supports, module by module, before anything runs.
+    let check = Command::new("/bin/sidecar")
+        .args(["check", "--config", "/tmp/sidecar.yaml"])
+        .output()?;
+    let check_text = String::from_utf8_lossy(&check.stdout).into_owned();
+    for line in check_text.lines() {
+        println!("VMTEST sidecar-check {line}");
+    }
+    let epoch_switch = check_text
+        .lines()
+        .find_map(|l| l.strip_prefix("epoch switch"))
+        .unwrap_or("(not reported)")
+        .trim()
+        .to_owned();
+    let check_module_detail = |module: &str| -> String {
+        check_text
+            .lines()
+            .filter_map(|l| l.strip_prefix("module"))
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(module).filter(|r| r.starts_with(' ')))
+            .map(str::trim)
+            // "verified     2 tracepoints: ..." -> "2 tracepoints: ..."
+            .and_then(|r| r.split_once(' '))
+            .map_or("", |(_, detail)| detail)
+            .trim()
+            .to_owned()
+    };
+    guest.record(
+        "check",
+        check.status.success() && check_text.contains("run can work"),
+        check_text
+            .lines()
+            .find_map(|l| l.strip_prefix("result"))
+            .unwrap_or("no result line")
+            .trim(),
+    );
+
+    let baseline = BpfObjects::now();
+    let mut sidecar = Command::new("/bin/sidecar")
+        .args(["run", "--config", "/tmp/sidecar.yaml"])
+        .env("NO_COLOR", "1")
+        .stdout(fs::File::create("/tmp/sidecar.log")?)
+        .stderr(fs::File::create("/tmp/sidecar.err")?)
+        .spawn()?;
+
+    let ready = wait_ready(Duration::from_secs(120));
+    let modules: BTreeMap<String, (String, String)> = match &ready {
+        Ok(body) => body["modules"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, m)| {
+                let state = m["state"].as_str().unwrap_or("?").to_owned();
+                let error = m["error"].as_str().unwrap_or("").to_owned();
+                (name.clone(), (state, error))
+            })
+            .collect(),
+        Err(_) => BTreeMap::new(),
+    };
+    guest.record(
+        "ready",
+        ready.is_ok(),
+        match &ready {
+            Ok(body) => format!("/health/ready 200 after {} drains", body["drains"]),
+            Err(err) => format!("{err:#}"),
+        },
+    );
+    let module_state = |name: &str| modules.get(name).cloned();
+    let unavailable = |name: &str| -> Option<String> {
+        match module_state(name) {
+            Some((state, _)) if state == "attached" => None,
+            Some((state, error)) => Some(format!("{name}: {state} ({error})")),
+            None => Some(format!("{name}: no state (sidecar not ready)")),
+        }
+    };
+
+    // fadvise: two threads, an exact count.
+    if let Some(why) = unavailable("fadvise") {
+        guest.unavailable("fadvise", &why);
+    } else {
+        check_fadvise(&mut guest);
+    }
+    // page cache on ext4 on the virtio disk.
+    if let Some(why) = unavailable("page_cache") {
+        for name in ["page_cache.cold", "page_cache.warm", "page_cache.evict"] {
+            guest.unavailable(name, &why);
+        }
+    } else {
+        check_page_cache(&mut guest);
+    }
+    // reclaim in a memory cgroup against /proc/vmstat.
+    match (unavailable("vmscan"), &cgroup) {
+        (Some(why), _) => guest.unavailable("vmscan", &why),
+        (None, Err(err)) => guest.record("vmscan", false, format!("no memory cgroup: {err}")),
+        (None, Ok(cgroup)) => check_vmscan(&mut guest, cgroup),
+    }
+
+    // No drain may have failed.
+    let log = strip_ansi(
+        &(fs::read_to_string("/tmp/sidecar.log").unwrap_or_default()
+            + &fs::read_to_string("/tmp/sidecar.err").unwrap_or_default()),
+    );
+    let drain_failures: Vec<&str> = log.lines().filter(|l| l.contains("drain failed")).collect();
+    guest.record(
+        "drains",
+        drain_failures.is_empty() && ready.is_ok(),
+        drain_failures.first().map_or_else(
+            || {
+                format!(
+                    "no drain failed ({} drains)",
+                    scrape_value("sidecar_drains_total", &[])
+                )
+            },
+            |l| (*l).to_owned(),
+        ),
+    );
+
+    // Privileges while running: at most CAP_BPF (kernels that check it on every bpf(2)
+    // call), nothing in the bounding, inheritable or ambient sets, in every thread.
+    check_privileges(&mut guest, sidecar.id());
+
+    // A clean stop: exit status 0 and no program, map or link left behind.
+    check_stop(&mut guest, &mut sidecar, &baseline);
+
+    let mut module_rows = Vec::new();
+    for name in ["fadvise", "page_cache", "vmscan"] {
+        let (state, error) = module_state(name).unwrap_or_else(|| ("?".into(), String::new()));
+        let detail = if error.is_empty() {
+            check_module_detail(name)
+        } else {
+            error
+        };
+        module_rows.push(json!({ "name": name, "state": state, "detail": detail }));
+    }
+    if guest.checks.iter().any(|c| c["ok"] != json!(true)) {
+        for line in log
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            println!("VMTEST sidecar-log {line}");
+        }
+    }
+    let privileges = check_text
+        .lines()
+        .find_map(|l| l.strip_prefix("privileges"))
+        .unwrap_or("(not reported)")
+        .trim()
+        .to_owned();
+    let array_drain = if log.contains("no batch operations for this map type") {
+        "per element (no batch operations for per-CPU arrays)"
+    } else {
+        "batch"
+    };
+    let report = json!({
+        "release": release,
+        "epoch_switch": epoch_switch,
+        "privileges": privileges,
+        "array_drain": array_drain,
+        "cgroup": cgroup.as_ref().map_or_else(|e| e.clone(), |c| c.describe()),
+        "modules": module_rows,
+        "checks": guest.checks,
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    println!("VMTEST-RESULT {report}");
+    Ok(())
+}
+
+fn check_fadvise(guest: &mut Guest) {
+    let report = match load(
+        "vmfadv",
+        &[
+            "fadvise",
+            "--calls",
+            &FADVISE_CALLS.to_string(),
+            "--threads",
+            "2",
+            "--bad-fd-calls",
+            &FADVISE_BAD_FD_CALLS.to_string(),
+            "--over",
+            "1s",
+        ],
+    ) {
+        Ok(report) => report,
+        Err(err) => return guest.record("fadvise", false, format!("{err:#}")),
+    };
+    let calls = report["calls"].as_f64().unwrap_or(-1.0);
+    let successes = report["successes"].as_f64().unwrap_or(-1.0);
+    let labels = [("workload", "vmfadv")];
+    let seen = wait_for(Duration::from_secs(10), || {
+        let c = scrape_value("ebpf_fadvise_calls_total", &labels);
+        let s = scrape_value("ebpf_fadvise_success_total", &labels);
+        ((c, s), c == calls && s == successes)
+    });
+    let (seen_calls, seen_successes) = seen;
+    guest.record(
+        "fadvise",
+        seen_calls == calls && seen_successes == successes,
+        format!(
+            "calls {seen_calls} of {calls}, successes {seen_successes} of {successes} (2 threads)"
+        ),
+    );
+}
+
+fn check_page_cache(guest: &mut Guest) {
+    let file = "/data/small";
+    let pages = (SMALL_MIB << 20) as f64 / 4096.0;
+    let within = |actual: f64, tolerance: f64| (actual - pages).abs() <= pages * tolerance;
+
+    // Cold: nothing of the file is cached after boot (the disk was just mounted).
+    let cold = load("vmcold", &["read", "--file", file]);
+    match cold {
+        Err(err) => guest.record("page_cache.cold", false, format!("{err:#}")),
+        Ok(report) => {
+            let labels = [("workload", "vmcold")];
+            let (attempts, misses) = wait_for(Duration::from_secs(10), || {
+                let a = scrape_value("ebpf_cache_read_attempts_total", &labels);
+                let m = scrape_value("ebpf_cache_misses_total", &labels);
+                ((a, m), within(a, 0.10) && within(m, 0.10))
+            });
+            print_page_cache_metrics("after the cold read");
+            guest.record(
+                "page_cache.cold",
+                within(attempts, 0.10) && within(misses, 0.10),
+                format!(
+                    "{pages} pages ({} cached before): attempts {attempts}, misses {misses} (within 10%)",
+                    report["resident_pages_before"]
+                ),
+            );
+        }
+    }
+    // Warm: the same file again.
+    match load("vmwarm", &["read", "--file", file]) {
+        Err(err) => guest.record("page_cache.warm", false, format!("{err:#}")),
+        Ok(report) => {
+            let labels = [("workload", "vmwarm")];
+            let (attempts, misses) = wait_for(Duration::from_secs(10), || {
+                let a = scrape_value("ebpf_cache_read_attempts_total", &labels);
+                let m = scrape_value("ebpf_cache_misses_total", &labels);
+                ((a, m), within(a, 0.10))
+            });
+            guest.record(
+                "page_cache.warm",
+                within(attempts, 0.10) && misses <= pages * 0.05,
+                format!(
+                    "{pages} pages ({} cached before): attempts {attempts}, misses {misses} (at most 5%)",
+                    report["resident_pages_before"]
+                ),
+            );
+        }
+    }
+    // Evictions: POSIX_FADV_DONTNEED drops the cached pages.
+    match load("vmevict", &["evict", "--file", file]) {
+        Err(err) => guest.record("page_cache.evict", false, format!("{err:#}")),
+        Ok(report) => {
+            let labels = [("workload", "vmevict")];
+            let evicted = wait_for(Duration::from_secs(10), || {
+                let e = scrape_value("ebpf_page_cache_evictions_total", &labels);
+                (e, within(e, 0.10))
+            });
+            guest.record(
+                "page_cache.evict",
+                within(evicted, 0.10),
+                format!(
+                    "DONTNEED on {pages} cached pages ({} resident after): evictions {evicted} (within 10%)",
+                    report["resident_pages_after"]
+                ),
+            );
+        }
+    }
+}
+
+fn check_vmscan(guest: &mut Guest, cgroup: &Cgroup) {
+    let scanned = || scrape_value("ebpf_memory_lru_pages_scanned_total", &[]);
+    let reclaimed = || scrape_value("ebpf_memory_lru_pages_reclaimed_total", &[]);
+    // Start from a settled state: the sidecar's totals stop moving over a few drains.
+    let mut before = (scanned(), reclaimed());
+    for _ in 0..20 {
+        thread::sleep(Duration::from_millis(600));
+        let now = (scanned(), reclaimed());
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let vm_before = vmstat_reclaim();
+    let cgroup_dir = match cgroup.create("vmreclaim", CGROUP_LIMIT_MIB << 20) {
+        Ok(dir) => dir,
+        Err(err) => return guest.record("vmscan", false, format!("{err:#}")),
+    };
+    // The reader joins the cgroup before it execs the generator.
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec /bin/sidecar-load --comm vmreclaim read --file /data/big",
+        cgroup_dir.display()
+    );
+    let output = Command::new("/bin/sh").args(["-c", &script]).output();
+    let vm_after = vmstat_reclaim();
+    let _ = fs::remove_dir(&cgroup_dir);
+    match output {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            return guest.record(
+                "vmscan",
+                false,
+                format!(
+                    "reader failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            );
+        }
+        Err(err) => return guest.record("vmscan", false, format!("reader: {err}")),
+    }
+    let want = (vm_after.0 - vm_before.0, vm_after.1 - vm_before.1);
+    let got = wait_for(Duration::from_secs(10), || {
+        let got = (scanned() - before.0, reclaimed() - before.1);
+        (got, got == want)
+    });
+    guest.record(
+        "vmscan",
+        want.0 > 0.0 && got == want,
+        format!(
+            "{} limit {CGROUP_LIMIT_MIB} MiB, {BIG_MIB} MiB read: scanned {} (vmstat {}), reclaimed {} (vmstat {})",
+            cgroup.describe(),
+            got.0,
+            want.0,
+            got.1,
+            want.1
+        ),
+    );
+}
+
+fn check_privileges(guest: &mut Guest, pid: u32) {
+    const CAP_BPF: u64 = 1 << 39;
+    let mut seen = Vec::new();
+    let mut bad = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for (set, allowed) in [
+            ("CapEff:", CAP_BPF),
+            ("CapPrm:", CAP_BPF),
+            ("CapInh:", 0),
+            ("CapAmb:", 0),
+            ("CapBnd:", 0),
+        ] {
+            let mask = status
+                .lines()
+                .find_map(|l| l.strip_prefix(set))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(u64::MAX);
+            if mask & !allowed != 0 {
+                bad.push(format!("{set} {mask:016x}"));
+            } else if set == "CapEff:" {
+                seen.push(mask);
+            }
+        }
+    }
+    let kept = if seen.iter().any(|&m| m != 0) {
+        "CAP_BPF kept"
+    } else {
+        "no capability"
+    };
+    guest.record(
+        "privileges",
+        bad.is_empty() && !seen.is_empty(),
+        if bad.is_empty() {
+            format!(
+                "{} threads: {kept}; bounding, inheritable and ambient sets empty",
+                seen.len()
+            )
+        } else {
+            format!("more than CAP_BPF held: {}", bad.join(", "))
+        },
+    );
+}
+
+fn check_stop(guest: &mut Guest, sidecar: &mut Child, baseline: &BpfObjects) {
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(sidecar.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        match sidecar.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
+            _ => {
+                let _ = sidecar.kill();
+                break None;
+            }
+        }
+    };
+    // The kernel frees maps after an RCU grace period, from a work queue: allow a moment.
+    let left = wait_for(Duration::from_secs(10), || {
+        let now = BpfObjects::now();
+        let left = now.minus(baseline);
+        let clean = left.is_empty();
+        (left, clean)
+    });
+    let exited = status.is_some_and(|s| s.success());
+    guest.record(
+        "stop",
+        exited && left.is_empty(),
+        format!(
+            "SIGTERM: {}; left behind: {}",
+            status.map_or_else(|| "did not exit in 30 s".to_owned(), |s| s.to_string()),
+            if left.is_empty() {
+                "no program, map or link".to_owned()
+            } else {
+                left.describe()
+            }
+        ),
+    );
+}
+
+/// Every workload's page-cache counters, on the console (where pages went when a count
+/// is off).
+fn print_page_cache_metrics(when: &str) {
+    if let Ok((200, text)) = http_get("/metrics") {
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("ebpf_cache_") || l.starts_with("ebpf_page_cache_"))
+        {
+            println!("VMTEST note {when}: {line}");
+        }
+    }
+}
+
+/// Log text without terminal colour sequences.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Runs the generator under a comm and returns its JSON report.
+fn load(comm: &str, args: &[&str]) -> Result<Value> {
+    let output = Command::new("/bin/sidecar-load")
+        .args(["--comm", comm])
+        .args(args)
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "sidecar-load {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// Polls `probe` until it says done or time is up; returns its last value.
+fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> (T, bool)) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (value, done) = probe();
+        if done || Instant::now() >= deadline {
+            return value;
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn http_get(path: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(METRICS)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {METRICS}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_owned()))
+}
+
+fn wait_ready(limit: Duration) -> Result<Value> {
+    let deadline = Instant::now() + limit;
+    let mut last = String::from("no answer");
+    while Instant::now() < deadline {
+        match http_get("/health/ready") {
+            Ok((200, body)) => return Ok(serde_json::from_str(&body)?),
+            Ok((code, body)) => last = format!("{code}: {body}"),
+            Err(err) => last = err.to_string(),
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    bail!("/health/ready not 200 within {} s: {last}", limit.as_secs())
+}
+
+/// The sum of a metric's samples whose labels include `labels`.
+fn scrape_value(name: &str, labels: &[(&str, &str)]) -> f64 {
+    let Ok((200, text)) = http_get("/metrics") else {
+        return f64::NAN;
+    };
+    let mut total = 0.0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (label_text, value) = if let Some(rest) = rest.strip_prefix('{') {
+            match rest.split_once('}') {
+                Some((l, v)) => (l, v),
+                None => continue,
+            }
+        } else if rest.starts_with(' ') {
+            ("", rest)
+        } else {
+            continue;
+        };
+        if labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+        {
+            total += value.trim().parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    total
+}
+
+/// pgscan and pgsteal totals (anon + file: counted for global and memcg reclaim alike).
+fn vmstat_reclaim() -> (f64, f64) {
+    let text = fs::read_to_string("/proc/vmstat").unwrap_or_default();
+    let get = |key: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    };
+    (
+        get("pgscan_anon ") + get("pgscan_file "),
+        get("pgsteal_anon ") + get("pgsteal_file "),
+    )
+}
+
+/// The memory controller, v2 when the kernel offers it there, else v1.
+enum Cgroup {
+    V2(PathBuf),
+    V1(PathBuf),
+}
+
+impl Cgroup {
+    /// Mounts v2 with the memory controller, or v1's memory controller when the kernel
+    /// command line says `vmtest.cgroup=v1` or v2 has no memory controller.
+    fn mount() -> Result<Cgroup> {
+        let root = Path::new("/sys/fs/cgroup");
+        fs::create_dir_all(root).ok();
+        let want_v1 = fs::read_to_string("/proc/cmdline")
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|arg| arg == "vmtest.cgroup=v1");
+        let v2 = if want_v1 {
+            None
+        } else {
+            Some(
+                Command::new("mount")
+                    .args(["-t", "cgroup2", "none", "/sys/fs/cgroup"])
+                    .status()?,
+            )
+        };
+        if v2.is_some_and(|status| status.success()) {
+            let controllers =
+                fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+            if controllers.split_whitespace().any(|c| c == "memory") {
+                fs::write(root.join("cgroup.subtree_control"), "+memory")
+                    .context("enabling the memory controller (cgroup v2)")?;
+                return Ok(Cgroup::V2(root.to_owned()));
+            }
+            let _ = Command::new("umount").arg("/sys/fs/cgroup").status();
+        }
+        let v1 = root.join("memory");
+        let _ = Command::new("mount")
+            .args(["-t", "tmpfs", "cgroup", "/sys/fs/cgroup"])
+            .status();
+        fs::create_dir_all(&v1)?;
+        let status = Command::new("mount")
+            .args(["-t", "cgroup", "-o", "memory", "memory"])
+            .arg(&v1)
+            .status()?;
+        if !status.success() {
+            bail!("neither cgroup2 with memory nor the v1 memory controller mounts");
+        }
+        Ok(Cgroup::V1(v1))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Cgroup::V2(_) => "cgroup v2 memory.max".to_owned(),
+            Cgroup::V1(_) => "cgroup v1 memory.limit_in_bytes".to_owned(),
+        }
+    }
+
+    fn create(&self, name: &str, limit: u64) -> Result<PathBuf> {
+        let (dir, file) = match self {
+            Cgroup::V2(root) => (root.join(name), "memory.max"),
+            Cgroup::V1(root) => (root.join(name), "memory.limit_in_bytes"),
+        };
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::write(dir.join(file), limit.to_string())
+            .with_context(|| format!("writing {}/{file}", dir.display()))?;
+        Ok(dir)
+    }
+}
+
+/// The BPF programs, maps and links the kernel holds, by id (what `bpftool prog/map/link
+/// list` walks: BPF_*_GET_NEXT_ID).
+#[derive(Default)]
+struct BpfObjects {
+    programs: Vec<u32>,
+    maps: Vec<u32>,
+    links: Vec<u32>,
+}
+
+impl BpfObjects {
+    fn now() -> BpfObjects {
+        const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
+        const BPF_MAP_GET_NEXT_ID: libc::c_long = 12;
+        const BPF_LINK_GET_NEXT_ID: libc::c_long = 31;
+        BpfObjects {
+            programs: ids(BPF_PROG_GET_NEXT_ID),
+            maps: ids(BPF_MAP_GET_NEXT_ID),
+            links: ids(BPF_LINK_GET_NEXT_ID),
+        }
+    }
+
+    fn minus(&self, baseline: &BpfObjects) -> BpfObjects {
+        let diff = |now: &[u32], then: &[u32]| -> Vec<u32> {
+            now.iter()
+                .copied()
+                .filter(|id| !then.contains(id))
+                .collect()
+        };
+        BpfObjects {
+            programs: diff(&self.programs, &baseline.programs),
+            maps: diff(&self.maps, &baseline.maps),
+            links: diff(&self.links, &baseline.links),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.programs.is_empty() && self.maps.is_empty() && self.links.is_empty()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "programs {:?}, maps {:?}, links {:?}",
+            self.programs, self.maps, self.links
+        )
+    }
+}
+
+fn ids(cmd: libc::c_long) -> Vec<u32> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct NextId {
+        start_id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    let mut found = Vec::new();
+    let mut attr = NextId::default();
+    loop {
+        // SAFETY: bpf(2) with an attribute block of the size we pass.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                &mut attr as *mut NextId,
+                std::mem::size_of::<NextId>() as libc::c_uint,
+            )
+        };
+        if ret != 0 {
+            break;
+        }
+        found.push(attr.next_id);
+        attr.start_id = attr.next_id;
+    }
+    found
+}
