@@ -155,8 +155,17 @@ async fn fixture_with(
         match tls {
             Some(tls) => {
                 let config = tls.rustls_config().unwrap();
-                sidecar::tls::serve_https(http_listener, router, config, std::future::pending())
-                    .await;
+                sidecar::tls::serve_https(
+                    sidecar::conn::GuardedListener::new(
+                        http_listener,
+                        sidecar::config::ServerConfig::default().connection_limits(),
+                        "http",
+                    ),
+                    router,
+                    config,
+                    std::future::pending(),
+                )
+                .await;
             }
             None => {
                 let _ = axum::serve(http_listener, router).await;
