@@ -51,7 +51,11 @@ impl BearerToken {
 
     /// Whether an `Authorization` header value carries this token.
     pub fn accepts(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(presented) = authorization.and_then(|v| v.strip_prefix(b"Bearer ")) else {
+        // The scheme is case-insensitive (RFC 9110, section 11.1).
+        let Some(presented) = authorization
+            .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+            .map(|v| &v[7..])
+        else {
             return false;
         };
         constant_time_eq(presented, &self.token)

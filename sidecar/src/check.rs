@@ -10,7 +10,7 @@ use crate::{
     config::Config,
     kernel::modules::Module,
     privilege::CapabilitySet,
-    run::{EXIT_NO_MODULE, start_kernel},
+    run::{EXIT_NO_MODULE, EXIT_PRIVILEGE, start_kernel},
     status::KernelFacts,
 };
 
@@ -26,6 +26,14 @@ pub fn check(config: &Config) -> ExitCode {
         }
     );
     println!("capabilities  {}", CapabilitySet::effective());
+    // One line, as `run` prints, instead of every map's creation failing in turn.
+    if let Some(why) = crate::privilege::missing_load_privilege() {
+        println!("result        run cannot work: {why}");
+        return ExitCode::from(EXIT_PRIVILEGE);
+    }
+    // `check` reports; it does not change the host. A tracefs it must mount for the
+    // tracepoint formats is mounted in a mount namespace of its own, gone when it exits.
+    let private_mounts = private_mount_namespace();
 
     let (kernel, tracefs) = match start_kernel(config, false) {
         Ok(loaded) => loaded,
@@ -34,7 +42,12 @@ pub fn check(config: &Config) -> ExitCode {
             return ExitCode::from(EXIT_NO_MODULE);
         }
     };
-    println!("tracefs       {}", tracefs.description);
+    let private_note = if private_mounts && tracefs.description.contains("mounted by the sidecar") {
+        " (privately, for this check: `run` mounts it for real)"
+    } else {
+        ""
+    };
+    println!("tracefs       {}{private_note}", tracefs.description);
     // Loading already tried the epoch switch both ways: a kernel where neither works fails
     // above ("run cannot work"), since `run` could not drain there.
     match kernel.switch_method() {
@@ -97,5 +110,25 @@ pub fn check(config: &Config) -> ExitCode {
             Module::ALL.len()
         );
         ExitCode::SUCCESS
+    }
+}
+
+/// Moves this process into a mount namespace of its own whose mounts do not propagate back:
+/// whatever it mounts is gone when it exits. False when that is not possible (no
+/// CAP_SYS_ADMIN: then it cannot mount tracefs either).
+fn private_mount_namespace() -> bool {
+    // SAFETY: unshare and mount with valid, NUL-terminated arguments; the process is still
+    // single-threaded here (unshare(CLONE_NEWNS) requires it).
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return false;
+        }
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) == 0
     }
 }

@@ -712,10 +712,14 @@ pub fn services_with(
     tls: Option<&crate::tls::TlsFiles>,
 ) -> Result<Services, ServicesError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder().build_v1()?;
+    // Older grpcurl and grpcui, Postman and Python's grpcio-reflection speak only v1alpha.
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
     let api = pb::sidecar_service_server::SidecarServiceServer::new(api)
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_ENCODING_MESSAGE_SIZE);
@@ -728,6 +732,10 @@ pub fn services_with(
         .add_service(health_service)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             reflection,
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection_v1alpha,
             check.clone(),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(

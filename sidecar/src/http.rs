@@ -115,6 +115,29 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Content negotiation (RFC 9110, section 12.5.1): OpenMetrics when the client gives it a
+/// non-zero quality no lower than that of the text format (or of `*/*`, `text/*`). Media
+/// types and parameter names are case-insensitive.
+fn prefers_openmetrics<'a>(accept: impl Iterator<Item = &'a str>) -> bool {
+    let (mut openmetrics, mut text) = (0.0f64, 0.0f64);
+    for range in accept.flat_map(|value| value.split(',')) {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+            .unwrap_or(1.0)
+            .clamp(0.0, 1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+            "text/plain" | "text/*" | "*/*" => text = text.max(q),
+            _ => {}
+        }
+    }
+    openmetrics > 0.0 && openmetrics >= text
+}
+
 async fn metrics_handler(
     State(state): State<HttpState>,
     headers: HeaderMap,
@@ -134,11 +157,28 @@ async fn metrics_handler(
         )
             .into_response();
     }
-    let wants_openmetrics = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"));
+    // One behaviour with gRPC's INVALID_ARGUMENT: a workload the configuration does not name
+    // is a mistake, not an empty answer.
+    {
+        let store = state.store.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(unknown) = query
+            .workload
+            .iter()
+            .find(|w| store.names().id(w).is_none())
+        {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("unknown workload {unknown:?}\n"),
+            )
+                .into_response();
+        }
+    }
+    let wants_openmetrics = prefers_openmetrics(
+        headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
     let filter = Filter {
         modules: query.module,
         workloads: query.workload,
@@ -269,6 +309,23 @@ async fn startup(State(state): State<HttpState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openmetrics_by_quality_and_case_insensitively() {
+        let negotiate = |accept: &str| prefers_openmetrics(std::iter::once(accept));
+        // What Prometheus 3 sends.
+        assert!(negotiate(
+            "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.1"
+        ));
+        assert!(negotiate("Application/OpenMetrics-Text; version=1.0.0"));
+        assert!(!negotiate("application/openmetrics-text;q=0"));
+        assert!(!negotiate("application/openmetrics-text;Q=0, text/plain"));
+        assert!(!negotiate(
+            "text/plain;q=0.9, application/openmetrics-text;q=0.5"
+        ));
+        assert!(!negotiate("*/*"));
+        assert!(!negotiate(""));
+    }
 
     #[test]
     fn query_strings_repeat_and_decode() {

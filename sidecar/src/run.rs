@@ -240,9 +240,11 @@ async fn serve(
     let status = Arc::new(Status::new(KernelFacts::probe()));
 
     // Listen before touching the kernel: a port in use fails with nothing attached.
-    let metrics_addr = config.server.metrics_addr.0;
     let listener = tokio::net::TcpListener::from_std(listeners.metrics)
         .context("registering the metrics listener")?;
+    let metrics_addr = listener
+        .local_addr()
+        .unwrap_or(config.server.metrics_addr.0);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let exposition = Arc::new(crate::metrics::ExpositionCache::default());
     let router = http::router(HttpState {
@@ -275,11 +277,14 @@ async fn serve(
             }
         }
     });
+    // The bound addresses: with port 0 the kernel chose the port.
     info!(addr = %metrics_addr, scheme, "serving /metrics and /health");
 
-    let grpc_addr = config.server.grpc_addr.0;
     let grpc_listener = tokio::net::TcpListener::from_std(listeners.grpc)
         .context("registering the gRPC listener")?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .unwrap_or(config.server.grpc_addr.0);
     // Each drain bumps this; WatchIOStats streams and the health service follow it.
     let (drains_tx, drains_rx) = tokio::sync::watch::channel(0u64);
     // Render /metrics for the formats being scraped once per drain, off the request path.

@@ -676,6 +676,40 @@ impl Decoder for DynamicDecoder {
     }
 }
 
+/// Older clients (grpcurl before 1.8.8, grpcui, Postman, Python's grpcio-reflection) speak
+/// only reflection v1alpha: it is served beside v1.
+#[tokio::test]
+async fn reflection_v1alpha_is_served_beside_v1() {
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let fixture = fixture(2).await;
+    let channel = Channel::from_shared(format!("http://{}", fixture.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("{response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.iter().any(|n| n == "sidecar.v1.SidecarService"),
+        "{names:?}"
+    );
+    drop(fixture);
+}
+
 /// A client that knows nothing but what the server publishes through reflection.
 struct ReflectionClient {
     channel: Channel,
@@ -890,6 +924,18 @@ async fn http_negotiates_formats_and_filters() {
             .unwrap();
     assert_eq!(status, 400);
     assert!(body.contains("unknown module"), "{body}");
+
+    // An unknown workload is a mistake on HTTP too, as gRPC's INVALID_ARGUMENT says.
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        http_get(addr, "/metrics?workload=nobody-has-this").unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("unknown workload \"nobody-has-this\""),
+        "{body}"
+    );
 
     let (status, body) =
         tokio::task::spawn_blocking(move || http_get(addr, "/health/ready").unwrap())

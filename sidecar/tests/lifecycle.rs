@@ -151,3 +151,91 @@ fn an_unprivileged_start_fails_with_one_clear_line() {
         "{stderr}"
     );
 }
+
+/// `sidecar check` without privilege: the one line `run` prints, not a failure per map.
+#[test]
+fn an_unprivileged_check_says_why_in_one_line() {
+    let Some(_kernel) = kernel("an_unprivileged_check_says_why_in_one_line") else {
+        return;
+    };
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            SIDECAR,
+            "check",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("setpriv (util-linux)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(4), "{stdout}");
+    let failures: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("cannot work"))
+        .collect();
+    assert_eq!(failures.len(), 1, "{stdout}");
+    assert!(failures[0].contains("insufficient privilege"), "{stdout}");
+    assert!(!stdout.contains("failed to create map"), "{stdout}");
+}
+
+/// `sidecar check` reports and changes nothing: where tracefs is not mounted, it reads the
+/// formats from a private mount and leaves it unmounted. (Run in a mount namespace of the
+/// test's own, so the host's tracefs stays as it is.)
+#[test]
+fn check_does_not_mount_tracefs_on_the_host() {
+    let Some(_kernel) = kernel("check_does_not_mount_tracefs_on_the_host") else {
+        return;
+    };
+    let script = format!(
+        "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; \
+         {SIDECAR} check; echo exit=$?; \
+         if mountpoint -q /sys/kernel/tracing; then echo tracefs=mounted; else echo tracefs=absent; fi"
+    );
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("exit=0"), "{stdout}");
+    assert!(stdout.contains("privately, for this check"), "{stdout}");
+    assert!(stdout.contains("tracefs=absent"), "{stdout}");
+}
+
+/// With port 0 the log names the port the kernel chose.
+#[test]
+fn the_log_names_the_bound_ports() {
+    let Some(_kernel) = kernel("the_log_names_the_bound_ports") else {
+        return;
+    };
+    let mut child = Command::new(SIDECAR)
+        .args([
+            "run",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sidecar");
+    let stderr = child.stderr.take().unwrap();
+    let lines: Vec<String> = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .take_while(|l| !l.contains("serving the gRPC API"))
+        .chain(std::iter::once(String::new()))
+        .collect();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let serving: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("serving /metrics"))
+        .collect();
+    assert_eq!(serving.len(), 1, "{lines:#?}");
+    assert!(!serving[0].contains(":0 "), "{}", serving[0]);
+    assert!(serving[0].contains("addr=127.0.0.1:"), "{}", serving[0]);
+}
