@@ -40,6 +40,36 @@ pub struct Config {
     pub shutdown_timeout: ShutdownTimeout,
     /// Switch on the kernel's BPF run-time statistics (host-wide, see configs/sidecar.yaml).
     pub bpf_stats: bool,
+    /// Who the sidecar runs as once its programs are attached.
+    pub privileges: PrivilegesConfig,
+}
+
+/// `privileges`: the unprivileged account the sidecar switches to after attaching.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivilegesConfig {
+    /// A user name or numeric id; 0 (or root) keeps root, which is discouraged.
+    pub user: Account,
+    /// A group name or numeric id.
+    pub group: Account,
+}
+
+impl Default for PrivilegesConfig {
+    fn default() -> Self {
+        // Numeric (nobody/nogroup on Debian): a FROM-scratch image has no /etc/passwd.
+        PrivilegesConfig {
+            user: Account::Id(65_534),
+            group: Account::Id(65_534),
+        }
+    }
+}
+
+/// A user or group, by name (looked up when the sidecar starts) or by numeric id.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Account {
+    Id(u32),
+    Name(String),
 }
 
 impl Default for Config {
@@ -56,6 +86,7 @@ impl Default for Config {
             export: ExportConfig::default(),
             shutdown_timeout: ShutdownTimeout(Duration::from_secs(10)),
             bpf_stats: false,
+            privileges: PrivilegesConfig::default(),
         }
     }
 }

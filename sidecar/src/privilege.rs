@@ -248,6 +248,119 @@ pub fn current_sets() -> (CapabilitySet, CapabilitySet, CapabilitySet) {
     )
 }
 
+/// The account to run as, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl RunAs {
+    /// Resolves `privileges.user` and `privileges.group` (names through the system's user
+    /// database, which must then exist).
+    pub fn resolve(config: &crate::config::PrivilegesConfig) -> Result<RunAs, String> {
+        use crate::config::Account;
+        let uid = match &config.user {
+            Account::Id(id) => *id,
+            Account::Name(name) => lookup(name, true)
+                .ok_or_else(|| format!("privileges.user: no user {name:?} on this system"))?,
+        };
+        let gid = match &config.group {
+            Account::Id(id) => *id,
+            Account::Name(name) => lookup(name, false)
+                .ok_or_else(|| format!("privileges.group: no group {name:?} on this system"))?,
+        };
+        Ok(RunAs { uid, gid })
+    }
+
+    pub fn is_root(self) -> bool {
+        self.uid == 0
+    }
+}
+
+/// A user's or group's id by name.
+fn lookup(name: &str, user: bool) -> Option<u32> {
+    if name == "root" {
+        return Some(0);
+    }
+    let c_name = std::ffi::CString::new(name).ok()?;
+    let mut buffer = vec![0 as libc::c_char; 16 << 10];
+    // SAFETY: the reentrant lookups with a valid name, an output struct, a buffer of the
+    // given length and a result pointer, as getpwnam_r(3) and getgrnam_r(3) describe.
+    unsafe {
+        if user {
+            let mut entry: libc::passwd = std::mem::zeroed();
+            let mut result = std::ptr::null_mut();
+            let found = libc::getpwnam_r(
+                c_name.as_ptr(),
+                &raw mut entry,
+                buffer.as_mut_ptr(),
+                buffer.len(),
+                &raw mut result,
+            );
+            (found == 0 && !result.is_null()).then_some(entry.pw_uid)
+        } else {
+            let mut entry: libc::group = std::mem::zeroed();
+            let mut result = std::ptr::null_mut();
+            let found = libc::getgrnam_r(
+                c_name.as_ptr(),
+                &raw mut entry,
+                buffer.as_mut_ptr(),
+                buffer.len(),
+                &raw mut result,
+            );
+            (found == 0 && !result.is_null()).then_some(entry.gr_gid)
+        }
+    }
+}
+
+/// Switches the process to `run_as` with no supplementary groups, keeping its capabilities
+/// (they are dropped next, by [`drop_after_attach`]): a uid-0 process without capabilities
+/// could still read /etc/shadow and write into /etc. Call it while the process has a single
+/// thread.
+pub fn switch_user(run_as: RunAs) -> std::io::Result<()> {
+    let check = |result: libc::c_int| {
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    let (_, permitted, _) = current_sets();
+    // SAFETY: prctl, setgroups, setresgid and setresuid with integer arguments (setgroups
+    // with an empty list).
+    unsafe {
+        // Without KEEPCAPS, leaving uid 0 clears the permitted set.
+        check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
+        check(libc::setgroups(0, std::ptr::null()))?;
+        check(libc::setresgid(run_as.gid, run_as.gid, run_as.gid))?;
+        check(libc::setresuid(run_as.uid, run_as.uid, run_as.uid))?;
+        check(libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0))?;
+    }
+    // The uid change emptied the effective set; the permitted set is still there.
+    capset(permitted.0, permitted.0)
+}
+
+/// No execve can ever gain privileges again (setuid binaries, file capabilities).
+pub fn no_new_privileges() -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Gives `path` and everything in it to `run_as` (the spool, created as root).
+pub fn give_to(path: &std::path::Path, run_as: RunAs) -> std::io::Result<()> {
+    std::os::unix::fs::chown(path, Some(run_as.uid), Some(run_as.gid))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            give_to(&entry?.path(), run_as)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,6 +80,35 @@ pub fn run(config: Config) -> ExitCode {
         return ExitCode::from(EXIT_NO_TRACEFS);
     }
     let held = privilege::CapabilitySet::effective();
+    // Leave uid 0 first (that needs CAP_SETUID and CAP_SETGID, which go next), after giving
+    // the new account the spool it will write.
+    let run_as = match privilege::RunAs::resolve(&config.privileges) {
+        Ok(run_as) => run_as,
+        Err(err) => {
+            error!("{err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if !run_as.is_root() {
+        let banyandb = &config.export.banyandb;
+        if banyandb.enabled
+            && let Err(err) = privilege::give_to(&banyandb.spool.dir, run_as)
+        {
+            error!(
+                "export.banyandb.spool.dir: {}: cannot give it to uid {}: {err}",
+                banyandb.spool.dir.display(),
+                run_as.uid
+            );
+            return ExitCode::from(EXIT_FAILURE);
+        }
+        if let Err(err) = privilege::switch_user(run_as) {
+            error!(
+                "cannot switch to uid {} gid {} (privileges): {err}",
+                run_as.uid, run_as.gid
+            );
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
     let mut kernel = kernel;
     match privilege::drop_after_attach(|| kernel.probe_drain()) {
         Ok(privilege::AfterAttach::DroppedAll) => {
@@ -93,6 +122,14 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     }
+    if let Err(err) = privilege::no_new_privileges() {
+        warn!("could not set no_new_privs: {err}");
+    }
+    info!(
+        uid = run_as.uid,
+        gid = run_as.gid,
+        "running unprivileged: no supplementary groups, no_new_privs"
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -82,7 +82,9 @@ fn a_second_instance_does_not_disturb_the_first() {
     );
 }
 
-/// Once attached, the daemon holds no capability in any thread, and still drains.
+/// Once attached, the daemon holds no capability in any thread and is no longer root (uid
+/// and gid nobody's, no supplementary groups, no_new_privs), and still drains, classifies by
+/// /proc and keeps its BanyanDB spool.
 #[test]
 fn capabilities_are_dropped_after_attaching() {
     let Some(_kernel) = kernel("capabilities_are_dropped_after_attaching") else {
@@ -103,6 +105,17 @@ fn capabilities_are_dropped_after_attaching() {
                 .trim();
             assert_eq!(mask, "0000000000000000", "{set} of a thread of {pid}");
         }
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        assert_eq!(field("Uid:"), "65534 65534 65534 65534", "thread of {pid}");
+        assert_eq!(field("Gid:"), "65534 65534 65534 65534", "thread of {pid}");
+        assert_eq!(field("Groups:"), "", "no supplementary groups");
+        assert_eq!(field("NoNewPrivs:"), "1");
         threads += 1;
     }
     assert!(threads > 1, "the runtime's threads are there too");
