@@ -1024,6 +1024,22 @@ fn check_privileges(guest: &mut Guest, pid: u32) {
         .flatten()
     {
         let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        // Not root any more: the default account (65534), ids all alike, no groups.
+        for (field, expected) in [
+            ("Uid:", "65534 65534 65534 65534"),
+            ("Gid:", "65534 65534 65534 65534"),
+            ("Groups:", ""),
+            ("NoNewPrivs:", "1"),
+        ] {
+            let value = status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_else(|| "?".to_owned());
+            if value != expected {
+                bad.push(format!("{field} {value:?}"));
+            }
+        }
         for (set, allowed) in [
             ("CapEff:", CAP_BPF),
             ("CapPrm:", CAP_BPF),
@@ -1053,11 +1069,11 @@ fn check_privileges(guest: &mut Guest, pid: u32) {
         bad.is_empty() && !seen.is_empty(),
         if bad.is_empty() {
             format!(
-                "{} threads: {kept}; bounding, inheritable and ambient sets empty",
+                "{} threads: uid and gid 65534, no groups, no_new_privs; {kept}; bounding, inheritable and ambient sets empty",
                 seen.len()
             )
         } else {
-            format!("more than CAP_BPF held: {}", bad.join(", "))
+            format!("not as expected: {}", bad.join(", "))
         },
     );
 }
