@@ -550,6 +550,73 @@ async fn a_slow_watcher_gets_the_newest_interval_and_the_count_it_missed() {
     assert_eq!(accounted, 16 - 6);
 }
 
+/// A reader that sleeps while drains keep coming at their own pace: once the transport
+/// pushes back (here a client whose HTTP/2 window holds about one message; by default about
+/// 64 KiB of messages are buffered in transit first), the stream skips to the newest
+/// interval and counts the drains it skipped.
+#[tokio::test]
+async fn a_sleeping_watcher_skips_to_the_newest_interval() {
+    let fixture = fixture(4).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", fixture.grpc))
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .initial_connection_window_size(Some(1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut client = SidecarServiceClient::new(channel);
+    let mut stream = client
+        .watch_io_stats(pb::WatchIoStatsRequest {
+            workloads: vec!["jobs".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let publish = |scale: u64| {
+        let drains = {
+            let mut store = fixture.store.write().unwrap();
+            store.apply(
+                interval(&fixture.names, SystemTime::now(), scale),
+                Vec::new(),
+                3,
+            );
+            store.drains()
+        };
+        fixture.drains.send_replace(drains);
+    };
+    publish(6);
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!((first.sequence, first.missed), (6, 0));
+    // Twenty drains, one every 25 ms, while the reader sleeps.
+    for scale in 7..=26 {
+        publish(scale);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut received = Vec::new();
+    while received
+        .last()
+        .is_none_or(|m: &pb::WatchIoStatsResponse| m.sequence < 26)
+    {
+        received.push(stream.message().await.unwrap().unwrap());
+    }
+    let newest = received.last().unwrap();
+    assert_eq!(newest.sequence, 26);
+    assert!(
+        received.len() < 20 && received.iter().any(|m| m.missed > 0),
+        "the stream did not skip: {:?}",
+        received
+            .iter()
+            .map(|m| (m.sequence, m.missed))
+            .collect::<Vec<_>>()
+    );
+    let accounted: u64 = received.iter().map(|m| 1 + m.missed).sum();
+    assert_eq!(
+        accounted,
+        26 - 6,
+        "every drain received or counted as missed"
+    );
+}
+
 #[tokio::test]
 async fn a_stream_ends_at_the_callers_deadline() {
     let fixture = fixture(4).await;
