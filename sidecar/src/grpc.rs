@@ -687,7 +687,14 @@ impl SidecarService for Api {
 
 /// The services the gRPC server hosts, ready to be served.
 pub struct Services {
-    pub router: tonic::transport::server::Router,
+    pub router: tonic::transport::server::Router<
+        tower::layer::util::Stack<
+            tower::util::MapResponseLayer<
+                fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
+            >,
+            tower::layer::util::Identity,
+        >,
+    >,
     pub health: tonic_health::server::HealthReporter,
 }
 
@@ -702,6 +709,66 @@ pub enum ServicesError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("TLS: {0}")]
     Tls(#[from] tonic::transport::Error),
+}
+
+/// tonic answers OUT_OF_RANGE to a request larger than the decoding limit; gRPC's
+/// convention (and grpc-go's, grpc-java's) is RESOURCE_EXHAUSTED. The status comes in the
+/// headers of a trailers-only answer, or in the trailers.
+fn resource_exhausted_for_oversized(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    rewrite_oversized(response.headers_mut());
+    response.map(|body| tonic::body::Body::new(OversizedTrailers(body)))
+}
+
+fn rewrite_oversized(headers: &mut http::HeaderMap) {
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    // grpc-message is percent-encoded.
+    let too_large = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| m.replace("%20", " ").contains("message length too large"));
+    if out_of_range && too_large {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
+        );
+    }
+}
+
+/// A response body whose trailers get [`rewrite_oversized`].
+struct OversizedTrailers(tonic::body::Body);
+
+impl http_body::Body for OversizedTrailers {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.0).poll_frame(cx);
+        polled.map(|frame| {
+            frame.map(|frame| {
+                frame.map(|mut frame| {
+                    if let Some(trailers) = frame.trailers_mut() {
+                        rewrite_oversized(trailers);
+                    }
+                    frame
+                })
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
 }
 
 /// The services; with a token, the API and reflection require it (health never does);
@@ -728,7 +795,10 @@ pub fn services_with(
     if let Some(tls) = tls {
         server = server.tls_config(tls.tonic_config())?;
     }
+    let too_large: fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> =
+        resource_exhausted_for_oversized;
     let router = server
+        .layer(tower::util::MapResponseLayer::new(too_large))
         .add_service(health_service)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             reflection,

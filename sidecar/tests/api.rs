@@ -617,6 +617,23 @@ async fn a_sleeping_watcher_skips_to_the_newest_interval() {
     );
 }
 
+/// A request larger than the decoding limit gets RESOURCE_EXHAUSTED, gRPC's convention (tonic
+/// by itself says OUT_OF_RANGE).
+#[tokio::test]
+async fn an_oversized_request_is_resource_exhausted() {
+    let fixture = fixture(2).await;
+    let mut client = client(fixture.grpc).await;
+    let status = client
+        .get_io_stats(pb::GetIoStatsRequest {
+            workloads: vec!["x".repeat(2 << 20)],
+            ..Default::default()
+        })
+        .await
+        .expect_err("too large");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    drop(fixture);
+}
+
 #[tokio::test]
 async fn a_stream_ends_at_the_callers_deadline() {
     let fixture = fixture(4).await;
