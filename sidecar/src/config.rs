@@ -173,8 +173,10 @@ pub struct Limits {
     pub max_tracked_processes: Capacity,
     /// Threads with an fadvise call, a read or a reclaim episode in flight.
     pub max_tracked_threads: Capacity,
-    /// How far back GetIOStats windows reach (at most `MAX_RETAINED_INTERVALS` intervals).
+    /// How far back GetIOStats windows reach.
     pub retention: Retention,
+    /// Bytes the retained intervals may take; older ones are merged to fit.
+    pub max_history_bytes: HistoryBytes,
     /// Kernel memory the per-process maps may take; on hosts with many CPUs the number of
     /// tracked processes is lowered to fit (per-CPU maps cost memory per CPU).
     pub max_kernel_memory: ByteSize,
@@ -186,6 +188,7 @@ impl Default for Limits {
             max_tracked_processes: Capacity(8192),
             max_tracked_threads: Capacity(16384),
             retention: Retention(Duration::from_secs(3600)),
+            max_history_bytes: HistoryBytes(crate::store::DEFAULT_MAX_HISTORY_BYTES as u64),
             max_kernel_memory: ByteSize(256 << 20),
         }
     }
@@ -242,14 +245,38 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-/// Intervals the store keeps at most, whatever the retention: memory stays bounded.
-pub const MAX_RETAINED_INTERVALS: usize = 3600;
+/// `limits.max_history_bytes`: 1MiB..=16GiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryBytes(pub u64);
+
+impl HistoryBytes {
+    pub const MIN: u64 = 1 << 20;
+    pub const MAX: u64 = 16 << 30;
+
+    pub fn bytes(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+}
+
+impl<'de> Deserialize<'de> for HistoryBytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let ByteSize(bytes) = ByteSize::deserialize(deserializer)?;
+        if !(HistoryBytes::MIN..=HistoryBytes::MAX).contains(&bytes) {
+            return Err(de::Error::custom(format!(
+                "{bytes} bytes is outside 1MiB..=16GiB"
+            )));
+        }
+        Ok(HistoryBytes(bytes))
+    }
+}
 
 impl Config {
-    /// Intervals kept for windows: the retention at the drain interval, bounded.
+    /// Drains a window may reach back: the retention at the drain interval. The memory
+    /// this takes is bounded by `limits.max_history_bytes`, not by this number: older
+    /// intervals are merged to fit.
     pub fn retained_intervals(&self) -> usize {
         let intervals = self.limits.retention.0.as_nanos() / self.interval.0.as_nanos().max(1);
-        (intervals.max(1) as usize).min(MAX_RETAINED_INTERVALS)
+        usize::try_from(intervals.max(1)).unwrap_or(usize::MAX)
     }
 }
 
@@ -1516,6 +1543,19 @@ mod tests {
         );
         let config = Config::parse("limits:\n  max_kernel_memory: 64MiB\n", "t").unwrap();
         assert_eq!(config.limits.max_kernel_memory, ByteSize(64 << 20));
+        assert_eq!(
+            Config::parse("", "t").unwrap().limits.max_history_bytes,
+            HistoryBytes(64 << 20)
+        );
+        let config = Config::parse("limits:\n  max_history_bytes: 1GiB\n", "t").unwrap();
+        assert_eq!(config.limits.max_history_bytes.bytes(), 1 << 30);
+        for bad in ["1KiB", "17GiB"] {
+            let err = error_of(&format!("limits:\n  max_history_bytes: {bad}\n"));
+            assert!(
+                err.contains("limits.max_history_bytes") && err.contains("outside"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -71,8 +71,9 @@ impl Api {
         }
     }
 
-    fn read_store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
-        self.store.read().unwrap_or_else(|e| e.into_inner())
+    /// A snapshot of the store: requests never hold the lock the drain takes.
+    fn read_store(&self) -> Store {
+        crate::store::snapshot(&self.store)
     }
 
     /// Collects and sorts the metrics `request` selects, from the current drain.
@@ -589,7 +590,7 @@ impl SidecarService for Api {
                     }
                 }
                 let message = {
-                    let store = store.read().unwrap_or_else(|e| e.into_inner());
+                    let store = crate::store::snapshot(&store);
                     let sequence = store.drains();
                     let Some(period) = store.period(None) else {
                         continue;
@@ -681,6 +682,8 @@ impl SidecarService for Api {
             uptime: Some(duration(status.uptime())),
             ready,
             retained_intervals: u32::try_from(store.retained()).unwrap_or(u32::MAX),
+            history_bytes: store.history_bytes() as u64,
+            history_intervals: u32::try_from(store.history_intervals()).unwrap_or(u32::MAX),
         }))
     }
 }

@@ -160,7 +160,7 @@ async fn metrics_handler(
     // One behaviour with gRPC's INVALID_ARGUMENT: a workload the configuration does not name
     // is a mistake, not an empty answer.
     {
-        let store = state.store.read().unwrap_or_else(|e| e.into_inner());
+        let store = crate::store::snapshot(&state.store);
         if let Some(unknown) = query
             .workload
             .iter()

@@ -139,6 +139,10 @@ families! {
         "Processes with a cached workload classification.";
     KERNEL_MAP_BYTES = "sidecar_kernel_map_bytes", Gauge, SELF_MODULE,
         "Kernel memory held by the sidecar's BPF maps.";
+    HISTORY_BYTES = "sidecar_history_bytes", Gauge, SELF_MODULE,
+        "Estimated bytes of the intervals retained for windows (bounded by limits.max_history_bytes).";
+    HISTORY_INTERVALS = "sidecar_history_intervals", Gauge, SELF_MODULE,
+        "Intervals retained for windows; older ones are merged to fit the byte budget.";
     BPF_RUN_SECONDS = "sidecar_bpf_program_run_seconds", Counter, SELF_MODULE,
         "CPU time spent in each BPF program (kernel BPF statistics; 0 unless bpf_stats is on).";
     BPF_RUNS = "sidecar_bpf_program_runs", Counter, SELF_MODULE,
@@ -464,6 +468,18 @@ fn collect_part(store: &Store, status: &Status, filter: &Filter, part: Part) -> 
             Value::Number(store.tracked_processes() as f64),
         )]
     });
+    push(&HISTORY_BYTES, &|| {
+        vec![sample(
+            Labels::new(),
+            Value::Number(store.history_bytes() as f64),
+        )]
+    });
+    push(&HISTORY_INTERVALS, &|| {
+        vec![sample(
+            Labels::new(),
+            Value::Number(store.history_intervals() as f64),
+        )]
+    });
     push(&KERNEL_MAP_BYTES, &|| {
         vec![sample(
             Labels::new(),
@@ -602,10 +618,8 @@ pub fn encode(
     openmetrics: bool,
 ) -> Result<String, std::fmt::Error> {
     use std::sync::atomic::Ordering;
-    let families = {
-        let store = store.read().unwrap_or_else(|e| e.into_inner());
-        collect(&store, status, filter)
-    };
+    // Collected from a snapshot: the drain never waits for a scrape.
+    let families = collect(&crate::store::snapshot(store), status, filter);
     let mut out = String::with_capacity(LAST_SIZE.load(Ordering::Relaxed) + 4096);
     encode_families(families, openmetrics, &mut out)?;
     if openmetrics {
@@ -689,10 +703,12 @@ impl ExpositionCache {
             Some(text) => text,
             None => render(slot, store, status, openmetrics)?,
         };
-        let status_families = {
-            let store = store.read().unwrap_or_else(|e| e.into_inner());
-            collect_part(&store, status, &Filter::default(), Part::Status)
-        };
+        let status_families = collect_part(
+            &crate::store::snapshot(store),
+            status,
+            &Filter::default(),
+            Part::Status,
+        );
         let mut out = String::with_capacity(text.len() + 8 * 1024);
         out.push_str(&text);
         encode_families(status_families, openmetrics, &mut out)?;
@@ -728,7 +744,7 @@ fn render(
     openmetrics: bool,
 ) -> Result<Arc<String>, std::fmt::Error> {
     let (drain, families) = {
-        let store = store.read().unwrap_or_else(|e| e.into_inner());
+        let store = crate::store::snapshot(store);
         let families = collect_part(&store, status, &Filter::default(), Part::Store);
         (store.drains(), families)
     };

@@ -281,7 +281,15 @@ fn status_table(status: &pb::GetStatusResponse) -> String {
                 overflow.fadvise, overflow.page_cache, overflow.reclaim, overflow.processes
             ),
         ),
-        ("retained intervals", status.retained_intervals.to_string()),
+        ("retained drains", status.retained_intervals.to_string()),
+        (
+            "history",
+            format!(
+                "{} intervals, {}",
+                status.history_intervals,
+                fmt_bytes(status.history_bytes)
+            ),
+        ),
     ];
     for (key, value) in rows {
         let _ = writeln!(out, "{key:<19} {value}");

@@ -27,7 +27,7 @@ use crate::{
     },
     privilege,
     status::{KernelFacts, Status},
-    store::Store,
+    store::{self, Store},
     workload::{Classifier, WorkloadNames},
 };
 
@@ -269,11 +269,10 @@ async fn serve(
     let names = WorkloadNames::from_config(&config);
     let interval = config.interval.0;
     let retain = config.retained_intervals();
-    let store = Arc::new(RwLock::new(Store::new(
-        names.clone(),
-        retain,
-        config.unmatched == Unmatched::Other,
-    )));
+    let store = Arc::new(RwLock::new(
+        Store::new(names.clone(), retain, config.unmatched == Unmatched::Other)
+            .with_max_history_bytes(config.limits.max_history_bytes.bytes()),
+    ));
     let status = Arc::new(Status::new(KernelFacts::probe()));
 
     // Listen before touching the kernel: a port in use fails with nothing attached.
@@ -569,11 +568,9 @@ fn drain_loop(
                     // Never blocks: the exporter queues (and counts any drop) on its side.
                     export.submit(DrainDeltas::from_interval(&interval_data, &names));
                 }
-                let drains = {
-                    let mut store = store.write().unwrap_or_else(|e| e.into_inner());
-                    store.apply(interval_data, delta.programs, classifier.tracked());
-                    store.drains()
-                };
+                // Readers compute on snapshots: the write lock is held for a move.
+                let drains =
+                    store::publish(&store, interval_data, delta.programs, classifier.tracked());
                 published.send_replace(drains);
             }
             Err(err) => {

@@ -5,6 +5,7 @@
 
 use std::{
     collections::VecDeque,
+    sync::{Arc, RwLock},
     time::{Duration, SystemTime},
 };
 
@@ -191,7 +192,10 @@ pub struct Interval {
     pub workloads: Vec<WorkloadCounts>,
     pub host: HostCounts,
     pub direct_reclaim_in_progress: i64,
+    /// Of the last drain in the interval.
     pub drain: DrainInfo,
+    /// Drains summed into this interval: 1 as drained, more once older history is merged.
+    pub drains: u64,
 }
 
 impl Interval {
@@ -203,7 +207,32 @@ impl Interval {
             host: HostCounts::default(),
             direct_reclaim_in_progress: 0,
             drain: DrainInfo::default(),
+            drains: 1,
         }
+    }
+
+    /// What the store allocates to keep this interval: the interval, its counts, its
+    /// reference count and its slot in the history.
+    pub fn estimated_bytes(&self) -> usize {
+        std::mem::size_of::<Interval>()
+            + 2 * std::mem::size_of::<usize>()
+            + std::mem::size_of::<Arc<Interval>>()
+            + self.workloads.capacity() * std::mem::size_of::<WorkloadCounts>()
+    }
+
+    /// `self` followed by `newer`, as one interval: counts summed, spanning both; the
+    /// gauges and drain facts are those at its end (`newer`'s).
+    fn merged(mut self, newer: &Interval) -> Interval {
+        for (total, delta) in self.workloads.iter_mut().zip(&newer.workloads) {
+            total.add(delta);
+        }
+        self.host.add(&newer.host);
+        self.at = newer.at;
+        self.length += newer.length;
+        self.direct_reclaim_in_progress = newer.direct_reclaim_in_progress;
+        self.drain = newer.drain;
+        self.drains += newer.drains;
+        self
     }
 
     pub fn workload(&self, id: WorkloadId) -> &WorkloadCounts {
@@ -216,6 +245,7 @@ impl Interval {
 pub struct Period {
     pub start: SystemTime,
     pub end: SystemTime,
+    /// Drains covered (a merged interval counts the drains it holds).
     pub intervals: usize,
     /// Indexed by `WorkloadId`.
     pub workloads: Vec<WorkloadCounts>,
@@ -230,7 +260,7 @@ impl Period {
         let mut period = Period {
             start: first.at.checked_sub(first.length).unwrap_or(first.at),
             end: first.at,
-            intervals: 1,
+            intervals: usize::try_from(first.drains).unwrap_or(usize::MAX),
             workloads: first.workloads.clone(),
             host: first.host,
             direct_reclaim_in_progress: first.direct_reclaim_in_progress,
@@ -241,7 +271,9 @@ impl Period {
             }
             period.host.add(&interval.host);
             period.end = interval.at;
-            period.intervals += 1;
+            period.intervals = period
+                .intervals
+                .saturating_add(usize::try_from(interval.drains).unwrap_or(usize::MAX));
             period.direct_reclaim_in_progress = interval.direct_reclaim_in_progress;
         }
         Some(period)
@@ -278,56 +310,196 @@ impl DurationHistogram {
     }
 }
 
+/// Default of `limits.max_history_bytes`.
+pub const DEFAULT_MAX_HISTORY_BYTES: usize = 64 << 20;
+
+/// Intervals the history holds at most, whatever the budget: a window sums at most this
+/// many. Past it, older intervals are merged as when over the byte budget.
+pub const MAX_HISTORY_INTERVALS: usize = 3600;
+
+/// The retained intervals, oldest first. Immutable once published: the drain builds the
+/// next history beside it (sharing every interval through its `Arc`), so a reader's copy
+/// stays valid and costs the drain nothing.
+#[derive(Clone, Debug, Default)]
+struct History {
+    intervals: VecDeque<Arc<Interval>>,
+    /// Sum of `Interval::estimated_bytes`.
+    bytes: usize,
+    /// Sum of `Interval::drains`.
+    drains: u64,
+}
+
+impl History {
+    fn push(&mut self, interval: Interval) {
+        self.bytes += interval.estimated_bytes();
+        self.drains += interval.drains;
+        self.intervals.push_back(Arc::new(interval));
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(oldest) = self.intervals.pop_front() {
+            self.bytes -= oldest.estimated_bytes();
+            self.drains -= oldest.drains;
+        }
+    }
+
+    /// Merges one adjacent pair of intervals, never the newest one (rates over the last
+    /// interval stay as drained). Intervals hold drains in powers of two, fewer toward
+    /// the newest end; the pair merged is the two oldest of the size that has the most
+    /// intervals (the smaller size on a tie), so every size keeps about as many intervals
+    /// as the others: recent history at full resolution, older history coarser and
+    /// coarser. False when there is no pair to merge (fewer than three intervals).
+    fn merge_one(&mut self) -> bool {
+        // The newest interval is not a candidate.
+        let candidates = self.intervals.len().saturating_sub(1);
+        if candidates < 2 {
+            return false;
+        }
+        // Runs of equal sizes: (size, first index, length), oldest first.
+        let mut runs: Vec<(u64, usize, usize)> = Vec::new();
+        for (index, interval) in self.intervals.iter().take(candidates).enumerate() {
+            match runs.last_mut() {
+                Some((size, _, length)) if *size == interval.drains => *length += 1,
+                _ => runs.push((interval.drains, index, 1)),
+            }
+        }
+        let pair = runs
+            .iter()
+            .filter(|(_, _, length)| *length >= 2)
+            .max_by(|a, b| a.2.cmp(&b.2).then(b.0.cmp(&a.0)))
+            .map(|&(_, first, _)| first)
+            // No two of a size (after a retention cut): the smallest adjacent pair.
+            .or_else(|| {
+                (0..candidates - 1)
+                    .min_by_key(|&i| self.intervals[i].drains + self.intervals[i + 1].drains)
+            });
+        let Some(first) = pair else {
+            return false;
+        };
+        let (Some(older), Some(newer)) =
+            (self.intervals.remove(first), self.intervals.remove(first))
+        else {
+            return false;
+        };
+        self.bytes -= older.estimated_bytes() + newer.estimated_bytes();
+        let merged = Arc::unwrap_or_clone(older).merged(&newer);
+        self.bytes += merged.estimated_bytes();
+        self.intervals.insert(first, Arc::new(merged));
+        true
+    }
+}
+
 /// Cumulative totals plus recent intervals.
-#[derive(Debug)]
+///
+/// Cloning is cheap (the totals, history and names are shared `Arc`s), and a clone is a
+/// consistent snapshot: readers clone the shared store under its lock (`snapshot`) and
+/// compute on the clone, so the drain never waits for a request; the drain publishes the
+/// next store in one assignment.
+#[derive(Clone, Debug)]
 pub struct Store {
-    names: WorkloadNames,
+    names: Arc<WorkloadNames>,
     started: SystemTime,
-    totals: Vec<WorkloadCounts>,
+    totals: Arc<Vec<WorkloadCounts>>,
     host: HostCounts,
-    recent: VecDeque<Interval>,
-    retain: usize,
+    recent: Arc<History>,
+    /// Drains a window can reach back (`limits.retention` at the interval).
+    retain: u64,
+    /// Bytes the history may take (`limits.max_history_bytes`).
+    max_history_bytes: usize,
     drains: u64,
     drain_durations: DurationHistogram,
-    programs: Vec<ProgramStats>,
+    programs: Arc<Vec<ProgramStats>>,
     tracked_processes: usize,
     /// Report `other` even when nothing was counted there (unmatched: other).
     always_report_other: bool,
 }
 
+/// A copy of the shared store to read from; the lock is held only to clone a few `Arc`s.
+pub fn snapshot(store: &RwLock<Store>) -> Store {
+    store.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Applies one drain to the shared store without making readers wait: the next store is
+/// built beside the published one and replaces it under the write lock, which is held
+/// for a move. Returns the drain count. (The drain thread is the only writer.)
+pub fn publish(
+    store: &RwLock<Store>,
+    interval: Interval,
+    programs: Vec<ProgramStats>,
+    tracked: usize,
+) -> u64 {
+    let mut next = snapshot(store);
+    next.apply(interval, programs, tracked);
+    let drains = next.drains();
+    let previous = std::mem::replace(&mut *store.write().unwrap_or_else(|e| e.into_inner()), next);
+    // Intervals no reader holds any more are freed here, outside the lock.
+    drop(previous);
+    drains
+}
+
 impl Store {
+    /// `retain`: drains a window may reach back. The history is bounded by
+    /// `DEFAULT_MAX_HISTORY_BYTES` (see `with_max_history_bytes`).
     pub fn new(names: WorkloadNames, retain: usize, always_report_other: bool) -> Store {
         Store {
-            totals: vec![WorkloadCounts::default(); names.len()],
-            names,
+            totals: Arc::new(vec![WorkloadCounts::default(); names.len()]),
+            names: Arc::new(names),
             started: SystemTime::now(),
             host: HostCounts::default(),
-            recent: VecDeque::new(),
-            retain: retain.max(1),
+            recent: Arc::default(),
+            retain: u64::try_from(retain.max(1)).unwrap_or(u64::MAX),
+            max_history_bytes: DEFAULT_MAX_HISTORY_BYTES,
             drains: 0,
             drain_durations: DurationHistogram::default(),
-            programs: Vec::new(),
+            programs: Arc::default(),
             tracked_processes: 0,
             always_report_other,
         }
     }
 
+    /// Bounds the retained intervals by their estimated bytes.
+    #[must_use]
+    pub fn with_max_history_bytes(mut self, bytes: usize) -> Store {
+        self.max_history_bytes = bytes;
+        self
+    }
+
     pub fn apply(&mut self, interval: Interval, programs: Vec<ProgramStats>, tracked: usize) {
-        for (total, delta) in self.totals.iter_mut().zip(interval.workloads.iter()) {
+        let totals = Arc::make_mut(&mut self.totals);
+        for (total, delta) in totals.iter_mut().zip(interval.workloads.iter()) {
             total.add(delta);
         }
         self.host.add(&interval.host);
         self.drains += 1;
         self.drain_durations.observe(interval.drain.duration);
-        self.programs = programs;
+        self.programs = Arc::new(programs);
         self.tracked_processes = tracked;
-        if self.recent.len() == self.retain {
-            self.recent.pop_front();
+        let history = Arc::make_mut(&mut self.recent);
+        history.push(interval);
+        // Retention: the oldest interval goes once the others cover the retained drains.
+        while let Some(oldest) = history.intervals.front() {
+            if history.intervals.len() > 1 && history.drains - oldest.drains >= self.retain {
+                history.pop_front();
+            } else {
+                break;
+            }
         }
-        self.recent.push_back(interval);
+        // The budget: merge older intervals; drop the oldest only when merging cannot
+        // get under it. The newest interval stays, whatever its size.
+        while history.bytes > self.max_history_bytes
+            || history.intervals.len() > MAX_HISTORY_INTERVALS
+        {
+            if !history.merge_one() {
+                if history.intervals.len() > 1 {
+                    history.pop_front();
+                } else {
+                    break;
+                }
+            }
+        }
     }
 
-    pub const fn names(&self) -> &WorkloadNames {
+    pub fn names(&self) -> &WorkloadNames {
         &self.names
     }
 
@@ -353,32 +525,49 @@ impl Store {
     }
 
     pub fn last(&self) -> Option<&Interval> {
-        self.recent.back()
+        self.recent.intervals.back().map(|i| &**i)
     }
 
     pub fn recent(&self) -> impl DoubleEndedIterator<Item = &Interval> {
-        self.recent.iter()
+        self.recent.intervals.iter().map(|i| &**i)
     }
 
-    /// Intervals kept for windows.
+    /// Drains a window may reach back (`limits.retention` at the drain interval).
     pub fn retained(&self) -> usize {
-        self.retain
+        usize::try_from(self.retain).unwrap_or(usize::MAX)
+    }
+
+    /// Estimated bytes of the retained intervals (at most `max_history_bytes`, unless a
+    /// single interval is larger).
+    pub fn history_bytes(&self) -> usize {
+        self.recent.bytes
+    }
+
+    /// Intervals held, merged ones counting once.
+    pub fn history_intervals(&self) -> usize {
+        self.recent.intervals.len()
+    }
+
+    pub const fn max_history_bytes(&self) -> usize {
+        self.max_history_bytes
     }
 
     /// The last interval (`window` = None), or the sum of the retained intervals that
-    /// ended within `window` of the last drain. `None` before the first drain.
+    /// ended within `window` of the last drain. A merged interval is taken whole, so a
+    /// window over older history may start earlier than asked (`Period::start` says where).
+    /// `None` before the first drain.
     pub fn period(&self, window: Option<Duration>) -> Option<Period> {
-        let last = self.recent.back()?;
+        let recent = &self.recent.intervals;
+        let last = recent.back()?;
         match window {
-            None => Period::from_intervals(std::iter::once(last)),
+            None => Period::from_intervals(std::iter::once(&**last)),
             Some(window) => {
                 let since = last.at.checked_sub(window).unwrap_or(std::time::UNIX_EPOCH);
-                let first = self
-                    .recent
+                let first = recent
                     .iter()
                     .position(|i| i.at > since)
-                    .unwrap_or(self.recent.len() - 1);
-                Period::from_intervals(self.recent.range(first..))
+                    .unwrap_or(recent.len() - 1);
+                Period::from_intervals(recent.range(first..).map(|i| &**i))
             }
         }
     }
@@ -513,6 +702,142 @@ mod tests {
         );
         let all = store.period(Some(Duration::from_secs(3600))).unwrap();
         assert_eq!(all.intervals, 10);
+    }
+
+    fn many_names(workloads: usize) -> WorkloadNames {
+        let mut yaml = String::from("workloads:\n");
+        for i in 0..workloads {
+            yaml.push_str(&format!("  - name: w{i}\n    pids: [{}]\n", i + 1));
+        }
+        WorkloadNames::from_config(&Config::parse(&yaml, "t").unwrap())
+    }
+
+    /// One drain: workload `w` read `w + n` pages, and one reclaim episode for every tenth.
+    fn drained(names: &WorkloadNames, n: u64, start: SystemTime) -> Interval {
+        let mut interval = Interval::empty(names.len(), start + Duration::from_millis(50 * n));
+        interval.length = Duration::from_millis(50);
+        for (w, counts) in interval.workloads.iter_mut().enumerate() {
+            counts.page_cache.requested_pages = w as u64 + n;
+            counts.fadvise[Advice::DontNeed as usize].calls = 1;
+            if (w as u64 + n).is_multiple_of(10) {
+                counts.reclaim[ReclaimKind::Direct as usize].record(1000 * n);
+            }
+        }
+        interval.host.lru_pages_scanned = n;
+        interval.direct_reclaim_in_progress = n as i64;
+        interval
+    }
+
+    #[test]
+    fn a_thousand_workloads_stay_within_the_history_budget() {
+        let names = many_names(1000);
+        let budget = DEFAULT_MAX_HISTORY_BYTES;
+        let mut store = Store::new(names.clone(), 36_000, false);
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let one = Interval::empty(names.len(), start).estimated_bytes();
+        let pushed = 400u64;
+        let mut expected = vec![WorkloadCounts::default(); names.len()];
+        let mut most = 0;
+        for n in 1..=pushed {
+            let interval = drained(&names, n, start);
+            for (total, delta) in expected.iter_mut().zip(&interval.workloads) {
+                total.add(delta);
+            }
+            store.apply(interval, Vec::new(), 0);
+            most = most.max(store.history_bytes());
+            assert!(
+                store.history_bytes() <= budget,
+                "after {n}: {}",
+                store.history_bytes()
+            );
+        }
+        // Unbounded, the history would have taken `pushed` intervals.
+        let sizes: Vec<u64> = store.recent().map(|i| i.drains).collect();
+        println!(
+            "1000 workloads: {one} B per interval, {pushed} drains ({} MiB unbounded) kept in {} \
+             intervals, {} B (at most {most} B; budget {budget} B); drains per interval, oldest \
+             first: {sizes:?}",
+            (one as u64 * pushed) >> 20,
+            store.history_intervals(),
+            store.history_bytes(),
+        );
+        assert!(one as u64 * pushed > budget as u64 * 4);
+        assert_eq!(sizes.iter().sum::<u64>(), pushed, "nothing dropped");
+        // Older history is coarser: sizes never grow toward the newest, which is as drained.
+        assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+        assert_eq!(sizes.last(), Some(&1));
+        assert!(sizes[0] > 1);
+        // A window over everything sums exactly to what was pushed.
+        let all = store.period(Some(Duration::from_secs(3600))).unwrap();
+        assert_eq!(all.intervals as u64, pushed);
+        assert_eq!(all.workloads, expected);
+        assert_eq!(all.host.lru_pages_scanned, (1..=pushed).sum::<u64>());
+        assert_eq!(all.start, start);
+        assert_eq!(all.end, start + Duration::from_millis(50 * pushed));
+        assert_eq!(all.direct_reclaim_in_progress, pushed as i64);
+        // The last interval (rates) is the last drain, untouched.
+        let last = store.period(None).unwrap();
+        assert_eq!(last.intervals, 1);
+        assert_eq!(last.workloads, drained(&names, pushed, start).workloads);
+        // Totals are exact too.
+        for id in names.ids() {
+            assert_eq!(store.totals(id), &expected[id.0 as usize]);
+        }
+    }
+
+    #[test]
+    fn retention_and_an_interval_larger_than_the_budget() {
+        let names = many_names(1000);
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        // Retention 100 drains, budget for about 20 intervals: merged, then cut by age.
+        let one = Interval::empty(names.len(), start).estimated_bytes();
+        let mut store = Store::new(names.clone(), 100, false).with_max_history_bytes(20 * one);
+        for n in 1..=300 {
+            store.apply(drained(&names, n, start), Vec::new(), 0);
+            assert!(store.history_bytes() <= 20 * one);
+            let covered: u64 = store.recent().map(|i| i.drains).sum();
+            assert!(covered >= 100.min(n), "after {n}: {covered}");
+        }
+        let covered: u64 = store.recent().map(|i| i.drains).sum();
+        let window = store.period(Some(Duration::from_secs(3600))).unwrap();
+        assert_eq!(window.intervals as u64, covered);
+        let first = 300 - covered + 1;
+        assert_eq!(
+            window.workload(WorkloadId(0)).page_cache.requested_pages,
+            (first..=300).sum::<u64>()
+        );
+        // A budget below one interval keeps the newest interval alone.
+        let mut store = Store::new(names.clone(), 100, false).with_max_history_bytes(one / 2);
+        for n in 1..=3 {
+            store.apply(drained(&names, n, start), Vec::new(), 0);
+        }
+        assert_eq!(store.history_intervals(), 1);
+        assert_eq!(
+            store.period(None).unwrap().workloads,
+            drained(&names, 3, start).workloads
+        );
+    }
+
+    #[test]
+    fn snapshots_do_not_change_when_the_drain_publishes() {
+        let names = names();
+        let shared = RwLock::new(Store::new(names.clone(), 10, false));
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(
+            publish(&shared, drained(&names, 1, start), Vec::new(), 0),
+            1
+        );
+        let before = snapshot(&shared);
+        assert_eq!(
+            publish(&shared, drained(&names, 2, start), Vec::new(), 0),
+            2
+        );
+        assert_eq!(before.drains(), 1);
+        assert_eq!(before.history_intervals(), 1);
+        assert_eq!(before.totals(WorkloadId(0)).page_cache.requested_pages, 1);
+        let after = snapshot(&shared);
+        assert_eq!(after.drains(), 2);
+        assert_eq!(after.totals(WorkloadId(0)).page_cache.requested_pages, 3);
     }
 
     #[test]

@@ -497,6 +497,8 @@ async fn status_reports_modules_and_drains() {
     assert_eq!(status.process_tracking.unwrap().state, "starting");
     assert_eq!(status.tracked_processes, 3);
     assert_eq!(status.retained_intervals, 100);
+    assert_eq!(status.history_intervals, 5);
+    assert!(status.history_bytes > 0);
 }
 
 #[tokio::test]
@@ -1278,5 +1280,146 @@ fn a_bad_tls_file_is_a_configuration_error() {
     assert!(
         err.contains("server.tls") && err.contains("tls.cert"),
         "{err}"
+    );
+}
+
+/// One drain of `workloads` workloads, each with a few counts.
+fn busy_interval(workloads: usize, at: SystemTime, n: u64) -> Interval {
+    let mut interval = Interval::empty(workloads, at);
+    interval.length = Duration::from_millis(20);
+    for (w, counts) in interval.workloads.iter_mut().enumerate() {
+        counts.page_cache.requested_pages = w as u64 + n;
+        counts.fadvise[Advice::DontNeed as usize].calls = 1;
+        counts.reclaim[ReclaimKind::Direct as usize].record(1000 * (w as u64 + 1));
+    }
+    interval
+}
+
+/// Readers work on snapshots: eight clients looping on one-hour GetIOStats queries at 1,000
+/// workloads do not slow the drain. The drain publishes at a fixed cadence (as run.rs: a
+/// late drain is not made up for); the drains done in the same length of time with and
+/// without the readers are compared, in one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drains_keep_their_cadence_while_clients_query_an_hour() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const WORKLOADS: usize = 1000;
+    const CADENCE: Duration = Duration::from_millis(20);
+    const WINDOW: Duration = Duration::from_secs(3);
+    let mut yaml = String::from("workloads:\n");
+    for i in 0..WORKLOADS {
+        yaml.push_str(&format!("  - name: w{i}\n    pids: [{}]\n", i + 1));
+    }
+    let names = WorkloadNames::from_config(&Config::parse(&yaml, "test").unwrap());
+    // An hour at the cadence, within the default history budget.
+    let store = Arc::new(RwLock::new(Store::new(names.clone(), 180_000, false)));
+    let now = SystemTime::now();
+    {
+        let mut store = store.write().unwrap();
+        for n in 0..300u64 {
+            let at = now - CADENCE * (300 - n as u32);
+            store.apply(busy_interval(names.len(), at, n), Vec::new(), 0);
+        }
+    }
+    let (_drains, drains_rx) = watch::channel(300u64);
+    let status = Arc::new(Status::new(KernelFacts {
+        release: "test".into(),
+        btf: true,
+    }));
+    let api = Api::new(Arc::clone(&store), status, drains_rx, 4, CADENCE);
+    let grpc::Services { router, health } = grpc::services(api).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = router
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await;
+        drop(health);
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let drainer = {
+        let (store, stop, workloads) = (Arc::clone(&store), Arc::clone(&stop), names.len());
+        std::thread::spawn(move || {
+            let mut next = Instant::now() + CADENCE;
+            let mut n = 300;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                let interval = busy_interval(workloads, SystemTime::now(), n);
+                sidecar::store::publish(&store, interval, Vec::new(), 0);
+                n += 1;
+                let now = Instant::now();
+                next += CADENCE;
+                if next < now {
+                    next = now + CADENCE;
+                }
+            }
+        })
+    };
+    let drains_in = |window: Duration| {
+        let store = Arc::clone(&store);
+        async move {
+            let before = sidecar::store::snapshot(&store).drains();
+            tokio::time::sleep(window).await;
+            sidecar::store::snapshot(&store).drains() - before
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let quiet = drains_in(WINDOW).await;
+
+    let readers_stop = Arc::new(AtomicBool::new(false));
+    let queries = Arc::new(AtomicU64::new(0));
+    let query_nanos = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        let (readers_stop, queries, query_nanos) = (
+            Arc::clone(&readers_stop),
+            Arc::clone(&queries),
+            Arc::clone(&query_nanos),
+        );
+        let mut client = client(addr).await;
+        readers.push(tokio::spawn(async move {
+            while !readers_stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let stats = client
+                    .get_io_stats(pb::GetIoStatsRequest {
+                        window: "1h".into(),
+                        workloads: vec![],
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .stats
+                    .unwrap();
+                assert!(stats.intervals >= 300, "{}", stats.intervals);
+                assert!(stats.workloads.len() >= WORKLOADS);
+                query_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                queries.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = queries.load(Ordering::Relaxed);
+    let busy = drains_in(WINDOW).await;
+    let done = queries.load(Ordering::Relaxed) - before;
+    readers_stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    drainer.join().unwrap();
+    let total = queries.load(Ordering::Relaxed).max(1);
+    let snapshot = sidecar::store::snapshot(&store);
+    println!(
+        "drains in {WINDOW:?} at a {CADENCE:?} cadence: {quiet} without readers, {busy} with 8 \
+         clients looping on 1h GetIOStats ({done} queries in the window, mean {:.1} ms); \
+         history: {} intervals, {} bytes",
+        query_nanos.load(Ordering::Relaxed) as f64 / total as f64 / 1e6,
+        snapshot.history_intervals(),
+        snapshot.history_bytes(),
+    );
+    assert!(done >= 8, "the readers ran: {done}");
+    assert!(
+        busy * 10 >= quiet * 9,
+        "drains with readers {busy}, without {quiet}"
     );
 }
