@@ -688,16 +688,20 @@ impl SidecarService for Api {
     }
 }
 
+/// The response mapping every service goes through ([`resource_exhausted_for_oversized`]).
+type ResponseMap = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
+
+/// The gRPC router with that mapping as its layer.
+pub type GrpcRouter = tonic::transport::server::Router<
+    tower::layer::util::Stack<
+        tower::util::MapResponseLayer<ResponseMap>,
+        tower::layer::util::Identity,
+    >,
+>;
+
 /// The services the gRPC server hosts, ready to be served.
 pub struct Services {
-    pub router: tonic::transport::server::Router<
-        tower::layer::util::Stack<
-            tower::util::MapResponseLayer<
-                fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
-            >,
-            tower::layer::util::Identity,
-        >,
-    >,
+    pub router: GrpcRouter,
     pub health: tonic_health::server::HealthReporter,
 }
 
@@ -798,8 +802,7 @@ pub fn services_with(
     if let Some(tls) = tls {
         server = server.tls_config(tls.tonic_config())?;
     }
-    let too_large: fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> =
-        resource_exhausted_for_oversized;
+    let too_large: ResponseMap = resource_exhausted_for_oversized;
     let router = server
         .layer(tower::util::MapResponseLayer::new(too_large))
         .add_service(health_service)
