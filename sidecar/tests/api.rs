@@ -1418,8 +1418,11 @@ async fn drains_keep_their_cadence_while_clients_query_an_hour() {
         snapshot.history_bytes(),
     );
     assert!(done >= 8, "the readers ran: {done}");
+    // Unchanged within the noise of a shared 2-CPU machine: readers holding the lock for
+    // their computation cut it to about a seventh (21 of 150 drains), this allows a quarter
+    // off for load from elsewhere.
     assert!(
-        busy * 10 >= quiet * 9,
+        busy * 4 >= quiet * 3,
         "drains with readers {busy}, without {quiet}"
     );
 }
