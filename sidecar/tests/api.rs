@@ -501,6 +501,20 @@ async fn status_reports_modules_and_drains() {
     assert!(status.history_bytes > 0);
 }
 
+/// One more drain into the fixture's store, announced to the watchers.
+fn publish_drain(fixture: &Fixture, scale: u64) {
+    let drains = {
+        let mut store = fixture.store.write().unwrap();
+        store.apply(
+            interval(&fixture.names, SystemTime::now(), scale),
+            Vec::new(),
+            3,
+        );
+        store.drains()
+    };
+    fixture.drains.send_replace(drains);
+}
+
 #[tokio::test]
 async fn a_slow_watcher_gets_the_newest_interval_and_the_count_it_missed() {
     let fixture = fixture(4).await;
@@ -512,18 +526,7 @@ async fn a_slow_watcher_gets_the_newest_interval_and_the_count_it_missed() {
         .await
         .unwrap()
         .into_inner();
-    let publish = |scale: u64| {
-        let drains = {
-            let mut store = fixture.store.write().unwrap();
-            store.apply(
-                interval(&fixture.names, SystemTime::now(), scale),
-                Vec::new(),
-                3,
-            );
-            store.drains()
-        };
-        fixture.drains.send_replace(drains);
-    };
+    let publish = |scale: u64| publish_drain(&fixture, scale);
     publish(6);
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!((first.sequence, first.missed), (6, 0));
@@ -574,18 +577,7 @@ async fn a_sleeping_watcher_skips_to_the_newest_interval() {
         .await
         .unwrap()
         .into_inner();
-    let publish = |scale: u64| {
-        let drains = {
-            let mut store = fixture.store.write().unwrap();
-            store.apply(
-                interval(&fixture.names, SystemTime::now(), scale),
-                Vec::new(),
-                3,
-            );
-            store.drains()
-        };
-        fixture.drains.send_replace(drains);
-    };
+    let publish = |scale: u64| publish_drain(&fixture, scale);
     publish(6);
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!((first.sequence, first.missed), (6, 0));

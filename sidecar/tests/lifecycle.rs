@@ -126,29 +126,35 @@ fn capabilities_are_dropped_after_attaching() {
     );
 }
 
-/// Without privilege: exit status 4 and one line that says what is missing.
-#[test]
-fn an_unprivileged_start_fails_with_one_clear_line() {
-    let Some(_kernel) = kernel("an_unprivileged_start_fails_with_one_clear_line") else {
-        return;
-    };
-    let output = Command::new("setpriv")
+/// Runs the sidecar as nobody, without capabilities.
+fn unprivileged(args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
         .args([
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all",
             SIDECAR,
-            "run",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--grpc-addr",
-            "127.0.0.1:0",
         ])
-        .env("NO_COLOR", "1")
+        .args(args)
         .env_remove("RUST_LOG")
         .output()
-        .expect("setpriv (util-linux)");
+        .expect("setpriv (util-linux)")
+}
+
+/// Without privilege: exit status 4 and one line that says what is missing.
+#[test]
+fn an_unprivileged_start_fails_with_one_clear_line() {
+    let Some(_kernel) = kernel("an_unprivileged_start_fails_with_one_clear_line") else {
+        return;
+    };
+    let output = unprivileged(&[
+        "run",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--grpc-addr",
+        "127.0.0.1:0",
+    ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
         output.status.code(),
@@ -171,18 +177,7 @@ fn an_unprivileged_check_says_why_in_one_line() {
     let Some(_kernel) = kernel("an_unprivileged_check_says_why_in_one_line") else {
         return;
     };
-    let output = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            SIDECAR,
-            "check",
-        ])
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("setpriv (util-linux)");
+    let output = unprivileged(&["check"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(4), "{stdout}");
     let failures: Vec<&str> = stdout
