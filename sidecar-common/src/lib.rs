@@ -5,6 +5,33 @@
 //! compare or hash), and every map slot or counter index is an enum, never a bare number.
 #![no_std]
 
+/// Declares a struct of `u64` counters shared with the kernel (`#[repr(C)]`, no padding) and
+/// derives its sum: each field is named once, so adding a counter cannot leave a sum behind.
+macro_rules! counters {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$field_meta:meta])* pub $field:ident: u64,)+ }) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: u64,)+
+        }
+
+        impl core::ops::AddAssign for $name {
+            #[inline(always)]
+            fn add_assign(&mut self, other: $name) {
+                $(self.$field += other.$field;)+
+            }
+        }
+
+        impl core::ops::AddAssign<&$name> for $name {
+            #[inline(always)]
+            fn add_assign(&mut self, other: &$name) {
+                *self += *other;
+            }
+        }
+    };
+}
+
 /// Names of the maps in the eBPF object. The kernel truncates map names to 15 bytes, so they
 /// are short; the eBPF crate declares each map with exactly these names.
 pub mod map_names {
@@ -113,12 +140,12 @@ pub struct FadviseKey {
     pub advice: u32,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FadviseCounts {
-    pub calls: u64,
-    /// Calls that returned 0.
-    pub successes: u64,
+counters! {
+    pub struct FadviseCounts {
+        pub calls: u64,
+        /// Calls that returned 0.
+        pub successes: u64,
+    }
 }
 
 /// Key of the per-process maps that need nothing but the process.
@@ -128,17 +155,17 @@ pub struct ProcessKey {
     pub tgid: u32,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PageCacheCounts {
-    /// Pages the read path asked for (mm_filemap_get_pages ranges, one per read call).
-    pub requested_pages: u64,
-    /// Pages this process added to the cache for a file it then read: read misses.
-    pub missed_pages: u64,
-    /// Every page this process added to the page cache (reads, writes, faults).
-    pub added_pages: u64,
-    /// Pages removed from the page cache while this process was running.
-    pub evicted_pages: u64,
+counters! {
+    pub struct PageCacheCounts {
+        /// Pages the read path asked for (mm_filemap_get_pages ranges, one per read call).
+        pub requested_pages: u64,
+        /// Pages this process added to the cache for a file it then read: read misses.
+        pub missed_pages: u64,
+        /// Every page this process added to the page cache (reads, writes, faults).
+        pub added_pages: u64,
+        /// Pages removed from the page cache while this process was running.
+        pub evicted_pages: u64,
+    }
 }
 
 /// Which kind of reclaim stalled a task.
@@ -228,11 +255,11 @@ pub struct ReclaimKey {
     pub _pad: [u8; 2],
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReclaimCounts {
-    pub episodes: u64,
-    pub stalled_ns: u64,
+counters! {
+    pub struct ReclaimCounts {
+        pub episodes: u64,
+        pub stalled_ns: u64,
+    }
 }
 
 /// Index into the reclaim overflow array.
@@ -596,6 +623,46 @@ mod pod {
 mod tests {
     use super::*;
     use core::mem::{align_of, size_of};
+
+    #[test]
+    fn derived_sums_add_every_field() {
+        let mut pc = PageCacheCounts {
+            requested_pages: 1,
+            missed_pages: 2,
+            added_pages: 3,
+            evicted_pages: 4,
+        };
+        pc += PageCacheCounts {
+            requested_pages: 10,
+            missed_pages: 20,
+            added_pages: 30,
+            evicted_pages: 40,
+        };
+        assert_eq!(
+            pc,
+            PageCacheCounts {
+                requested_pages: 11,
+                missed_pages: 22,
+                added_pages: 33,
+                evicted_pages: 44,
+            }
+        );
+        let mut fadvise = FadviseCounts {
+            calls: 5,
+            successes: 4,
+        };
+        fadvise += &FadviseCounts {
+            calls: 1,
+            successes: 1,
+        };
+        assert_eq!((fadvise.calls, fadvise.successes), (6, 5));
+        let mut reclaim = ReclaimCounts::default();
+        reclaim += ReclaimCounts {
+            episodes: 2,
+            stalled_ns: 7,
+        };
+        assert_eq!((reclaim.episodes, reclaim.stalled_ns), (2, 7));
+    }
 
     #[test]
     fn shared_types_have_no_implicit_padding() {

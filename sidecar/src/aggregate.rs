@@ -55,8 +55,7 @@ pub fn aggregate(
             .fadvise
             .get_mut(key.advice as usize)
         {
-            slot.calls += counts.calls;
-            slot.successes += counts.successes;
+            *slot += counts;
         }
     }
     for (key, counts) in &delta.page_cache {
@@ -64,11 +63,7 @@ pub fn aggregate(
             dropped_events += 1;
             continue;
         };
-        let pc = &mut interval.workloads[workload].page_cache;
-        pc.requested_pages += counts.requested_pages;
-        pc.missed_pages += counts.missed_pages;
-        pc.added_pages += counts.added_pages;
-        pc.evicted_pages += counts.evicted_pages;
+        interval.workloads[workload].page_cache += counts;
     }
     for (key, counts) in &delta.reclaim {
         let Some(kind) = ReclaimKind::from_raw(key.kind) else {
@@ -120,14 +115,9 @@ pub fn aggregate(
 
 fn add_overflow(other: &mut WorkloadCounts, delta: &KernelDelta) {
     for (slot, counts) in other.fadvise.iter_mut().zip(&delta.fadvise_overflow) {
-        slot.calls += counts.calls;
-        slot.successes += counts.successes;
+        *slot += counts;
     }
-    let (pc, overflow) = (&mut other.page_cache, &delta.page_cache_overflow);
-    pc.requested_pages += overflow.requested_pages;
-    pc.missed_pages += overflow.missed_pages;
-    pc.added_pages += overflow.added_pages;
-    pc.evicted_pages += overflow.evicted_pages;
+    other.page_cache += delta.page_cache_overflow;
     for (slot, counts) in delta.reclaim_overflow.iter().enumerate() {
         if counts.episodes == 0 {
             continue;

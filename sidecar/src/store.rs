@@ -106,14 +106,9 @@ pub struct WorkloadCounts {
 impl WorkloadCounts {
     pub fn add(&mut self, other: &WorkloadCounts) {
         for (mine, theirs) in self.fadvise.iter_mut().zip(other.fadvise.iter()) {
-            mine.calls += theirs.calls;
-            mine.successes += theirs.successes;
+            *mine += theirs;
         }
-        let (mine, theirs) = (&mut self.page_cache, &other.page_cache);
-        mine.requested_pages += theirs.requested_pages;
-        mine.missed_pages += theirs.missed_pages;
-        mine.added_pages += theirs.added_pages;
-        mine.evicted_pages += theirs.evicted_pages;
+        self.page_cache += other.page_cache;
         for (mine, theirs) in self.reclaim.iter_mut().zip(other.reclaim.iter()) {
             mine.add(theirs);
         }
@@ -122,9 +117,9 @@ impl WorkloadCounts {
     pub fn fadvise_totals(&self) -> FadviseCounts {
         self.fadvise
             .iter()
-            .fold(FadviseCounts::default(), |acc, c| FadviseCounts {
-                calls: acc.calls + c.calls,
-                successes: acc.successes + c.successes,
+            .fold(FadviseCounts::default(), |mut sum, counts| {
+                sum += counts;
+                sum
             })
     }
 

@@ -79,24 +79,19 @@ impl Accumulate for i64 {
 
 impl Accumulate for FadviseCounts {
     fn accumulate(&mut self, other: &Self) {
-        self.calls += other.calls;
-        self.successes += other.successes;
+        *self += other;
     }
 }
 
 impl Accumulate for PageCacheCounts {
     fn accumulate(&mut self, other: &Self) {
-        self.requested_pages += other.requested_pages;
-        self.missed_pages += other.missed_pages;
-        self.added_pages += other.added_pages;
-        self.evicted_pages += other.evicted_pages;
+        *self += other;
     }
 }
 
 impl Accumulate for ReclaimCounts {
     fn accumulate(&mut self, other: &Self) {
-        self.episodes += other.episodes;
-        self.stalled_ns += other.stalled_ns;
+        *self += other;
     }
 }
 
