@@ -1,6 +1,7 @@
 //! The gRPC API (`sidecar.v1.SidecarService`), with the standard health and reflection
 //! services beside it. Like every sink it reads the store only.
 
+use crate::sync::Recover as _;
 use std::{
     pin::Pin,
     sync::{Arc, Mutex, RwLock},
@@ -484,7 +485,7 @@ impl SidecarService for Api {
         let cached = self
             .listing
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .recover()
             .as_ref()
             .filter(|l| l.drain == drain && l.fingerprint == fingerprint)
             .cloned();
@@ -492,8 +493,7 @@ impl SidecarService for Api {
             Some(listing) => listing,
             None => {
                 let listing = Arc::new(self.list(&request, fingerprint)?);
-                *self.listing.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(Arc::clone(&listing));
+                *self.listing.lock().recover() = Some(Arc::clone(&listing));
                 listing
             }
         };

@@ -1,5 +1,6 @@
 //! HTTP: `/metrics` and the health endpoints.
 
+use crate::sync::Recover as _;
 use std::sync::{Arc, RwLock};
 
 use axum::{
@@ -238,11 +239,7 @@ struct Health {
 }
 
 fn health(state: &HttpState) -> (bool, Health) {
-    let drains = state
-        .store
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .drains();
+    let drains = state.store.read().recover().drains();
     let modules = state.status.modules();
     let attached = state.status.attached_modules();
     let ready = drains > 0 && attached > 0;

@@ -22,5 +22,6 @@ pub mod query;
 pub mod run;
 pub mod status;
 pub mod store;
+pub mod sync;
 pub mod tls;
 pub mod workload;

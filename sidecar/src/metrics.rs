@@ -4,6 +4,7 @@
 //! prometheus-client writes OpenMetrics text; scrapers that do not ask for OpenMetrics get the
 //! Prometheus text format 0.0.4, which differs only in counter descriptors (see `encode`).
 
+use crate::sync::Recover as _;
 use std::{
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
@@ -693,9 +694,9 @@ impl ExpositionCache {
         openmetrics: bool,
     ) -> Result<String, std::fmt::Error> {
         let slot = &self.formats[usize::from(openmetrics)];
-        let drain = store.read().unwrap_or_else(|e| e.into_inner()).drains();
+        let drain = store.read().recover().drains();
         let cached = {
-            let mut rendered = slot.lock().unwrap_or_else(|e| e.into_inner());
+            let mut rendered = slot.lock().recover();
             rendered.last_asked = Some(Instant::now());
             (rendered.drain == Some(drain)).then(|| Arc::clone(&rendered.text))
         };
@@ -723,7 +724,7 @@ impl ExpositionCache {
         for (index, slot) in self.formats.iter().enumerate() {
             let wanted = slot
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .recover()
                 .last_asked
                 .is_some_and(|at| at.elapsed() < KEEP_RENDERING);
             if wanted {
@@ -751,7 +752,7 @@ fn render(
     let mut text = String::with_capacity(slot.lock().map_or(0, |r| r.text.len()) + 4096);
     encode_families(families, openmetrics, &mut text)?;
     let text = Arc::new(text);
-    let mut rendered = slot.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rendered = slot.lock().recover();
     if rendered.drain.is_none_or(|d| d < drain) {
         rendered.drain = Some(drain);
         rendered.text = Arc::clone(&text);

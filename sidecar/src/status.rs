@@ -1,5 +1,6 @@
 //! The daemon's own state: start-up progress, each module's fate, the kernel it runs on.
 
+use crate::sync::Recover as _;
 use std::{
     collections::BTreeMap,
     sync::{
@@ -66,95 +67,61 @@ impl Status {
     }
 
     pub fn set_modules(&self, modules: BTreeMap<Module, ModuleState>) {
-        *self.modules.write().unwrap_or_else(|e| e.into_inner()) = Some(modules);
+        *self.modules.write().recover() = Some(modules);
     }
 
     pub fn modules(&self) -> Option<BTreeMap<Module, ModuleState>> {
-        self.modules
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.modules.read().recover().clone()
     }
 
     pub fn set_hooks(&self, hooks: BTreeMap<Module, String>) {
-        *self.hooks.write().unwrap_or_else(|e| e.into_inner()) = hooks;
+        *self.hooks.write().recover() = hooks;
     }
 
     /// What `module`'s programs attach to, when it is usable.
     pub fn hook(&self, module: Module) -> Option<String> {
-        self.hooks
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&module)
-            .cloned()
+        self.hooks.read().recover().get(&module).cloned()
     }
 
     pub fn set_process_tracking(&self, state: ModuleState) {
-        *self
-            .process_tracking
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(state);
+        *self.process_tracking.write().recover() = Some(state);
     }
 
     /// Whether exec/PR_SET_NAME renames reach the classifier (`None` while starting).
     pub fn process_tracking(&self) -> Option<ModuleState> {
-        self.process_tracking
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.process_tracking.read().recover().clone()
     }
 
     pub fn set_tracefs(&self, description: String) {
-        *self.tracefs.write().unwrap_or_else(|e| e.into_inner()) = Some(description);
+        *self.tracefs.write().recover() = Some(description);
     }
 
     pub fn tracefs(&self) -> Option<String> {
-        self.tracefs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.tracefs.read().recover().clone()
     }
 
     pub fn set_kernel_map_bytes(&self, bytes: u64) {
-        *self
-            .kernel_map_bytes
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = bytes;
+        *self.kernel_map_bytes.write().recover() = bytes;
     }
 
     pub fn kernel_map_bytes(&self) -> u64 {
-        *self
-            .kernel_map_bytes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        *self.kernel_map_bytes.read().recover()
     }
 
     pub fn set_bpf_stats_error(&self, error: Option<String>) {
-        *self
-            .bpf_stats_error
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = error;
+        *self.bpf_stats_error.write().recover() = error;
     }
 
     pub fn bpf_stats_error(&self) -> Option<String> {
-        self.bpf_stats_error
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.bpf_stats_error.read().recover().clone()
     }
 
     pub fn add_exporter(&self, stats: Arc<ExportStats>) {
-        self.exporters
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(stats);
+        self.exporters.write().recover().push(stats);
     }
 
     pub fn exporters(&self) -> Vec<Arc<ExportStats>> {
-        self.exporters
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.exporters.read().recover().clone()
     }
 
     pub fn finish_startup(&self) {

@@ -3,6 +3,7 @@
 //! The kernel holds deltas; the store turns them into monotonic counters for Prometheus and
 //! keeps the last interval for rates (and, bounded, recent intervals for the APIs).
 
+use crate::sync::Recover as _;
 use std::{
     collections::VecDeque,
     sync::{Arc, RwLock},
@@ -411,7 +412,7 @@ pub struct Store {
 
 /// A copy of the shared store to read from; the lock is held only to clone a few `Arc`s.
 pub fn snapshot(store: &RwLock<Store>) -> Store {
-    store.read().unwrap_or_else(|e| e.into_inner()).clone()
+    store.read().recover().clone()
 }
 
 /// Applies one drain to the shared store without making readers wait: the next store is
@@ -426,7 +427,7 @@ pub fn publish(
     let mut next = snapshot(store);
     next.apply(interval, programs, tracked);
     let drains = next.drains();
-    let previous = std::mem::replace(&mut *store.write().unwrap_or_else(|e| e.into_inner()), next);
+    let previous = std::mem::replace(&mut *store.write().recover(), next);
     // Intervals no reader holds any more are freed here, outside the lock.
     drop(previous);
     drains

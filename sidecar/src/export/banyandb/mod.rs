@@ -20,6 +20,7 @@ pub mod proto;
 pub mod queue;
 pub mod schema;
 
+use crate::sync::Recover as _;
 use std::{
     collections::HashMap,
     sync::{
@@ -176,12 +177,12 @@ impl ExportStats {
     pub const NAME: &'static str = "banyandb";
 
     pub fn state(&self) -> ExporterState {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).0
+        self.state.lock().recover().0
     }
 
     /// Moves to `state`; a change is logged once (WARN into trouble, INFO otherwise).
     fn transition(&self, state: ExporterState, reason: &str) {
-        let mut current = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.state.lock().recover();
         if current.0 == state {
             return;
         }
@@ -204,14 +205,11 @@ impl ExportStats {
     }
 
     pub fn last_error(&self) -> Option<ErrorRecord> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.last_error.lock().recover().clone()
     }
 
     fn set_error(&self, error: String) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(ErrorRecord {
+        *self.last_error.lock().recover() = Some(ErrorRecord {
             message: error,
             at: std::time::SystemTime::now(),
             past: false,
@@ -220,12 +218,7 @@ impl ExportStats {
 
     /// Writes succeed again: the last error is history.
     fn error_is_past(&self) {
-        if let Some(error) = self
-            .last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
+        if let Some(error) = self.last_error.lock().recover().as_mut() {
             error.past = true;
         }
     }
