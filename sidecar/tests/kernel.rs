@@ -62,7 +62,14 @@ fn page_cache_cold_and_warm_reads() {
     let Some(_kernel) = kernel("page_cache_cold_and_warm_reads") else {
         return;
     };
-    page_cache_cold_and_warm(&[], &["tracepoint filemap:mm_filemap_get_pages"]);
+    // fexit where the kernel accepts BPF trampolines, else the tracepoint.
+    page_cache_cold_and_warm(
+        &[],
+        &[
+            "fexit filemap_read",
+            "tracepoint filemap:mm_filemap_get_pages",
+        ],
+    );
 }
 
 /// The same with mm_filemap_get_pages hidden, as on kernels before 6.12: the BTF fallback
@@ -175,7 +182,13 @@ fn page_cache_misses_survive_metadata_reads_on_ext4_1k() {
         return;
     };
     for (env, hooks) in [
-        (&[][..], &["tracepoint filemap:mm_filemap_get_pages"][..]),
+        (
+            &[][..],
+            &[
+                "fexit filemap_read",
+                "tracepoint filemap:mm_filemap_get_pages",
+            ][..],
+        ),
         (
             &[(
                 "SIDECAR_FAULT_MISSING_TRACEPOINTS",

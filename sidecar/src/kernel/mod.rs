@@ -260,7 +260,9 @@ impl Kernel {
             .map_or(ProcessLayout::UNSET, |l| *l);
         let inode_layout = layouts.inode.as_ref().map_or(InodeLayout::UNSET, |l| *l);
         let (read_hook_layout, syscall_read_layout) = match &layouts.read_hook {
-            ReadHook::Fallback { fexit, syscalls } => (
+            ReadHook::Fallback {
+                fexit, syscalls, ..
+            } => (
                 fexit.as_ref().map_or(ReadHookLayout::UNSET, |(_, l)| *l),
                 syscalls.unwrap_or(SyscallReadLayout::UNSET),
             ),

@@ -266,11 +266,15 @@ pub enum ReadHook {
     RawTracepoint,
     /// The tracepoint mm_filemap_get_pages (no BTF: reads past the end count as asked).
     Tracepoint,
-    /// No mm_filemap_get_pages tracepoint (kernels before 6.12), in order of preference:
-    /// fexit on the first read function the kernel accepts, then the read(2)/pread64(2)
-    /// syscall tracepoints (where BPF trampolines are not available).
+    /// In order of preference: fexit on the first read function the kernel accepts (it sees
+    /// each read whole: from 6.12 on, `filemap_get_pages` returns some of its batches
+    /// without firing mm_filemap_get_pages, so the tracepoint's first event of a read can
+    /// start late and undercount); then the raw tracepoint, where the kernel has it
+    /// (`raw_tracepoint`); then the read(2)/pread64(2) syscall tracepoints, where it has
+    /// neither (kernels before 6.12 without BPF trampolines).
     Fallback {
         fexit: Option<(Vec<&'static str>, ReadHookLayout)>,
+        raw_tracepoint: bool,
         syscalls: Option<SyscallReadLayout>,
     },
 }
@@ -315,7 +319,11 @@ impl ReadHook {
                 &PAGE_CACHE_PROGRAMS[..1],
                 "tracepoint filemap:mm_filemap_get_pages".to_owned(),
             )],
-            ReadHook::Fallback { fexit, syscalls } => {
+            ReadHook::Fallback {
+                fexit,
+                raw_tracepoint,
+                syscalls,
+            } => {
                 let mut candidates: Vec<Candidate> = fexit
                     .iter()
                     .flat_map(|(functions, _)| functions)
@@ -326,6 +334,9 @@ impl ReadHook {
                         )
                     })
                     .collect();
+                if *raw_tracepoint {
+                    candidates.extend(ReadHook::RawTracepoint.candidates());
+                }
                 if syscalls.is_some() {
                     candidates.push(with_add_delete(
                         &SYSCALL_READ_PROGRAMS,
@@ -427,7 +438,23 @@ impl Layouts {
         let inode = btf.as_ref().map_err(Clone::clone).and_then(inode_layout);
         let (filemap, read_hook) = match filemap_layout(tracefs) {
             Err(err) => (Err(err), ReadHook::Tracepoint),
-            Ok((layout, None)) if inode.is_ok() => (Ok(layout), ReadHook::RawTracepoint),
+            Ok((layout, None)) if inode.is_ok() => {
+                let fexit = match &btf {
+                    Ok(btf) if std::env::var_os(FAULT_NO_FEXIT).is_none() => {
+                        read_fallback(btf).ok()
+                    }
+                    _ => None,
+                };
+                let hook = match fexit {
+                    Some(fexit) => ReadHook::Fallback {
+                        fexit: Some(fexit),
+                        raw_tracepoint: true,
+                        syscalls: None,
+                    },
+                    None => ReadHook::RawTracepoint,
+                };
+                (Ok(layout), hook)
+            }
             Ok((layout, None)) => (Ok(layout), ReadHook::Tracepoint),
             Ok((layout, Some(missing))) => {
                 let (fexit, syscalls) = match (&btf, &inode) {
@@ -457,6 +484,7 @@ impl Layouts {
                         Ok(layout),
                         ReadHook::Fallback {
                             fexit: fexit.ok(),
+                            raw_tracepoint: false,
                             syscalls: syscalls.ok(),
                         },
                     ),
@@ -726,7 +754,10 @@ mod tests {
         write_event(root, "filemap", "mm_filemap_delete_from_page_cache", &[]);
         let layouts = Layouts::resolve(&Tracefs::at(root));
         assert!(layouts.filemap.is_ok(), "{:?}", layouts.filemap);
-        let ReadHook::Fallback { fexit, syscalls } = &layouts.read_hook else {
+        let ReadHook::Fallback {
+            fexit, syscalls, ..
+        } = &layouts.read_hook
+        else {
             panic!("{:?}", layouts.read_hook);
         };
         // No syscall tracepoints in this tracefs: fexit alone.
