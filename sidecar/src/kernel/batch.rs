@@ -28,22 +28,22 @@ struct BatchAttr {
     flags: u64,
 }
 
-fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
-    // SAFETY: `attr` is a valid bpf_attr prefix for the batch commands and every pointer in
-    // it refers to a live buffer of the size the kernel expects.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            std::ptr::from_mut(attr),
-            size_of::<BatchAttr>(),
-        )
-    };
+/// bpf(2) with one of the `union bpf_attr` prefixes below.
+fn bpf_call<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
+    // SAFETY: callers pass a valid bpf_attr prefix for `cmd` ([`BatchAttr`] for the batch
+    // commands, [`ElemAttr`] for the element ones) whose pointers refer to live buffers of
+    // the sizes the kernel expects.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_mut(attr), size_of::<A>()) };
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
     }
+}
+
+fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
+    bpf_call(cmd, attr)
 }
 
 /// The shape of a map as the batch calls see it.
@@ -184,21 +184,7 @@ struct ElemAttr {
 }
 
 fn bpf_elem(cmd: libc::c_long, attr: &mut ElemAttr) -> io::Result<()> {
-    // SAFETY: `attr` is a valid bpf_attr prefix for the element commands and its pointers
-    // refer to live buffers of the map's key and value sizes.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            std::ptr::from_mut(attr),
-            size_of::<ElemAttr>(),
-        )
-    };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    bpf_call(cmd, attr)
 }
 
 /// [`read_all`] for an array on a kernel without batch operations for it: one lookup per

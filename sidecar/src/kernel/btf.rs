@@ -346,12 +346,8 @@ mod tests {
                 .map(|p| p as u32 + 1)
                 .unwrap()
         };
-        let mut types = Vec::new();
-        let mut push = |words: &[u32]| {
-            for w in words {
-                types.extend_from_slice(&w.to_le_bytes());
-            }
-        };
+        let mut types: Vec<u32> = Vec::new();
+        let mut push = |words: &[u32]| types.extend_from_slice(words);
         let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
         // 1: int (4 bytes)
         push(&[name("int"), info(KIND_INT, 0), 4, 32]);
@@ -378,21 +374,7 @@ mod tests {
             5,
             128,
         ]);
-        let mut blob = Vec::new();
-        blob.extend_from_slice(&MAGIC.to_le_bytes());
-        blob.extend_from_slice(&[1, 0]);
-        for word in [
-            24u32,
-            0,
-            types.len() as u32,
-            types.len() as u32,
-            strings.len() as u32,
-        ] {
-            blob.extend_from_slice(&word.to_le_bytes());
-        }
-        blob.extend_from_slice(&types);
-        blob.extend_from_slice(&strings);
-        blob
+        blob(&types, &strings)
     }
 
     #[test]

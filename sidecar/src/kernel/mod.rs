@@ -227,7 +227,7 @@ impl Kernel {
         // Only the syscall fallback pairs enter and exit events.
         let syscall_reads = matches!(
             layouts.read_hook,
-            ReadHook::Fallback {
+            ReadHook::Chain {
                 syscalls: Some(_),
                 ..
             }
@@ -260,7 +260,7 @@ impl Kernel {
             .map_or(ProcessLayout::UNSET, |l| *l);
         let inode_layout = layouts.inode.as_ref().map_or(InodeLayout::UNSET, |l| *l);
         let (read_hook_layout, syscall_read_layout) = match &layouts.read_hook {
-            ReadHook::Fallback {
+            ReadHook::Chain {
                 fexit, syscalls, ..
             } => (
                 fexit.as_ref().map_or(ReadHookLayout::UNSET, |(_, l)| *l),

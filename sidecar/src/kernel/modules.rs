@@ -272,7 +272,7 @@ pub enum ReadHook {
     /// start late and undercount); then the raw tracepoint, where the kernel has it
     /// (`raw_tracepoint`); then the read(2)/pread64(2) syscall tracepoints, where it has
     /// neither (kernels before 6.12 without BPF trampolines).
-    Fallback {
+    Chain {
         fexit: Option<(Vec<&'static str>, ReadHookLayout)>,
         raw_tracepoint: bool,
         syscalls: Option<SyscallReadLayout>,
@@ -319,7 +319,7 @@ impl ReadHook {
                 &PAGE_CACHE_PROGRAMS[..1],
                 "tracepoint filemap:mm_filemap_get_pages".to_owned(),
             )],
-            ReadHook::Fallback {
+            ReadHook::Chain {
                 fexit,
                 raw_tracepoint,
                 syscalls,
@@ -446,7 +446,7 @@ impl Layouts {
                     _ => None,
                 };
                 let hook = match fexit {
-                    Some(fexit) => ReadHook::Fallback {
+                    Some(fexit) => ReadHook::Chain {
                         fexit: Some(fexit),
                         raw_tracepoint: true,
                         syscalls: None,
@@ -482,7 +482,7 @@ impl Layouts {
                     ),
                     (fexit, syscalls) => (
                         Ok(layout),
-                        ReadHook::Fallback {
+                        ReadHook::Chain {
                             fexit: fexit.ok(),
                             raw_tracepoint: false,
                             syscalls: syscalls.ok(),
@@ -754,7 +754,7 @@ mod tests {
         write_event(root, "filemap", "mm_filemap_delete_from_page_cache", &[]);
         let layouts = Layouts::resolve(&Tracefs::at(root));
         assert!(layouts.filemap.is_ok(), "{:?}", layouts.filemap);
-        let ReadHook::Fallback {
+        let ReadHook::Chain {
             fexit, syscalls, ..
         } = &layouts.read_hook
         else {
