@@ -1,21 +1,14 @@
 //! The kernel's BPF run-time statistics as the sidecar exports them (figure 5).
 
-use super::http::metric;
+use sidecar_testkit::prometheus::Metrics;
 
 /// Program run time and runs from /metrics, summed over `programs`.
-pub(super) fn bpf_stats(text: &str, programs: &[&str]) -> (f64, f64) {
+pub(super) fn bpf_stats(metrics: &Metrics, programs: &[&str]) -> (f64, f64) {
     programs.iter().fold((0.0, 0.0), |(secs, runs), p| {
+        let program = [("program", *p)];
         (
-            secs + metric(
-                text,
-                &format!("sidecar_bpf_program_run_seconds_total{{program=\"{p}\"}}"),
-            )
-            .unwrap_or(0.0),
-            runs + metric(
-                text,
-                &format!("sidecar_bpf_program_runs_total{{program=\"{p}\"}}"),
-            )
-            .unwrap_or(0.0),
+            secs + metrics.value("sidecar_bpf_program_run_seconds_total", &program),
+            runs + metrics.value("sidecar_bpf_program_runs_total", &program),
         )
     })
 }

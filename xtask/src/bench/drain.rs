@@ -7,10 +7,11 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use sidecar_testkit::prometheus::Metrics;
 
 use super::{
-    http::{drains_total, metric, scrape},
-    process::{stop, which},
+    http::{drains_total, metrics},
+    process::stop,
     procfs::{thread_cpu_ns, thread_id},
     setups::{Env, METRICS_ADDR, sidecar_config, start_sidecar, stop_setup},
 };
@@ -47,12 +48,12 @@ pub(super) fn drain_cost(
         let pid = running.child.id();
         let tid = thread_id(pid, "sidecar-drain");
         // Wait for a drain boundary, then churn N processes of one call each.
-        let mut text = scrape(METRICS_ADDR).unwrap_or_default();
+        let mut text = metrics(METRICS_ADDR).unwrap_or_default();
         let start_count = drains_total(&text);
         let deadline = Instant::now() + Duration::from_secs(secs * 3 + 5);
         while drains_total(&text) == start_count && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
-            text = scrape(METRICS_ADDR).unwrap_or_default();
+            text = metrics(METRICS_ADDR).unwrap_or_default();
         }
         let churn = churn_command(env, n)?.spawn()?;
         let mut churn = Some(churn);
@@ -69,20 +70,19 @@ pub(super) fn drain_cost(
             {
                 churn = None;
             }
-            let Some(now) = scrape(METRICS_ADDR) else {
+            let Some(now) = metrics(METRICS_ADDR) else {
                 continue;
             };
             let (c0, c1) = (drains_total(&prev), drains_total(&now));
             if c1 > c0 {
                 let cpu = tid.and_then(|t| thread_cpu_ns(pid, t));
-                let sum = |t: &str| metric(t, "sidecar_drain_duration_seconds_sum").unwrap_or(0.0);
+                let sum = |m: &Metrics| m.value("sidecar_drain_duration_seconds_sum", &[]);
                 let point = DrainPoint {
                     target: n,
                     interval: interval.clone(),
-                    entries: metric(&now, "sidecar_last_drain_entries").unwrap_or(0.0),
+                    entries: now.value("sidecar_last_drain_entries", &[]),
                     duration_ms: (sum(&now) - sum(&prev)) * 1e3 / (c1 - c0),
-                    switch_ms: metric(&now, "sidecar_last_drain_switch_seconds").unwrap_or(0.0)
-                        * 1e3,
+                    switch_ms: now.value("sidecar_last_drain_switch_seconds", &[]) * 1e3,
                     cpu_ms: match (prev_cpu, cpu) {
                         (Some(a), Some(b)) => (b - a) as f64 / 1e6 / (c1 - c0),
                         _ => f64::NAN,
@@ -145,10 +145,10 @@ pub(super) fn steady_drain(env: &mut Env, processes: u64) -> Result<DrainPoint> 
         .spawn()?;
     // Forking 10,000 processes takes a few seconds here; then let two drains classify them.
     std::thread::sleep(Duration::from_secs(15));
-    let before = scrape(METRICS_ADDR).unwrap_or_default();
+    let before = metrics(METRICS_ADDR).unwrap_or_default();
     let cpu_before = thread_cpu_ns(pid, tid);
     std::thread::sleep(window);
-    let after = scrape(METRICS_ADDR).unwrap_or_default();
+    let after = metrics(METRICS_ADDR).unwrap_or_default();
     let cpu_after = thread_cpu_ns(pid, tid);
     let _ = fleet.kill();
     let _ = fleet.wait();
@@ -157,13 +157,13 @@ pub(super) fn steady_drain(env: &mut Env, processes: u64) -> Result<DrainPoint> 
     if drains < 1.0 {
         bail!("no drain in {window:?}");
     }
-    let sum = |t: &str| metric(t, "sidecar_drain_duration_seconds_sum").unwrap_or(0.0);
+    let sum = |m: &Metrics| m.value("sidecar_drain_duration_seconds_sum", &[]);
     let point = DrainPoint {
         target: processes,
         interval: "1s".into(),
-        entries: metric(&after, "sidecar_last_drain_entries").unwrap_or(0.0),
+        entries: after.value("sidecar_last_drain_entries", &[]),
         duration_ms: (sum(&after) - sum(&before)) * 1e3 / drains,
-        switch_ms: metric(&after, "sidecar_last_drain_switch_seconds").unwrap_or(0.0) * 1e3,
+        switch_ms: after.value("sidecar_last_drain_switch_seconds", &[]) * 1e3,
         cpu_ms: match (cpu_before, cpu_after) {
             (Some(a), Some(b)) => (b - a) as f64 / 1e6 / drains,
             _ => f64::NAN,
@@ -189,9 +189,9 @@ pub(super) fn churn_command(env: &Env, n: u64) -> Result<Command> {
 }
 
 pub(super) fn strace_drains(env: &Env, pid: u32, tid: u32, n: u64, secs: u64) -> Result<Syscalls> {
-    let strace = which("strace").context("strace is not installed")?;
+    let strace = crate::which("strace").context("strace is not installed")?;
     let out = env.work.join("strace.txt");
-    let before = scrape(METRICS_ADDR).unwrap_or_default();
+    let before = metrics(METRICS_ADDR).unwrap_or_default();
     let child = Command::new(strace)
         .args(["-c", "-o"])
         .arg(&out)
@@ -206,7 +206,7 @@ pub(super) fn strace_drains(env: &Env, pid: u32, tid: u32, n: u64, secs: u64) ->
     }
     std::thread::sleep(Duration::from_secs(secs * 2 + 1));
     stop(child, libc::SIGINT, Duration::from_secs(10));
-    let after = scrape(METRICS_ADDR).unwrap_or_default();
+    let after = metrics(METRICS_ADDR).unwrap_or_default();
     let drains = drains_total(&after) - drains_total(&before);
     let text = fs::read_to_string(&out)?;
     let _ = pid;

@@ -10,11 +10,12 @@ use anyhow::{Context as _, Result};
 use serde_json::Value;
 
 use super::{
-    http::{metric, scrape},
-    procfs::{clock_ticks, proc_cpu_ticks, rss_kib},
+    http::metrics,
+    procfs::{clock_ticks, proc_cpu_ticks},
     setups::{Env, METRICS_ADDR, sidecar_config, start_sidecar, stop_setup},
 };
 use crate::load::run_generator;
+use sidecar_testkit::procfs::rss_kib;
 
 pub(super) struct Footprint {
     pub(super) idle_secs: f64,
@@ -107,8 +108,9 @@ pub(super) fn footprint(env: &mut Env, idle: Duration, load: Duration) -> Result
         let _ = fs::remove_file(work.join("sync-output"));
         Ok(reports)
     })?;
-    let text = scrape(METRICS_ADDR).unwrap_or_default();
-    let map_bytes = metric(&text, "sidecar_kernel_map_bytes").unwrap_or(f64::NAN);
+    let map_bytes = metrics(METRICS_ADDR)
+        .and_then(|m| m.find("sidecar_kernel_map_bytes", &[]))
+        .unwrap_or(f64::NAN);
     stop_setup(running);
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let fp = Footprint {

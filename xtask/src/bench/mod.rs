@@ -32,7 +32,6 @@ use self::{
     drain::{drain_cost, steady_drain},
     footprint::footprint,
     overhead::{OPS, overhead, ratio},
-    process::which,
     procfs::machine,
     report::{Report, utc_now},
     scrape::scrape_and_query,
@@ -81,7 +80,7 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
         sidecar,
         xtask: std::env::current_exe()?,
         work,
-        bpftrace: which("bpftrace"),
+        bpftrace: crate::which("bpftrace"),
         cachestat: if args.quick {
             Err("not run in --quick".into())
         } else {

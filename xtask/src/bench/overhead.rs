@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{
     bpf_stats::{bpf_stats, self_programs},
-    http::{drains_total, http_get, scrape},
+    http::{drains_total, metrics},
     setups::{Env, METRICS_ADDR, Setup, sidecar_config, start_setup, stop_setup},
     stats::stats,
 };
@@ -101,22 +101,22 @@ pub(super) fn overhead(
             std::thread::sleep(Duration::from_millis(1000));
             for (oi, op) in OPS.iter().enumerate() {
                 let before = (setup == Setup::SidecarStats)
-                    .then(|| http_get(METRICS_ADDR, "/metrics").ok())
+                    .then(|| metrics(METRICS_ADDR))
                     .flatten();
                 let ns = run_loop(env, op, iters, &file);
-                if let (Some((_, before)), Ok(_)) = (&before, &ns) {
+                if let (Some(before), Ok(_)) = (&before, &ns) {
                     // The sidecar reads the kernel's program statistics at each drain: wait
                     // for the first drain after the loop, so that the window covers it.
                     // Drains during the loop do not count: wait for one after its end.
                     let count =
-                        scrape(METRICS_ADDR).map_or(drains_total(before), |t| drains_total(&t));
+                        metrics(METRICS_ADDR).map_or(drains_total(before), |m| drains_total(&m));
                     let deadline = Instant::now() + Duration::from_secs(5);
-                    let mut after = scrape(METRICS_ADDR);
-                    while after.as_deref().is_none_or(|t| drains_total(t) <= count)
+                    let mut after = metrics(METRICS_ADDR);
+                    while after.as_ref().is_none_or(|m| drains_total(m) <= count)
                         && Instant::now() < deadline
                     {
                         std::thread::sleep(Duration::from_millis(50));
-                        after = scrape(METRICS_ADDR);
+                        after = metrics(METRICS_ADDR);
                     }
                     if let Some(after) = after {
                         let (s0, r0) = bpf_stats(before, self_programs(op));

@@ -1,7 +1,6 @@
 //! Child processes the bench starts and stops.
 
 use std::{
-    path::PathBuf,
     process::Child,
     time::{Duration, Instant},
 };
@@ -25,10 +24,4 @@ pub(super) fn stop(mut child: Child, sig: libc::c_int, grace: Duration) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-pub(super) fn which(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }

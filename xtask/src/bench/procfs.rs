@@ -1,4 +1,5 @@
-//! What /proc says about a process: CPU time, RSS, threads, and the machine itself.
+//! What /proc says about a process's CPU time and threads, and about the machine (RSS is
+//! the test kit's).
 
 use std::fs;
 
@@ -28,17 +29,6 @@ pub(super) fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 { ticks as f64 } else { 100.0 }
-}
-
-pub(super) fn rss_kib(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 pub(super) fn thread_id(pid: u32, comm: &str) -> Option<u32> {
