@@ -28,7 +28,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 use sidecar_testkit::{
     cgroup::{Hierarchy, MemoryCgroup},
-    generator, procfs,
+    generator, process, procfs,
     prometheus::Metrics,
 };
 
@@ -1080,21 +1080,7 @@ fn check_privileges(guest: &mut Guest, pid: u32) {
 }
 
 fn check_stop(guest: &mut Guest, sidecar: &mut Child, baseline: &BpfObjects) {
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(sidecar.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        match sidecar.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
-            _ => {
-                let _ = sidecar.kill();
-                break None;
-            }
-        }
-    };
+    let status = process::stop(sidecar, libc::SIGTERM, Duration::from_secs(30));
     // The kernel frees maps after an RCU grace period, from a work queue: allow a moment.
     let left = wait_for(Duration::from_secs(10), || {
         let now = BpfObjects::now();

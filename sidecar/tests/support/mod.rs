@@ -257,22 +257,12 @@ impl Sidecar {
     /// Stops with `signal` and returns the exit status code.
     pub fn stop_with(&mut self, signal: libc::c_int) -> Option<i32> {
         let mut child = self.child.take()?;
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, signal) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "sidecar did not stop on signal {signal}; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match sidecar_testkit::process::stop(&mut child, signal, Duration::from_secs(10)) {
+            Some(status) => status.code(),
+            None => panic!(
+                "sidecar did not stop on signal {signal}; log:\n{}",
+                self.log()
+            ),
         }
     }
 

@@ -11,7 +11,6 @@ use sidecar_testkit::prometheus::Metrics;
 
 use super::{
     http::{drains_total, metrics},
-    process::stop,
     procfs::{thread_cpu_ns, thread_id},
     setups::{Env, METRICS_ADDR, sidecar_config, start_sidecar, stop_setup},
 };
@@ -192,7 +191,7 @@ pub(super) fn strace_drains(env: &Env, pid: u32, tid: u32, n: u64, secs: u64) ->
     let strace = crate::which("strace").context("strace is not installed")?;
     let out = env.work.join("strace.txt");
     let before = metrics(METRICS_ADDR).unwrap_or_default();
-    let child = Command::new(strace)
+    let mut child = Command::new(strace)
         .args(["-c", "-o"])
         .arg(&out)
         .args(["-p", &tid.to_string()])
@@ -205,7 +204,7 @@ pub(super) fn strace_drains(env: &Env, pid: u32, tid: u32, n: u64, secs: u64) ->
         bail!("churn failed");
     }
     std::thread::sleep(Duration::from_secs(secs * 2 + 1));
-    stop(child, libc::SIGINT, Duration::from_secs(10));
+    let _ = sidecar_testkit::process::stop(&mut child, libc::SIGINT, Duration::from_secs(10));
     let after = metrics(METRICS_ADDR).unwrap_or_default();
     let drains = drains_total(&after) - drains_total(&before);
     let text = fs::read_to_string(&out)?;

@@ -11,7 +11,6 @@ mod footprint;
 mod http;
 mod markdown;
 mod overhead;
-mod process;
 mod procfs;
 mod report;
 mod scrape;

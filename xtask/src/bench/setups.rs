@@ -13,7 +13,9 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{http::http_get, process::stop};
+use sidecar_testkit::process::stop;
+
+use super::http::http_get;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Setup {
@@ -172,7 +174,7 @@ pub(super) fn start_printing_ready(mut cmd: Command, setup: Setup, what: &str) -
             _ => {}
         }
         if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
-            stop(child, libc::SIGINT, Duration::from_secs(5));
+            let _ = stop(&mut child, libc::SIGINT, Duration::from_secs(5));
             bail!("{what} did not start");
         }
     }
@@ -217,13 +219,13 @@ pub(super) fn start_setup(env: &Env, setup: Setup, config: &Path) -> Result<Opti
     }))
 }
 
-pub(super) fn stop_setup(running: Running) {
+pub(super) fn stop_setup(mut running: Running) {
     let sig = if matches!(running.setup, Setup::Sidecar | Setup::SidecarStats) {
         libc::SIGTERM
     } else {
         libc::SIGINT
     };
-    stop(running.child, sig, Duration::from_secs(15));
+    let _ = stop(&mut running.child, sig, Duration::from_secs(15));
 }
 
 /// Whether BCC's cachestat runs here, and why not when it does not.
@@ -272,7 +274,7 @@ pub(super) fn find_cachestat() -> Result<PathBuf, String> {
             return Err(format!("{} fails here: {reason}", path.display()));
         }
         if Instant::now() > deadline {
-            stop(child, libc::SIGINT, Duration::from_secs(5));
+            let _ = stop(&mut child, libc::SIGINT, Duration::from_secs(5));
             return Err(format!(
                 "{} did not finish a 1 s sample in 30 s",
                 path.display()
