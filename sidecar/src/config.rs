@@ -594,15 +594,10 @@ impl<'de> Deserialize<'de> for Interval {
     }
 }
 
-/// Parses `10s`, `500ms`, `1m`, `1h`: a number and a unit, nothing implicit.
+/// Parses `10s`, `500ms`, `1m`, `1h`: a number and a unit, nothing implicit (the grammar is
+/// [`sidecar_common::duration`]); the message quotes the text.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let trimmed = text.trim();
-    if trimmed.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!(
-            "bad duration {text:?}: give a unit, as in 10s or 500ms"
-        ));
-    }
-    humantime::parse_duration(trimmed).map_err(|err| format!("bad duration {text:?}: {err}"))
+    sidecar_common::duration::parse(text).map_err(|err| format!("bad duration {text:?}: {err}"))
 }
 
 /// A listen address, `IP:PORT`.
