@@ -19,26 +19,15 @@ use crate::{
     },
     grpc,
     http::{self, HttpState},
-    kernel::{
-        Kernel, KernelOptions,
-        modules::{Layouts, Module},
-        sizing,
-        tracefs::{Mounted, Tracefs},
-    },
+    kernel::{Kernel, modules::Module},
     privilege,
+    startup::{
+        EXIT_FAILURE, EXIT_NO_MODULE, EXIT_NO_TRACEFS, EXIT_PRIVILEGE, module_enabled, start_kernel,
+    },
     status::{KernelFacts, Status},
     store::{self, Store},
     workload::{Classifier, WorkloadNames},
 };
-
-/// Exit status when no module could be attached (documented in docs/operations.md).
-pub const EXIT_NO_MODULE: u8 = 3;
-/// Exit status for other start-up failures (a port in use, ...).
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit status without the privileges to load programs (documented in docs/operations.md).
-pub const EXIT_PRIVILEGE: u8 = 4;
-/// Exit status when tracefs is neither mounted nor mountable.
-pub const EXIT_NO_TRACEFS: u8 = 5;
 
 /// The first drain happens after this long at most.
 const FIRST_DRAIN_AFTER: Duration = Duration::from_secs(1);
@@ -177,89 +166,6 @@ impl Listeners {
     }
 }
 
-/// Where tracefs is, as `start_kernel` found it.
-pub struct TracefsFound {
-    /// False when it is neither mounted nor mountable.
-    pub available: bool,
-    pub description: String,
-}
-
-/// Everything `run` and `check` need from the kernel side.
-pub fn start_kernel(config: &Config, attach: bool) -> anyhow::Result<(Kernel, TracefsFound)> {
-    let (layouts, tracefs_description) = match Tracefs::locate(config.tracefs.mount) {
-        Ok((tracefs, mounted)) => {
-            let description = match mounted {
-                Mounted::AlreadyMounted => format!("{} (mounted)", tracefs.root().display()),
-                Mounted::MountedBySidecar => {
-                    format!("{} (mounted by the sidecar)", tracefs.root().display())
-                }
-            };
-            if mounted == Mounted::MountedBySidecar {
-                info!(path = %tracefs.root().display(), "tracefs was not mounted: mounted it");
-            }
-            let found = TracefsFound {
-                available: true,
-                description,
-            };
-            (Layouts::resolve(&tracefs), found)
-        }
-        // Without tracefs no module can attach; each reports why.
-        Err(err) => {
-            let found = TracefsFound {
-                available: false,
-                description: format!("unavailable: {err}"),
-            };
-            (Layouts::unavailable(&err), found)
-        }
-    };
-    let modules = Module::ALL
-        .into_iter()
-        .map(|module| {
-            let enabled = match module {
-                Module::Fadvise => config.modules.fadvise.enabled,
-                Module::PageCache => config.modules.page_cache.enabled,
-                Module::Vmscan => config.modules.vmscan.enabled,
-            };
-            (module, enabled)
-        })
-        .collect();
-    let pid_namespace = match crate::kernel::own_pid_namespace() {
-        Ok(namespace) => namespace,
-        Err(err) => {
-            warn!("cannot read /proc/self/ns/pid ({err}); reporting host PIDs");
-            sidecar_common::PidNamespace::HOST
-        }
-    };
-    if pid_namespace.translate != 0 {
-        info!(
-            inode = pid_namespace.ino,
-            "in a PID namespace: processes are reported by their PIDs in it; others are unmatched"
-        );
-    }
-    let cpus = aya::util::nr_cpus().map_or(1, |n| u64::from(n.get()));
-    let requested = config.limits.max_tracked_processes.0;
-    let processes = sizing::fit_processes(requested, config.limits.max_kernel_memory.0, cpus);
-    if processes < requested {
-        warn!(
-            requested,
-            tracked = processes,
-            cpus,
-            bytes_per_process = sizing::bytes_per_process(cpus),
-            "limits.max_tracked_processes lowered to fit limits.max_kernel_memory on this many CPUs"
-        );
-    }
-    let options = KernelOptions {
-        modules,
-        max_tracked_processes: processes,
-        max_tracked_threads: config.limits.max_tracked_threads.0,
-        attach,
-        pid_namespace,
-        bpf_stats: config.bpf_stats,
-    };
-    let kernel = Kernel::load(&options, &layouts).context("loading the eBPF programs")?;
-    Ok((kernel, tracefs_description))
-}
-
 async fn serve(
     config: Config,
     listeners: Listeners,
@@ -275,7 +181,8 @@ async fn serve(
     ));
     let status = Arc::new(Status::new(KernelFacts::probe()));
 
-    // Listen before touching the kernel: a port in use fails with nothing attached.
+    // The sockets were bound in `run` before the kernel was touched (a port in use fails
+    // with nothing attached); here they join the runtime.
     let listener = tokio::net::TcpListener::from_std(listeners.metrics)
         .context("registering the metrics listener")?;
     let metrics_addr = listener
@@ -476,11 +383,7 @@ fn start_exporter(config: &Config, status: &Status) -> anyhow::Result<Option<Exp
     }
     let modules = Module::ALL
         .into_iter()
-        .filter(|module| match module {
-            Module::Fadvise => config.modules.fadvise.enabled,
-            Module::PageCache => config.modules.page_cache.enabled,
-            Module::Vmscan => config.modules.vmscan.enabled,
-        })
+        .filter(|module| module_enabled(config, *module))
         .collect();
     let mut settings = Settings::new(banyandb, config.interval.0, modules);
     // The final flush leaves room in shutdown_timeout for the rest of the shutdown.
