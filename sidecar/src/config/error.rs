@@ -1,6 +1,6 @@
 //! A configuration error, and where in the file it is.
 //!
-//! serde_yaml reports a position for most errors, but not always the best one: a check that
+//! serde_yaml(_ng) reports a position for most errors, but not always the best one: a check that
 //! runs after a value was read is placed at the enclosing container, a duplicate key at the
 //! mapping, and an error found after parsing (a spool directory) has no position at all.
 //! [`locate`] finds where a key path is written, for those cases.
@@ -29,7 +29,7 @@ pub enum ConfigError {
 impl ConfigError {
     /// The error of a document that did not deserialize, placed as well as we can.
     pub(super) fn from_yaml(
-        err: &serde_path_to_error::Error<serde_yaml::Error>,
+        err: &serde_path_to_error::Error<serde_yaml_ng::Error>,
         text: &str,
         file: &str,
     ) -> ConfigError {

@@ -60,7 +60,7 @@ impl Config {
         if let Some(err) = ConfigError::too_deep(text, file) {
             return Err(err);
         }
-        let deserializer = serde_yaml::Deserializer::from_str(text);
+        let deserializer = serde_yaml_ng::Deserializer::from_str(text);
         serde_path_to_error::deserialize(deserializer)
             .map_err(|err| ConfigError::from_yaml(&err, text, file))
     }
