@@ -384,7 +384,8 @@ impl ClientTls {
 
 /// The derived reading (`remote = "Self"`), then the checks that involve several keys. Like
 /// `try_from`, without a copy of every field in a raw twin; such an error names the
-/// mapping, whose line [`super::locate`] finds.
+/// mapping, whose line [`super::locate`] finds. The derive's inherent
+/// `ClientTls::deserialize` skips the checks: read through the `Deserialize` trait.
 impl<'de> Deserialize<'de> for ClientTls {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let tls = ClientTls::deserialize(deserializer)?;
