@@ -815,6 +815,144 @@ mod tests {
         (Arc::new(RwLock::new(store)), Arc::new(status))
     }
 
+    /// A store and status with fixed counts in every family: several workloads, every
+    /// advice, both reclaim histograms, host counters, program statistics, an exporter.
+    fn golden_fixture() -> (Arc<RwLock<Store>>, Arc<Status>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let config = Config::parse(
+            "workloads:\n  - name: jobs\n    pids: [1]\n  - name: sync\n    pids: [2]\n  - name: db\n    pids: [3]\n  - name: idle\n    pids: [4]\n",
+            "t",
+        )
+        .unwrap();
+        let names = WorkloadNames::from_config(&config);
+        let mut store = Store::new(names.clone(), 10, true);
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s);
+        for round in 1..=3u64 {
+            let mut interval = Interval::empty(names.len(), at(round));
+            interval.length = Duration::from_secs(1);
+            interval.drain.duration = Duration::from_micros(700 * round);
+            interval.drain.switch_duration = Duration::from_micros(500 * round);
+            interval.drain.entries = 40 + round as usize;
+            // workloads 0..3 and `other` (the last); `idle` counts nothing.
+            for (w, counts) in interval.workloads.iter_mut().enumerate() {
+                if w == 3 {
+                    continue;
+                }
+                let w = w as u64 + 1;
+                for advice in Advice::ALL {
+                    let a = advice as u64 + 1;
+                    counts.fadvise[advice as usize].calls = w * a * round;
+                    counts.fadvise[advice as usize].successes = w * a * round - (a % 2);
+                }
+                counts.page_cache.requested_pages = 1000 * w + round;
+                counts.page_cache.missed_pages = 100 * w + round;
+                counts.page_cache.added_pages = 200 * w;
+                counts.page_cache.evicted_pages = 50 * w * round;
+                if w != 2 {
+                    counts.reclaim[ReclaimKind::Direct as usize].record(40_000 * w * round);
+                    counts.reclaim[ReclaimKind::Direct as usize].record(2_500_000);
+                }
+                if w == 1 {
+                    counts.reclaim[ReclaimKind::Memcg as usize].record(3_000_000 * round);
+                }
+            }
+            interval.host.lru_pages_scanned = 1000 * round;
+            interval.host.lru_pages_reclaimed = 300 * round;
+            interval.host.kswapd_wakeups = round;
+            interval.host.overflow.fadvise = round;
+            interval.host.overflow.page_cache = 2;
+            interval.host.overflow.reclaim = 0;
+            interval.host.overflow.processes = 1;
+            interval.host.field_read_errors = 0;
+            interval.host.dropped_process_events = 7;
+            interval.host.fadvise_calls_seen = 100 * round;
+            interval.direct_reclaim_in_progress = round as i64;
+            let programs = vec![
+                crate::kernel::ProgramStats {
+                    name: "fadvise_exit".into(),
+                    run_time: Duration::from_micros(30 * round),
+                    run_count: 50 * round,
+                },
+                crate::kernel::ProgramStats {
+                    name: "filemap_add".into(),
+                    run_time: Duration::from_nanos(1_500 * round),
+                    run_count: 9 * round,
+                },
+            ];
+            store.apply(interval, programs, 12);
+        }
+        let status = Status::new(KernelFacts {
+            release: "6.18.0-test".to_owned(),
+            btf: true,
+        });
+        status.set_modules(
+            [
+                (Module::Fadvise, ModuleState::Attached),
+                (Module::PageCache, ModuleState::Attached),
+                (Module::Vmscan, ModuleState::Failed("refused".to_owned())),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        status.set_kernel_map_bytes(123_456);
+        let exporter = Arc::new(crate::export::banyandb::ExportStats::default());
+        exporter.written.store(900, Relaxed);
+        exporter.retried.store(30, Relaxed);
+        exporter.rejected.store(2, Relaxed);
+        exporter.dropped.store(5, Relaxed);
+        exporter.queue_points.store(77, Relaxed);
+        exporter.spool_bytes.store(4096, Relaxed);
+        exporter.spool_corrupt_records.store(1, Relaxed);
+        exporter.circuit.store(2, Relaxed);
+        status.add_exporter(exporter);
+        (Arc::new(RwLock::new(store)), Arc::new(status))
+    }
+
+    /// `/metrics` stays byte-for-byte the same for the same counts. Regenerate the golden
+    /// files (only when a change of output is intended) with `UPDATE_GOLDEN=1`.
+    #[test]
+    fn the_exposition_matches_the_golden_files() {
+        let (store, status) = golden_fixture();
+        let cache = ExpositionCache::default();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+        let filtered = Filter {
+            modules: vec!["page_cache".into(), "self".into()],
+            workloads: vec!["db".into()],
+        };
+        let outputs = [
+            (
+                "metrics.prom",
+                cache.scrape(&store, &status, false).unwrap(),
+            ),
+            (
+                "metrics.openmetrics",
+                cache.scrape(&store, &status, true).unwrap(),
+            ),
+            (
+                "metrics-all.prom",
+                encode(&store, &status, &Filter::default(), false).unwrap(),
+            ),
+            (
+                "metrics-filtered.openmetrics",
+                encode(&store, &status, &filtered, true).unwrap(),
+            ),
+        ];
+        for (file, text) in outputs {
+            let path = dir.join(file);
+            if std::env::var_os("UPDATE_GOLDEN").is_some() {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &text).unwrap();
+                continue;
+            }
+            let golden = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+            assert!(
+                golden == text,
+                "{file} differs from the exposition:\n{text}"
+            );
+        }
+    }
+
     #[test]
     fn openmetrics_has_the_contract_names() {
         let (store, status) = fixture();
