@@ -401,10 +401,10 @@ pub fn io_stats(store: &Store, period: &Period, selected: &[WorkloadId]) -> pb::
                     })
                     .collect(),
                 page_cache: Some(pb::PageCacheStats {
-                    read_attempts: pc.requested_pages,
-                    misses: pc.missed_pages,
-                    adds: pc.added_pages,
-                    evictions: pc.evicted_pages,
+                    read_attempts: pc.read_attempts,
+                    misses: pc.misses,
+                    adds: pc.adds,
+                    evictions: pc.evictions,
                     hit_ratio: crate::store::rates::cache_hit(counts).map(|p| p / 100.0),
                 }),
                 direct_reclaim: Some(reclaim_stats(

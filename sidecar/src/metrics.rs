@@ -343,10 +343,10 @@ fn collect_part(store: &Store, status: &Status, filter: &Filter, part: Part) -> 
     let page_cache = |pick: fn(&sidecar_common::PageCacheCounts) -> u64| {
         per_workload(&|id| Some(Value::Count(pick(&store.totals(id).page_cache))))
     };
-    push(&CACHE_READ_ATTEMPTS, &|| page_cache(|c| c.requested_pages));
-    push(&CACHE_MISSES, &|| page_cache(|c| c.missed_pages));
-    push(&PAGE_CACHE_ADDS, &|| page_cache(|c| c.added_pages));
-    push(&PAGE_CACHE_EVICTIONS, &|| page_cache(|c| c.evicted_pages));
+    push(&CACHE_READ_ATTEMPTS, &|| page_cache(|c| c.read_attempts));
+    push(&CACHE_MISSES, &|| page_cache(|c| c.misses));
+    push(&PAGE_CACHE_ADDS, &|| page_cache(|c| c.adds));
+    push(&PAGE_CACHE_EVICTIONS, &|| page_cache(|c| c.evictions));
     push(&CACHE_HIT_RATE, &|| {
         per_workload(&|id| rates::cache_hit(last?.workload(id)).map(Value::Number))
     });
@@ -797,8 +797,8 @@ mod tests {
         let mut interval = Interval::empty(names.len(), SystemTime::now());
         interval.workloads[0].fadvise[Advice::DontNeed as usize].calls = 5;
         interval.workloads[0].fadvise[Advice::DontNeed as usize].successes = 4;
-        interval.workloads[0].page_cache.requested_pages = 100;
-        interval.workloads[0].page_cache.missed_pages = 10;
+        interval.workloads[0].page_cache.read_attempts = 100;
+        interval.workloads[0].page_cache.misses = 10;
         interval.workloads[0].reclaim[ReclaimKind::Memcg as usize].record(3_000_000);
         interval.workloads[0].reclaim[ReclaimKind::Direct as usize].record(40_000);
         interval.host.lru_pages_scanned = 10;
@@ -844,10 +844,10 @@ mod tests {
                     counts.fadvise[advice as usize].calls = w * a * round;
                     counts.fadvise[advice as usize].successes = w * a * round - (a % 2);
                 }
-                counts.page_cache.requested_pages = 1000 * w + round;
-                counts.page_cache.missed_pages = 100 * w + round;
-                counts.page_cache.added_pages = 200 * w;
-                counts.page_cache.evicted_pages = 50 * w * round;
+                counts.page_cache.read_attempts = 1000 * w + round;
+                counts.page_cache.misses = 100 * w + round;
+                counts.page_cache.adds = 200 * w;
+                counts.page_cache.evictions = 50 * w * round;
                 if w != 2 {
                     counts.reclaim[ReclaimKind::Direct as usize].record(40_000 * w * round);
                     counts.reclaim[ReclaimKind::Direct as usize].record(2_500_000);
@@ -996,7 +996,7 @@ mod tests {
         }
         let names = store.read().unwrap().names().clone();
         let mut interval = Interval::empty(names.len(), SystemTime::now());
-        interval.workloads[0].page_cache.missed_pages = 5;
+        interval.workloads[0].page_cache.misses = 5;
         store.write().unwrap().apply(interval, Vec::new(), 1);
         // Rendered after the drain, and a scrape without the refresh is not stale either.
         let before_refresh = cache.scrape(&store, &status, true).unwrap();

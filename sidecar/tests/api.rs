@@ -63,8 +63,8 @@ fn interval(names: &WorkloadNames, at: SystemTime, scale: u64) -> Interval {
         let fadvise = &mut counts.fadvise[Advice::DontNeed as usize];
         fadvise.calls = 10 * (i + 1) * scale;
         fadvise.successes = 10 * (i + 1) * scale;
-        counts.page_cache.requested_pages = 100 * (i + 1) * scale;
-        counts.page_cache.missed_pages = i * scale;
+        counts.page_cache.read_attempts = 100 * (i + 1) * scale;
+        counts.page_cache.misses = i * scale;
         counts.reclaim[ReclaimKind::Memcg as usize].record(2_000_000);
     }
     interval.host.lru_pages_scanned = 1000 * scale;
@@ -1280,7 +1280,7 @@ fn busy_interval(workloads: usize, at: SystemTime, n: u64) -> Interval {
     let mut interval = Interval::empty(workloads, at);
     interval.length = Duration::from_millis(20);
     for (w, counts) in interval.workloads.iter_mut().enumerate() {
-        counts.page_cache.requested_pages = w as u64 + n;
+        counts.page_cache.read_attempts = w as u64 + n;
         counts.fadvise[Advice::DontNeed as usize].calls = 1;
         counts.reclaim[ReclaimKind::Direct as usize].record(1000 * (w as u64 + 1));
     }

@@ -66,8 +66,8 @@ fn base() -> SystemTime {
 /// Drain `i` of a workload that missed `i + 1` pages, and one kswapd wakeup.
 fn drain(i: u64) -> DrainDeltas {
     let mut counts = WorkloadCounts::default();
-    counts.page_cache.requested_pages = 2 * (i + 1);
-    counts.page_cache.missed_pages = i + 1;
+    counts.page_cache.read_attempts = 2 * (i + 1);
+    counts.page_cache.misses = i + 1;
     counts.fadvise[Advice::DontNeed as usize].calls = 1;
     counts.fadvise[Advice::DontNeed as usize].successes = 1;
     DrainDeltas {

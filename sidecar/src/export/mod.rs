@@ -71,13 +71,13 @@ mod tests {
         let names = WorkloadNames::from_config(&config);
         let at = SystemTime::now();
         let mut interval = Interval::empty(names.len(), at);
-        interval.workloads[0].page_cache.missed_pages = 4;
+        interval.workloads[0].page_cache.misses = 4;
         interval.host.kswapd_wakeups = 2;
         let deltas = DrainDeltas::from_interval(&interval, &names);
         assert_eq!(deltas.at, at);
         assert_eq!(deltas.workloads.len(), 1);
         assert_eq!(deltas.workloads[0].0, "jobs");
-        assert_eq!(deltas.workloads[0].1.page_cache.missed_pages, 4);
+        assert_eq!(deltas.workloads[0].1.page_cache.misses, 4);
         assert_eq!(deltas.host.kswapd_wakeups, 2);
 
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -51,14 +51,9 @@ fn workload_fields(module: Module, counts: &WorkloadCounts) -> Vec<i64> {
             .collect(),
         Module::PageCache => {
             let pc = &counts.page_cache;
-            [
-                pc.requested_pages,
-                pc.missed_pages,
-                pc.added_pages,
-                pc.evicted_pages,
-            ]
-            .map(int)
-            .to_vec()
+            [pc.read_attempts, pc.misses, pc.adds, pc.evictions]
+                .map(int)
+                .to_vec()
         }
         Module::Vmscan => counts
             .reclaim
@@ -126,7 +121,7 @@ mod tests {
     #[test]
     fn points_follow_the_measure_fields() {
         let mut counts = WorkloadCounts::default();
-        counts.page_cache.missed_pages = 3;
+        counts.page_cache.misses = 3;
         counts.fadvise[0].calls = 2;
         let deltas = DrainDeltas {
             at: SystemTime::now(),
