@@ -663,12 +663,12 @@ impl SidecarService for Api {
             }),
             exporters: status
                 .exporters()
-                .iter()
+                .into_iter()
                 .map(|e| {
-                    let error = e.last_error();
+                    let error = e.last_error;
                     pb::ExporterStatus {
-                        name: crate::export::banyandb::ExportStats::NAME.to_owned(),
-                        state: e.state().name().to_owned(),
+                        name: e.name.to_owned(),
+                        state: e.state.to_owned(),
                         last_error: error
                             .as_ref()
                             .map(|e| e.message.clone())

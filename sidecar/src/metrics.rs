@@ -506,40 +506,39 @@ fn collect_part(store: &Store, status: &Status, filter: &Filter, part: Part) -> 
             .collect()
     });
     let exporters = status.exporters();
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     push(&EXPORT_POINTS, &|| {
         exporters
             .iter()
             .flat_map(|e| {
                 [
-                    ("written", load(&e.written)),
-                    ("retried", load(&e.retried)),
-                    ("rejected", load(&e.rejected)),
+                    ("written", e.written),
+                    ("retried", e.retried),
+                    ("rejected", e.rejected),
                 ]
             })
             .map(|(result, value)| sample(labels([("result", result)]), Value::Count(value)))
             .collect()
     });
-    let exporter_value = |value: &dyn Fn(&crate::export::banyandb::ExportStats) -> Value| {
+    let exporter_value = |value: &dyn Fn(&crate::export::ExporterSnapshot) -> Value| {
         exporters
             .iter()
             .map(|e| sample(Labels::new(), value(e)))
             .collect::<Vec<_>>()
     };
     push(&EXPORT_QUEUE_POINTS, &|| {
-        exporter_value(&|e| Value::Number(load(&e.queue_points) as f64))
+        exporter_value(&|e| Value::Number(e.queue_points as f64))
     });
     push(&EXPORT_SPOOL_BYTES, &|| {
-        exporter_value(&|e| Value::Number(load(&e.spool_bytes) as f64))
+        exporter_value(&|e| Value::Number(e.spool_bytes as f64))
     });
     push(&EXPORT_DROPPED_POINTS, &|| {
-        exporter_value(&|e| Value::Count(load(&e.dropped)))
+        exporter_value(&|e| Value::Count(e.dropped))
     });
     push(&EXPORT_SPOOL_CORRUPT_RECORDS, &|| {
-        exporter_value(&|e| Value::Count(load(&e.spool_corrupt_records)))
+        exporter_value(&|e| Value::Count(e.spool_corrupt_records))
     });
     push(&EXPORT_CIRCUIT_STATE, &|| {
-        exporter_value(&|e| Value::Number(f64::from(e.circuit_state() as u8)))
+        exporter_value(&|e| Value::Number(f64::from(e.circuit as u8)))
     });
     // A family without samples is left out (rates are absent, not 0 or NaN).
     families.retain(|f| !f.samples.is_empty());
@@ -811,7 +810,7 @@ mod tests {
         store.apply(interval, programs, 1);
         let status = Status::new(KernelFacts::default());
         // The exporter's families exist only with an exporter.
-        status.add_exporter(Arc::default());
+        status.add_exporter(Arc::new(crate::export::banyandb::ExportStats::default()));
         (Arc::new(RwLock::new(store)), Arc::new(status))
     }
 

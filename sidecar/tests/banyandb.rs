@@ -440,8 +440,8 @@ async fn an_incompatible_schema_is_reported_and_the_data_kept() {
     );
     // The status API shows it.
     let status = sidecar::status::Status::new(sidecar::status::KernelFacts::default());
-    status.add_exporter(Arc::clone(&stats));
-    assert_eq!(status.exporters()[0].state().name(), "schema_incompatible");
+    status.add_exporter(Arc::clone(&stats) as Arc<dyn sidecar::export::PublishState>);
+    assert_eq!(status.exporters()[0].state, "schema_incompatible");
     exporter.shutdown().await;
     // Kept: in the spool for the next run.
     assert!(segment_files(spool.path()) > 0);
