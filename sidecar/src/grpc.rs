@@ -14,9 +14,10 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
     api::pb::{self, sidecar_service_server::SidecarService},
+    catalog::{self, CATALOG, Kind},
     config::parse_duration,
     kernel::{ModuleState, modules::Module},
-    metrics::{self, CATALOG, Family, Filter, Kind, Sample, Value},
+    metrics::{self, Family, Filter, Sample, Value},
     status::Status as DaemonStatus,
     store::{LatencyHistogram, Period, Store},
     workload::WorkloadId,
@@ -188,12 +189,12 @@ fn catalog_names() -> impl Iterator<Item = String> {
 
 fn check_modules(modules: &[String]) -> Result<(), Status> {
     for (i, module) in modules.iter().enumerate() {
-        if !metrics::module_names().any(|known| known == module) {
+        if !catalog::module_names().any(|known| known == module) {
             return Err(invalid(
                 &format!("modules[{i}]"),
                 format_args!(
                     "unknown module {module:?}; expected one of {}",
-                    metrics::module_names().collect::<Vec<_>>().join(", ")
+                    catalog::module_names().collect::<Vec<_>>().join(", ")
                 ),
             ));
         }

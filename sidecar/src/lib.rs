@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod api;
 pub mod auth;
+pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod config;

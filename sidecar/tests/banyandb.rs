@@ -408,9 +408,11 @@ async fn a_full_spool_drops_the_oldest_and_counts_them() {
 async fn an_incompatible_schema_is_reported_and_the_data_kept() {
     let standin = StandIn::start().await;
     {
-        // Someone else's page_cache measure: missed_pages is a STRING.
+        // Someone else's page_cache measure, with the field names of an older sidecar
+        // (accepted as aliases): missed_pages is a STRING.
         let def = sidecar::export::banyandb::schema::MeasureDef::for_module(Module::PageCache);
         let mut measure = def.measure("sidecar", Duration::from_secs(10));
+        measure.fields[1].name = "missed_pages".to_owned();
         measure.fields[1].field_type = database::FieldType::String.into();
         let group = sidecar::export::banyandb::schema::group(&BanyanDbConfig::default());
         let mut data = standin.data.lock().unwrap();

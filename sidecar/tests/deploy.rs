@@ -20,8 +20,8 @@ use std::{
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 use sidecar::{
+    catalog::{CATALOG, Kind},
     config::Config,
-    metrics::{CATALOG, Kind},
 };
 
 /// The validator `scripts/bootstrap.sh --test` installs (keep the two in step).
