@@ -1318,7 +1318,7 @@ async fn drains_keep_their_cadence_while_clients_query_an_hour() {
         btf: true,
     }));
     let api = Api::new(Arc::clone(&store), status, drains_rx, 4, CADENCE);
-    let grpc::Services { router, health } = grpc::services(api).unwrap();
+    let grpc::Services { router, health } = grpc::services_with(api, None, None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
