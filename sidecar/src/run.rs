@@ -323,19 +323,6 @@ async fn serve(
         .unwrap_or(config.server.grpc_addr.0);
     // Each drain bumps this; WatchIOStats streams and the health service follow it.
     let (drains_tx, drains_rx) = tokio::sync::watch::channel(0u64);
-    // Render /metrics for the formats being scraped once per drain, off the request path.
-    let mut drained = drains_rx.clone();
-    let (render_store, render_status) = (Arc::clone(&store), Arc::clone(&status));
-    tokio::spawn(async move {
-        while drained.changed().await.is_ok() {
-            let (exposition, store, status) = (
-                Arc::clone(&exposition),
-                Arc::clone(&render_store),
-                Arc::clone(&render_status),
-            );
-            let _ = tokio::task::spawn_blocking(move || exposition.refresh(&store, &status)).await;
-        }
-    });
     let api = grpc::Api::new(
         Arc::clone(&store),
         Arc::clone(&status),
@@ -343,6 +330,27 @@ async fn serve(
         config.server.max_streams.0 as usize,
         interval,
     );
+    // Render /metrics for the formats being scraped, and build the GetMetrics listing when
+    // clients list, once per drain and off the request path. One after the other: on a
+    // small machine the requests keep a CPU while this runs.
+    let listings = api.listings();
+    let mut drained = drains_rx.clone();
+    let (render_store, render_status) = (Arc::clone(&store), Arc::clone(&status));
+    tokio::spawn(async move {
+        while drained.changed().await.is_ok() {
+            let (exposition, listings, store, status) = (
+                Arc::clone(&exposition),
+                Arc::clone(&listings),
+                Arc::clone(&render_store),
+                Arc::clone(&render_status),
+            );
+            let _ = tokio::task::spawn_blocking(move || {
+                listings.refresh(&store, &status);
+                exposition.refresh(&store, &status);
+            })
+            .await;
+        }
+    });
     let grpc::Services { router, health } = grpc::services_with(
         api,
         config.server.token_file.clone(),

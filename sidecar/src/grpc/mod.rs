@@ -9,7 +9,7 @@ mod service;
 mod transport;
 
 use std::{
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, RwLock},
     time::Duration,
 };
 
@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, watch};
 
 pub use self::{
     convert::io_stats,
+    paging::Listings,
     transport::{GrpcRouter, Services, ServicesError, grpc_deadline, services_with, set_health},
 };
 use crate::{status::Status as DaemonStatus, store::Store};
@@ -35,9 +36,8 @@ pub struct Api {
     streams: Arc<Semaphore>,
     max_streams: usize,
     interval: Duration,
-    /// The last listing built, reused by the requests for the same filters until the next
-    /// drain (one listing, so memory stays bounded whatever the clients ask).
-    listing: Arc<Mutex<Option<Arc<paging::Listing>>>>,
+    /// The listings `GetMetrics` pages are cut from.
+    listings: Arc<Listings>,
 }
 
 impl Api {
@@ -55,8 +55,13 @@ impl Api {
             streams: Arc::new(Semaphore::new(max_streams)),
             max_streams,
             interval,
-            listing: Arc::default(),
+            listings: Arc::default(),
         }
+    }
+
+    /// The listings, for the task that builds the unfiltered one after each drain.
+    pub fn listings(&self) -> Arc<Listings> {
+        Arc::clone(&self.listings)
     }
 
     /// A snapshot of the store: requests never hold the lock the drain takes.

@@ -1,7 +1,6 @@
 //! The requests of `sidecar.v1.SidecarService`: arguments checked (INVALID_ARGUMENT names
 //! the field), answered from a snapshot of the store.
 
-use crate::sync::Recover as _;
 use std::{pin::Pin, sync::Arc};
 
 use tokio::sync::mpsc;
@@ -11,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::{
     Api, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
     convert::{duration, io_stats, module_status, timestamp, to_metric},
-    paging::{decode_token, encode_token, fnv1a, glob},
+    paging::{decode_token, encode_token, fingerprint, glob},
     transport::{deadline_after, grpc_deadline},
 };
 use crate::{
@@ -94,28 +93,14 @@ impl SidecarService for Api {
                 ));
             }
         } as usize;
-        let fingerprint = fnv1a(&[&request.modules, &request.metric_names, &request.workloads]);
+        let fingerprint = fingerprint(&request);
         let after = match request.page_token.as_str() {
             "" => None,
             token => Some(decode_token(token, fingerprint)?),
         };
-
-        let drain = self.read_store().drains();
-        let cached = self
-            .listing
-            .lock()
-            .recover()
-            .as_ref()
-            .filter(|l| l.drain == drain && l.fingerprint == fingerprint)
-            .cloned();
-        let listing = match cached {
-            Some(listing) => listing,
-            None => {
-                let listing = Arc::new(self.list(&request, fingerprint)?);
-                *self.listing.lock().recover() = Some(Arc::clone(&listing));
-                listing
-            }
-        };
+        let listing = self
+            .listings
+            .get(&self.store, &self.status, &request, fingerprint)?;
         let (families, names, rows) = (&listing.families, &listing.names, &listing.rows);
         let collected_at = listing.collected_at;
         let total_size = u32::try_from(rows.len()).unwrap_or(u32::MAX);
