@@ -1,7 +1,9 @@
 //! sidecar: eBPF observability of fadvise, the page cache and memory reclaim, per workload.
 //!
 //! Data flows one way: kernel programs -> [`kernel`] (drain) -> [`aggregate`] (classify into
-//! workloads) -> [`store`] -> sinks ([`metrics`] over [`http`]).
+//! workloads) -> [`store`] -> sinks: [`metrics`] over [`http`] and [`grpc`] (pull), and
+//! [`export`] (each drain's deltas pushed to BanyanDB). What each sink exports is declared
+//! once, in [`catalog`].
 
 pub mod aggregate;
 pub mod api;

@@ -7,7 +7,7 @@
 //!   its `workloads:` against the containers of the pod;
 //! - the Prometheus scrape configuration by `promtool check config`;
 //! - the Grafana dashboard: every PromQL expression names only metrics the sidecar exports
-//!   (from `sidecar::metrics::CATALOG`), and parses (`promtool check rules`).
+//!   (from `sidecar::catalog::CATALOG`), and parses (`promtool check rules`).
 //!
 //! Under `CI=true` a missing tool fails the test; outside CI it skips with a printed reason.
 

@@ -7,17 +7,19 @@
 //! tables in README.md and docs/ (`docs_table`, checked by a test). A new counter is one
 //! entry here (and its kernel struct field): every sink follows.
 
-use sidecar_common::{Advice, FadviseCounts, ReclaimKind};
+mod docs;
+mod measures;
+
+pub use docs::{DocsTable, docs_table, with_docs_table};
+pub use measures::{MeasureField, Scope, measure_fields};
+use sidecar_common::{FadviseCounts, ReclaimKind};
 
 use crate::{
     export::ExporterSnapshot,
     kernel::{ModuleState, modules::Module},
     metrics::{LabelValue, Labels, Sample, Value},
     status::Status,
-    store::{
-        DRAIN_DURATION_BUCKETS, HostCounts, Interval, LatencyHistogram, Store, WorkloadCounts,
-        rates,
-    },
+    store::{DRAIN_DURATION_BUCKETS, HostCounts, Interval, Store, WorkloadCounts, rates},
 };
 
 /// The module name under which the daemon's own metrics are filtered.
@@ -39,7 +41,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    const fn label(self) -> &'static str {
+    pub const fn label(self) -> &'static str {
         match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
@@ -529,274 +531,9 @@ fn export_points(_: &Status, exporters: &[ExporterSnapshot]) -> Vec<Sample> {
         .collect()
 }
 
-/// What a BanyanDB point is about: one workload's deltas, or the host's.
-#[derive(Clone, Copy, Debug)]
-pub enum Scope<'a> {
-    Workload(&'a WorkloadCounts),
-    Host(&'a HostCounts),
-}
-
-/// One field of a BanyanDB measure, with the family it is written from.
-#[derive(Clone, Debug)]
-pub struct MeasureField {
-    pub name: String,
-    /// The name older sidecars gave the field.
-    pub legacy: Option<String>,
-    family: &'static FamilyDef,
-    field: &'static BanyanField,
-    advice: Option<Advice>,
-}
-
-impl PartialEq for MeasureField {
-    fn eq(&self, other: &MeasureField) -> bool {
-        self.name == other.name && self.legacy == other.legacy
-    }
-}
-
-impl Eq for MeasureField {}
-
-impl MeasureField {
-    /// Whether a stored field of this name is this field.
-    pub fn is_named(&self, name: &str) -> bool {
-        self.name == name || self.legacy.as_deref() == Some(name)
-    }
-
-    /// The field's value in a point about `scope`; 0 where the field is about the other
-    /// scope (a workload point's host counters, the host point's workload counts).
-    pub fn value(&self, scope: Scope<'_>) -> u64 {
-        match (self.family.source, scope, self.field.read) {
-            (Source::Advice(read), Scope::Workload(counts), _) => self
-                .advice
-                .map_or(0, |advice| read(&counts.fadvise[advice as usize])),
-            (Source::Workload(read), Scope::Workload(counts), _) => read(counts),
-            (Source::Latency(kind), Scope::Workload(counts), read) => {
-                let histogram: &LatencyHistogram = &counts.reclaim[kind as usize];
-                match read {
-                    Read::Episodes | Read::Count => histogram.count,
-                    Read::StalledNs => histogram.sum_ns,
-                }
-            }
-            (Source::Host(read), Scope::Host(host), _) => read(host),
-            _ => 0,
-        }
-    }
-}
-
-/// The fields of `module`'s measure, in their fixed order.
-pub fn measure_fields(module: Module) -> Vec<MeasureField> {
-    let mut fields: Vec<(usize, u8, MeasureField)> = Vec::new();
-    for family in CATALOG.iter().filter(|f| f.module == module.name()) {
-        for field in family.banyandb {
-            if matches!(family.source, Source::Advice(_)) {
-                for advice in Advice::ALL {
-                    let prefix = advice.label();
-                    fields.push((
-                        advice as usize,
-                        field.order,
-                        MeasureField {
-                            name: format!("{prefix}_{}", field.name),
-                            legacy: field.legacy.map(|l| format!("{prefix}_{l}")),
-                            family,
-                            field,
-                            advice: Some(advice),
-                        },
-                    ));
-                }
-            } else {
-                fields.push((
-                    0,
-                    field.order,
-                    MeasureField {
-                        name: field.name.to_owned(),
-                        legacy: field.legacy.map(str::to_owned),
-                        family,
-                        field,
-                        advice: None,
-                    },
-                ));
-            }
-        }
-    }
-    fields.sort_by_key(|(advice, order, _)| (*advice, *order));
-    fields.into_iter().map(|(_, _, field)| field).collect()
-}
-
-/// Which families a generated docs table lists, and with which columns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DocsTable {
-    /// The kernel modules' families: metric, type, unit, meaning (README.md).
-    Modules,
-    /// Every family with its module and BanyanDB fields (docs/operations.md).
-    All,
-    /// The BanyanDB exporter's own families (docs/banyandb.md).
-    Exporter,
-    /// The BanyanDB measures and their fields (docs/banyandb.md).
-    Measures,
-}
-
-impl DocsTable {
-    pub const ALL: [DocsTable; 4] = [
-        DocsTable::Modules,
-        DocsTable::All,
-        DocsTable::Exporter,
-        DocsTable::Measures,
-    ];
-
-    /// The marker name between `<!-- BEGIN generated: NAME -->` and `<!-- END ... -->`.
-    pub const fn marker(self) -> &'static str {
-        match self {
-            DocsTable::Modules => "metrics-modules",
-            DocsTable::All => "metrics-all",
-            DocsTable::Exporter => "metrics-exporter",
-            DocsTable::Measures => "banyandb-measures",
-        }
-    }
-}
-
-fn sample_name(def: &FamilyDef) -> String {
-    let name = def.exposed_name();
-    if def.labels.is_empty() {
-        format!("`{name}`")
-    } else {
-        format!("`{name}{{{}}}`", def.labels.join(","))
-    }
-}
-
-fn unit(def: &FamilyDef) -> &'static str {
-    if def.unit.is_empty() { "" } else { def.unit }
-}
-
-/// A Markdown table of the catalog (the text between the markers).
-pub fn docs_table(table: DocsTable) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    match table {
-        DocsTable::Modules | DocsTable::Exporter => {
-            out.push_str("| metric | type | unit | meaning |\n|---|---|---|---|\n");
-            let wanted = |def: &FamilyDef| match table {
-                DocsTable::Modules => def.module != SELF_MODULE,
-                _ => def.name.starts_with("sidecar_export_"),
-            };
-            for def in CATALOG.iter().filter(|d| wanted(d)) {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} |",
-                    sample_name(def),
-                    def.kind.label(),
-                    unit(def),
-                    def.help
-                );
-            }
-        }
-        DocsTable::All => {
-            out.push_str(
-                "| metric | type | unit | module | meaning | BanyanDB field |\n|---|---|---|---|---|---|\n",
-            );
-            for def in CATALOG {
-                let fields: Vec<String> = def
-                    .banyandb
-                    .iter()
-                    .map(|f| {
-                        let advice = if matches!(def.source, Source::Advice(_)) {
-                            "<advice>_"
-                        } else {
-                            ""
-                        };
-                        format!("`{}.{advice}{}`", def.module, f.name)
-                    })
-                    .collect();
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | `{}` | {} | {} |",
-                    sample_name(def),
-                    def.kind.label(),
-                    unit(def),
-                    def.module,
-                    def.help,
-                    fields.join(", ")
-                );
-            }
-        }
-        DocsTable::Measures => {
-            out.push_str("| measure | fields (INT, per interval, in this order) | accepted old names |\n|---|---|---|\n");
-            for module in Module::ALL {
-                let fields = measure_fields(module);
-                let names: Vec<String> = fields.iter().map(|f| format!("`{}`", f.name)).collect();
-                let legacy: Vec<String> = fields
-                    .iter()
-                    .filter_map(|f| Some(format!("`{}` for `{}`", f.legacy.as_ref()?, f.name)))
-                    .collect();
-                let _ = writeln!(
-                    out,
-                    "| `{}` | {} | {} |",
-                    module.name(),
-                    names.join(", "),
-                    legacy.join(", ")
-                );
-            }
-        }
-    }
-    out
-}
-
-/// `text` with the generated block of `table` replaced; `None` without its markers.
-pub fn with_docs_table(text: &str, table: DocsTable) -> Option<String> {
-    let begin = format!(
-        "<!-- BEGIN generated: {} (sidecar/src/catalog.rs) -->\n",
-        table.marker()
-    );
-    let end = format!("<!-- END generated: {} -->", table.marker());
-    let start = text.find(&begin)? + begin.len();
-    let stop = start + text[start..].find(&end)?;
-    Some(format!(
-        "{}{}{}",
-        &text[..start],
-        docs_table(table),
-        &text[stop..]
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The files whose metric tables are generated, and the tables each holds.
-    const DOCS: [(&str, &[DocsTable]); 3] = [
-        ("README.md", &[DocsTable::Modules]),
-        ("docs/operations.md", &[DocsTable::All]),
-        (
-            "docs/banyandb.md",
-            &[DocsTable::Measures, DocsTable::Exporter],
-        ),
-    ];
-
-    /// The docs list what the catalog declares. `UPDATE_DOCS=1` rewrites the tables.
-    #[test]
-    fn the_docs_tables_match_the_catalog() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let mut stale = Vec::new();
-        for (file, tables) in DOCS {
-            let path = root.join(file);
-            let text = std::fs::read_to_string(&path).unwrap();
-            let mut generated = text.clone();
-            for &table in tables {
-                generated = with_docs_table(&generated, table).unwrap_or_else(|| {
-                    panic!("{file} lacks the markers of the {} table", table.marker())
-                });
-            }
-            if generated != text {
-                if std::env::var_os("UPDATE_DOCS").is_some() {
-                    std::fs::write(&path, generated).unwrap();
-                } else {
-                    stale.push(file);
-                }
-            }
-        }
-        assert!(
-            stale.is_empty(),
-            "{stale:?} differ from the catalog: run `UPDATE_DOCS=1 cargo test -p sidecar --lib catalog`"
-        );
-    }
 
     #[test]
     fn names_are_unique_and_banyandb_fields_fit_their_source() {
@@ -850,47 +587,5 @@ mod tests {
                 module.name()
             );
         }
-    }
-
-    #[test]
-    fn fields_read_their_scope_by_name() {
-        let mut counts = WorkloadCounts::default();
-        counts.page_cache.misses = 3;
-        counts.fadvise[Advice::DontNeed as usize].successes = 2;
-        counts.reclaim[ReclaimKind::Memcg as usize].record(5_000);
-        let host = HostCounts {
-            kswapd_wakeups: 4,
-            ..HostCounts::default()
-        };
-        let value = |module, name: &str, scope| {
-            measure_fields(module)
-                .iter()
-                .find(|f| f.name == name)
-                .map(|f| f.value(scope))
-        };
-        let workload = Scope::Workload(&counts);
-        assert_eq!(value(Module::PageCache, "misses", workload), Some(3));
-        assert_eq!(
-            value(Module::Fadvise, "dontneed_successes", workload),
-            Some(2)
-        );
-        assert_eq!(value(Module::Fadvise, "dontneed_calls", workload), Some(0));
-        assert_eq!(
-            value(Module::Vmscan, "memcg_reclaim_episodes", workload),
-            Some(1)
-        );
-        assert_eq!(
-            value(Module::Vmscan, "memcg_reclaim_stall_ns", workload),
-            Some(5_000)
-        );
-        assert_eq!(value(Module::Vmscan, "kswapd_wakeups", workload), Some(0));
-        assert_eq!(
-            value(Module::Vmscan, "kswapd_wakeups", Scope::Host(&host)),
-            Some(4)
-        );
-        assert_eq!(
-            value(Module::Vmscan, "memcg_reclaim_episodes", Scope::Host(&host)),
-            Some(0)
-        );
     }
 }
