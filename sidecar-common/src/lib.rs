@@ -160,13 +160,13 @@ pub struct ProcessKey {
 counters! {
     pub struct PageCacheCounts {
         /// Pages the read path asked for (mm_filemap_get_pages ranges, one per read call).
-        pub requested_pages: u64,
+        pub read_attempts: u64,
         /// Pages this process added to the cache for a file it then read: read misses.
-        pub missed_pages: u64,
+        pub misses: u64,
         /// Every page this process added to the page cache (reads, writes, faults).
-        pub added_pages: u64,
+        pub adds: u64,
         /// Pages removed from the page cache while this process was running.
-        pub evicted_pages: u64,
+        pub evictions: u64,
     }
 }
 
@@ -629,24 +629,24 @@ mod tests {
     #[test]
     fn derived_sums_add_every_field() {
         let mut pc = PageCacheCounts {
-            requested_pages: 1,
-            missed_pages: 2,
-            added_pages: 3,
-            evicted_pages: 4,
+            read_attempts: 1,
+            misses: 2,
+            adds: 3,
+            evictions: 4,
         };
         pc += PageCacheCounts {
-            requested_pages: 10,
-            missed_pages: 20,
-            added_pages: 30,
-            evicted_pages: 40,
+            read_attempts: 10,
+            misses: 20,
+            adds: 30,
+            evictions: 40,
         };
         assert_eq!(
             pc,
             PageCacheCounts {
-                requested_pages: 11,
-                missed_pages: 22,
-                added_pages: 33,
-                evicted_pages: 44,
+                read_attempts: 11,
+                misses: 22,
+                adds: 33,
+                evictions: 44,
             }
         );
         let mut fadvise = FadviseCounts {

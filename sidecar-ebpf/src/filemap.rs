@@ -395,8 +395,8 @@ fn on_get_pages(pid_tgid: u64, state: Option<*mut ReadState>, request: &Request)
         || maps.page_cache_overflow.get_ptr_mut(0),
         HostCounter::PageCacheOverflowEvents,
         |counts| {
-            counts.requested_pages += requested;
-            counts.missed_pages += missed;
+            counts.read_attempts += requested;
+            counts.misses += missed;
         },
     ));
 }
@@ -440,7 +440,7 @@ pub(crate) fn filemap_add(ctx: TracePointContext) -> u32 {
         &caller,
         || maps.page_cache_overflow.get_ptr_mut(0),
         HostCounter::PageCacheOverflowEvents,
-        |counts| counts.added_pages += pages,
+        |counts| counts.adds += pages,
     ));
     0
 }
@@ -503,7 +503,7 @@ pub(crate) fn filemap_delete(ctx: TracePointContext) -> u32 {
         &caller,
         || maps.page_cache_overflow.get_ptr_mut(0),
         HostCounter::PageCacheOverflowEvents,
-        |counts| counts.evicted_pages += pages,
+        |counts| counts.evictions += pages,
     ));
     0
 }

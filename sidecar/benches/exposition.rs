@@ -33,8 +33,8 @@ fn fixture(workloads: usize) -> (Arc<RwLock<Store>>, Arc<Status>) {
         let n = i as u64 + 1;
         counts.fadvise[Advice::DontNeed as usize].calls = 10 * n;
         counts.fadvise[Advice::DontNeed as usize].successes = 9 * n;
-        counts.page_cache.requested_pages = 100 * n;
-        counts.page_cache.missed_pages = 7 * n;
+        counts.page_cache.read_attempts = 100 * n;
+        counts.page_cache.misses = 7 * n;
         if i % 10 == 0 {
             counts.reclaim[ReclaimKind::Direct as usize].record(40_000 * n);
         }

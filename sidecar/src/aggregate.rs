@@ -225,10 +225,10 @@ mod tests {
         delta.page_cache = vec![(
             ProcessKey { tgid: 3 },
             PageCacheCounts {
-                requested_pages: 10,
-                missed_pages: 4,
-                added_pages: 4,
-                evicted_pages: 1,
+                read_attempts: 10,
+                misses: 4,
+                adds: 4,
+                evictions: 1,
             },
         )];
         delta.reclaim = vec![(
@@ -274,7 +274,7 @@ mod tests {
         assert_eq!(jobs.reclaim[ReclaimKind::Memcg as usize].buckets[20], 2);
         let sync = interval.workload(names.id("sync").unwrap());
         assert_eq!(sync.fadvise[dontneed as usize].calls, 5);
-        assert_eq!(sync.page_cache.requested_pages, 10);
+        assert_eq!(sync.page_cache.read_attempts, 10);
         let other = interval.workload(names.other());
         assert_eq!(other.fadvise[dontneed as usize].calls, 7);
         assert_eq!(other.reclaim[ReclaimKind::Direct as usize].buckets[5], 1);

@@ -13,8 +13,9 @@ use axum::{
 use serde::Serialize;
 
 use crate::{
+    catalog::{self, SELF_MODULE},
     kernel::modules::Module,
-    metrics::{self, Filter, SELF_MODULE},
+    metrics::{self, Filter},
     status::Status,
     store::Store,
 };
@@ -122,7 +123,7 @@ async fn metrics_handler(
     if let Some(unknown) = query
         .module
         .iter()
-        .find(|m| !metrics::module_names().any(|known| known == m.as_str()))
+        .find(|m| !catalog::module_names().any(|known| known == m.as_str()))
     {
         return (
             StatusCode::BAD_REQUEST,

@@ -1,12 +1,14 @@
 //! sidecar: eBPF observability of fadvise, the page cache and memory reclaim, per workload.
 //!
 //! Data flows one way: kernel programs -> [`kernel`] (drain) -> [`aggregate`] (classify into
-//! workloads) -> [`store`] -> sinks: Prometheus [`metrics`] over [`http`], the [`grpc`] API,
-//! and the BanyanDB exporter ([`export`], handed each drain's deltas by the drain itself).
+//! workloads) -> [`store`] -> sinks: [`metrics`] over [`http`] and [`grpc`] (pull), and
+//! [`export`] (each drain's deltas pushed to BanyanDB). What each sink exports is declared
+//! once, in [`catalog`].
 
 pub mod aggregate;
 pub mod api;
 pub mod auth;
+pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -240,16 +240,23 @@ impl Servers {
         drains: &tokio::sync::watch::Receiver<u64>,
     ) -> anyhow::Result<Servers> {
         let (shutdown, stop) = tokio::sync::watch::channel(false);
+        let api = grpc::Api::new(
+            Arc::clone(store),
+            Arc::clone(status),
+            drains.clone(),
+            config.server.max_streams.0 as usize,
+            config.interval.0,
+        );
         let http = serve_http(
             config,
             listeners.metrics,
             store,
             status,
             drains,
+            api.listings(),
             stop.clone(),
         )?;
-        let (grpc, health) =
-            serve_grpc(config, listeners.grpc, store, status, drains.clone(), stop).await?;
+        let (grpc, health) = serve_grpc(config, listeners.grpc, api, stop).await?;
         Ok(Servers {
             http,
             grpc,
@@ -271,13 +278,15 @@ impl Servers {
     }
 }
 
-/// `/metrics` and `/health/*`, with their text rendered once per drain off the request path.
+/// `/metrics` and `/health/*`, with their text rendered once per drain off the request path
+/// (and, after it, the GetMetrics listing, `listings`).
 fn serve_http(
     config: &Config,
     listener: std::net::TcpListener,
     store: &Arc<RwLock<Store>>,
     status: &Arc<Status>,
     drains: &tokio::sync::watch::Receiver<u64>,
+    listings: Arc<grpc::Listings>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let listener =
@@ -318,16 +327,24 @@ fn serve_http(
     // The bound addresses: with port 0 the kernel chose the port.
     info!(addr = %metrics_addr, scheme, "serving /metrics and /health");
 
+    // Render /metrics for the formats being scraped, and build the GetMetrics listing when
+    // clients list, once per drain and off the request path. One after the other: on a
+    // small machine the requests keep a CPU while this runs.
     let mut drained = drains.clone();
     let (store, status) = (Arc::clone(store), Arc::clone(status));
     tokio::spawn(async move {
         while drained.changed().await.is_ok() {
-            let (exposition, store, status) = (
+            let (exposition, listings, store, status) = (
                 Arc::clone(&exposition),
+                Arc::clone(&listings),
                 Arc::clone(&store),
                 Arc::clone(&status),
             );
-            let _ = tokio::task::spawn_blocking(move || exposition.refresh(&store, &status)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                listings.refresh(&store, &status);
+                exposition.refresh(&store, &status);
+            })
+            .await;
         }
     });
     Ok(server)
@@ -337,9 +354,7 @@ fn serve_http(
 async fn serve_grpc(
     config: &Config,
     listener: std::net::TcpListener,
-    store: &Arc<RwLock<Store>>,
-    status: &Arc<Status>,
-    drains: tokio::sync::watch::Receiver<u64>,
+    api: grpc::Api,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(
     tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -348,13 +363,6 @@ async fn serve_grpc(
     let listener =
         tokio::net::TcpListener::from_std(listener).context("registering the gRPC listener")?;
     let grpc_addr = listener.local_addr().unwrap_or(config.server.grpc_addr.0);
-    let api = grpc::Api::new(
-        Arc::clone(store),
-        Arc::clone(status),
-        drains,
-        config.server.max_streams.0 as usize,
-        config.interval.0,
-    );
     let grpc::Services { router, health } = grpc::services_with(
         api,
         config.server.token_file.clone(),

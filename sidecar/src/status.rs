@@ -11,7 +11,7 @@ use std::{
 };
 
 use crate::{
-    export::banyandb::ExportStats,
+    export::{ExporterSnapshot, PublishState},
     kernel::{ModuleState, modules::Module},
 };
 
@@ -28,8 +28,8 @@ pub struct Status {
     tracefs: RwLock<Option<String>>,
     kernel_map_bytes: RwLock<u64>,
     bpf_stats_error: RwLock<Option<String>>,
-    /// Push exporters' counters and state (`export.*`).
-    exporters: RwLock<Vec<Arc<ExportStats>>>,
+    /// Push exporters (`export.*`), which publish their counters and state.
+    exporters: RwLock<Vec<Arc<dyn PublishState>>>,
 }
 
 /// Facts about the host kernel, for status output.
@@ -116,12 +116,18 @@ impl Status {
         self.bpf_stats_error.read().recover().clone()
     }
 
-    pub fn add_exporter(&self, stats: Arc<ExportStats>) {
-        self.exporters.write().recover().push(stats);
+    pub fn add_exporter(&self, exporter: Arc<dyn PublishState>) {
+        self.exporters.write().recover().push(exporter);
     }
 
-    pub fn exporters(&self) -> Vec<Arc<ExportStats>> {
-        self.exporters.read().recover().clone()
+    /// Each exporter's state now.
+    pub fn exporters(&self) -> Vec<ExporterSnapshot> {
+        self.exporters
+            .read()
+            .recover()
+            .iter()
+            .map(|e| e.snapshot())
+            .collect()
     }
 
     pub fn finish_startup(&self) {

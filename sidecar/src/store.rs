@@ -602,13 +602,13 @@ pub mod rates {
     /// reads request, so misses are capped at the requests.
     pub fn cache_hit(counts: &WorkloadCounts) -> Option<f64> {
         let pc = &counts.page_cache;
-        let hits = pc.requested_pages.saturating_sub(pc.missed_pages);
-        percent(hits, pc.requested_pages)
+        let hits = pc.read_attempts.saturating_sub(pc.misses);
+        percent(hits, pc.read_attempts)
     }
 
     pub fn cache_miss(counts: &WorkloadCounts) -> Option<f64> {
         let pc = &counts.page_cache;
-        percent(pc.missed_pages, pc.requested_pages)
+        percent(pc.misses, pc.read_attempts)
     }
 
     pub fn reclaim_efficiency(host: &HostCounts) -> Option<f64> {
@@ -652,11 +652,11 @@ mod tests {
         let mut counts = WorkloadCounts::default();
         assert_eq!(rates::cache_hit(&counts), None);
         assert_eq!(rates::fadvise_success(&counts), None);
-        counts.page_cache.requested_pages = 200;
-        counts.page_cache.missed_pages = 50;
+        counts.page_cache.read_attempts = 200;
+        counts.page_cache.misses = 50;
         assert_eq!(rates::cache_hit(&counts), Some(75.0));
         assert_eq!(rates::cache_miss(&counts), Some(25.0));
-        counts.page_cache.missed_pages = 500;
+        counts.page_cache.misses = 500;
         assert_eq!(rates::cache_hit(&counts), Some(0.0));
         assert_eq!(rates::cache_miss(&counts), Some(100.0));
     }
@@ -680,16 +680,16 @@ mod tests {
         for i in 1..=10u64 {
             let mut interval = Interval::empty(names.len(), start + Duration::from_secs(i));
             interval.length = Duration::from_secs(1);
-            interval.workloads[0].page_cache.requested_pages = i;
+            interval.workloads[0].page_cache.read_attempts = i;
             store.apply(interval, Vec::new(), 0);
         }
         let last = store.period(None).unwrap();
         assert_eq!(last.intervals, 1);
-        assert_eq!(last.workload(WorkloadId(0)).page_cache.requested_pages, 10);
+        assert_eq!(last.workload(WorkloadId(0)).page_cache.read_attempts, 10);
         let window = store.period(Some(Duration::from_secs(3))).unwrap();
         assert_eq!(window.intervals, 3);
         assert_eq!(
-            window.workload(WorkloadId(0)).page_cache.requested_pages,
+            window.workload(WorkloadId(0)).page_cache.read_attempts,
             8 + 9 + 10
         );
         assert_eq!(
@@ -713,7 +713,7 @@ mod tests {
         let mut interval = Interval::empty(names.len(), start + Duration::from_millis(50 * n));
         interval.length = Duration::from_millis(50);
         for (w, counts) in interval.workloads.iter_mut().enumerate() {
-            counts.page_cache.requested_pages = w as u64 + n;
+            counts.page_cache.read_attempts = w as u64 + n;
             counts.fadvise[Advice::DontNeed as usize].calls = 1;
             if (w as u64 + n).is_multiple_of(10) {
                 counts.reclaim[ReclaimKind::Direct as usize].record(1000 * n);
@@ -799,7 +799,7 @@ mod tests {
         assert_eq!(window.intervals as u64, covered);
         let first = 300 - covered + 1;
         assert_eq!(
-            window.workload(WorkloadId(0)).page_cache.requested_pages,
+            window.workload(WorkloadId(0)).page_cache.read_attempts,
             (first..=300).sum::<u64>()
         );
         // A budget below one interval keeps the newest interval alone.
@@ -830,10 +830,10 @@ mod tests {
         );
         assert_eq!(before.drains(), 1);
         assert_eq!(before.history_intervals(), 1);
-        assert_eq!(before.totals(WorkloadId(0)).page_cache.requested_pages, 1);
+        assert_eq!(before.totals(WorkloadId(0)).page_cache.read_attempts, 1);
         let after = snapshot(&shared);
         assert_eq!(after.drains(), 2);
-        assert_eq!(after.totals(WorkloadId(0)).page_cache.requested_pages, 3);
+        assert_eq!(after.totals(WorkloadId(0)).page_cache.read_attempts, 3);
     }
 
     #[test]

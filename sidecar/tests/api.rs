@@ -63,8 +63,8 @@ fn interval(names: &WorkloadNames, at: SystemTime, scale: u64) -> Interval {
         let fadvise = &mut counts.fadvise[Advice::DontNeed as usize];
         fadvise.calls = 10 * (i + 1) * scale;
         fadvise.successes = 10 * (i + 1) * scale;
-        counts.page_cache.requested_pages = 100 * (i + 1) * scale;
-        counts.page_cache.missed_pages = i * scale;
+        counts.page_cache.read_attempts = 100 * (i + 1) * scale;
+        counts.page_cache.misses = i * scale;
         counts.reclaim[ReclaimKind::Memcg as usize].record(2_000_000);
     }
     interval.host.lru_pages_scanned = 1000 * scale;
@@ -1261,7 +1261,7 @@ fn busy_interval(workloads: usize, at: SystemTime, n: u64) -> Interval {
     let mut interval = Interval::empty(workloads, at);
     interval.length = Duration::from_millis(20);
     for (w, counts) in interval.workloads.iter_mut().enumerate() {
-        counts.page_cache.requested_pages = w as u64 + n;
+        counts.page_cache.read_attempts = w as u64 + n;
         counts.fadvise[Advice::DontNeed as usize].calls = 1;
         counts.reclaim[ReclaimKind::Direct as usize].record(1000 * (w as u64 + 1));
     }
@@ -1299,7 +1299,7 @@ async fn drains_keep_their_cadence_while_clients_query_an_hour() {
         btf: true,
     }));
     let api = Api::new(Arc::clone(&store), status, drains_rx, 4, CADENCE);
-    let grpc::Services { router, health } = grpc::services(api).unwrap();
+    let grpc::Services { router, health } = grpc::services_with(api, None, None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -66,8 +66,8 @@ fn base() -> SystemTime {
 /// Drain `i` of a workload that missed `i + 1` pages, and one kswapd wakeup.
 fn drain(i: u64) -> DrainDeltas {
     let mut counts = WorkloadCounts::default();
-    counts.page_cache.requested_pages = 2 * (i + 1);
-    counts.page_cache.missed_pages = i + 1;
+    counts.page_cache.read_attempts = 2 * (i + 1);
+    counts.page_cache.misses = i + 1;
     counts.fadvise[Advice::DontNeed as usize].calls = 1;
     counts.fadvise[Advice::DontNeed as usize].successes = 1;
     DrainDeltas {
@@ -408,9 +408,11 @@ async fn a_full_spool_drops_the_oldest_and_counts_them() {
 async fn an_incompatible_schema_is_reported_and_the_data_kept() {
     let standin = StandIn::start().await;
     {
-        // Someone else's page_cache measure: missed_pages is a STRING.
+        // Someone else's page_cache measure, with the field names of an older sidecar
+        // (accepted as aliases): missed_pages is a STRING.
         let def = sidecar::export::banyandb::schema::MeasureDef::for_module(Module::PageCache);
         let mut measure = def.measure("sidecar", Duration::from_secs(10));
+        measure.fields[1].name = "missed_pages".to_owned();
         measure.fields[1].field_type = database::FieldType::String.into();
         let group = sidecar::export::banyandb::schema::group(&BanyanDbConfig::default());
         let mut data = standin.data.lock().unwrap();
@@ -440,8 +442,8 @@ async fn an_incompatible_schema_is_reported_and_the_data_kept() {
     );
     // The status API shows it.
     let status = sidecar::status::Status::new(sidecar::status::KernelFacts::default());
-    status.add_exporter(Arc::clone(&stats));
-    assert_eq!(status.exporters()[0].state().name(), "schema_incompatible");
+    status.add_exporter(Arc::clone(&stats) as Arc<dyn sidecar::export::PublishState>);
+    assert_eq!(status.exporters()[0].state, "schema_incompatible");
     exporter.shutdown().await;
     // Kept: in the spool for the next run.
     assert!(segment_files(spool.path()) > 0);

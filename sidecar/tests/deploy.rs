@@ -7,7 +7,7 @@
 //!   its `workloads:` against the containers of the pod;
 //! - the Prometheus scrape configuration by `promtool check config`;
 //! - the Grafana dashboard: every PromQL expression names only metrics the sidecar exports
-//!   (from `sidecar::metrics::CATALOG`), and parses (`promtool check rules`).
+//!   (from `sidecar::catalog::CATALOG`), and parses (`promtool check rules`).
 //!
 //! Under `CI=true` a missing tool fails the test; outside CI it skips with a printed reason.
 
@@ -20,8 +20,8 @@ use std::{
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 use sidecar::{
+    catalog::{CATALOG, Kind},
     config::Config,
-    metrics::{CATALOG, Kind},
 };
 
 /// The validator `scripts/bootstrap.sh --test` installs (keep the two in step).

@@ -39,6 +39,56 @@ impl DrainDeltas {
     }
 }
 
+/// A push exporter's state as the pull sinks show it (/metrics, `GetStatus`). Status,
+/// metrics and gRPC read this, never an exporter's own types: a second exporter would
+/// publish the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExporterSnapshot {
+    /// The exporter's name in `GetStatus` (`export.<name>` in the configuration).
+    pub name: &'static str,
+    /// Where it stands: `starting`, `connecting`, `ok`, `retrying`, ... (docs/banyandb.md).
+    pub state: &'static str,
+    /// Points acknowledged.
+    pub written: u64,
+    /// Point write attempts that failed and will be retried.
+    pub retried: u64,
+    /// Points refused for good.
+    pub rejected: u64,
+    /// Points waiting, in memory and in the spool.
+    pub queue_points: u64,
+    pub spool_bytes: u64,
+    /// Points dropped undelivered (the spool was full).
+    pub dropped: u64,
+    /// Spool records skipped as torn or failing their checksum.
+    pub spool_corrupt_records: u64,
+    pub circuit: CircuitState,
+    pub last_error: Option<ErrorRecord>,
+}
+
+/// A circuit breaker's state, as `sidecar_export_circuit_state` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Writes flow.
+    Closed = 0,
+    /// Too many consecutive failures: no writes until the cool-down ends.
+    Open = 1,
+    /// One probe write decides between closed and open.
+    HalfOpen = 2,
+}
+
+/// The most recent error, with when it happened; `past` once writes succeeded after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorRecord {
+    pub message: String,
+    pub at: SystemTime,
+    pub past: bool,
+}
+
+/// An exporter that publishes its state; the status holds these.
+pub trait PublishState: std::fmt::Debug + Send + Sync {
+    fn snapshot(&self) -> ExporterSnapshot;
+}
+
 /// The drain thread's end of an exporter: `submit` never blocks.
 #[derive(Clone, Debug)]
 pub struct ExportHandle {
@@ -71,13 +121,13 @@ mod tests {
         let names = WorkloadNames::from_config(&config);
         let at = SystemTime::now();
         let mut interval = Interval::empty(names.len(), at);
-        interval.workloads[0].page_cache.missed_pages = 4;
+        interval.workloads[0].page_cache.misses = 4;
         interval.host.kswapd_wakeups = 2;
         let deltas = DrainDeltas::from_interval(&interval, &names);
         assert_eq!(deltas.at, at);
         assert_eq!(deltas.workloads.len(), 1);
         assert_eq!(deltas.workloads[0].0, "jobs");
-        assert_eq!(deltas.workloads[0].1.page_cache.missed_pages, 4);
+        assert_eq!(deltas.workloads[0].1.page_cache.misses, 4);
         assert_eq!(deltas.host.kswapd_wakeups, 2);
 
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -75,8 +75,8 @@ impl Report {
              - Classification is done once per process in userspace and cached; the kernel \
              never looks at names or cgroups; a process the kernel saw exit is classified by \
              the comm the kernel recorded, without /proc.\n\
-             - **/metrics rendered once per drain** for the formats being scraped; GetMetrics \
-             sorts a listing once per drain and filter set.\n"
+             - **/metrics rendered once per drain** for the formats being scraped, and the \
+             GetMetrics listing of every metric built once per drain, both off the request path.\n"
         );
 
         // ---- overhead
@@ -315,11 +315,11 @@ impl Report {
              (`page_size` 10,000, every page) by a tonic client on one kept-open channel \
              (`sidecar/examples/grpc_latency.rs`), each followed by one `GetMetrics` call at the \
              default page size (500 metrics: what a client reading one page pays) and a \
-             `GetStatus` (the fixed cost of one RPC). The sidecar sorts a listing once per \
-             drain and set of filters: the first call after a drain (here mostly the \
-             every-page listing) collects and sorts, and the calls after it in the same \
-             interval cut their page from that. The sidecar drains every second meanwhile, so some requests \
-             wait for the store lock of a drain.\n"
+             `GetStatus` (the fixed cost of one RPC). The sidecar builds the listing of every \
+             metric once per drain, right after it and off the request path, while clients \
+             ask for it; calls cut their pages from it (a filtered listing is built by the \
+             first call of its filters in a drain interval). The sidecar drains every second \
+             meanwhile, so some requests compete with a drain for the CPU.\n"
         );
         let _ = writeln!(
             w,

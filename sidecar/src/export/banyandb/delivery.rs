@@ -48,26 +48,8 @@ impl Backoff {
     }
 }
 
-/// The breaker's state, as `sidecar_export_circuit_state` reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CircuitState {
-    /// Writes flow.
-    Closed = 0,
-    /// Too many consecutive failures: no writes until the cool-down ends.
-    Open = 1,
-    /// One probe write decides between closed and open.
-    HalfOpen = 2,
-}
-
-impl CircuitState {
-    pub const fn name(self) -> &'static str {
-        match self {
-            CircuitState::Closed => "closed",
-            CircuitState::Open => "open",
-            CircuitState::HalfOpen => "half_open",
-        }
-    }
-}
+/// The breaker's state (a type of `export`: the sinks show it).
+pub use crate::export::CircuitState;
 
 #[derive(Debug)]
 pub struct Breaker {

@@ -41,7 +41,7 @@ use self::{
 };
 use crate::{
     config::BanyanDbConfig,
-    export::{DrainDeltas, ExportHandle},
+    export::{DrainDeltas, ErrorRecord, ExportHandle, ExporterSnapshot, PublishState},
     kernel::modules::Module,
 };
 
@@ -127,15 +127,8 @@ impl ExporterState {
     }
 }
 
-/// The most recent error, with when it happened; `past` once writes succeeded after it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ErrorRecord {
-    pub message: String,
-    pub at: std::time::SystemTime,
-    pub past: bool,
-}
-
-/// The exporter's counters and state: read by /metrics and GetStatus.
+/// The exporter's counters and state, published to the sinks as an
+/// [`ExporterSnapshot`](crate::export::ExporterSnapshot).
 #[derive(Debug)]
 pub struct ExportStats {
     /// Points acknowledged with STATUS_SUCCEED.
@@ -169,6 +162,25 @@ impl Default for ExportStats {
             circuit: AtomicU8::new(0),
             state: Mutex::new((ExporterState::Starting, String::new())),
             last_error: Mutex::new(None),
+        }
+    }
+}
+
+impl PublishState for ExportStats {
+    fn snapshot(&self) -> ExporterSnapshot {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ExporterSnapshot {
+            name: ExportStats::NAME,
+            state: self.state().name(),
+            written: load(&self.written),
+            retried: load(&self.retried),
+            rejected: load(&self.rejected),
+            queue_points: load(&self.queue_points),
+            spool_bytes: load(&self.spool_bytes),
+            dropped: load(&self.dropped),
+            spool_corrupt_records: load(&self.spool_corrupt_records),
+            circuit: self.circuit_state(),
+            last_error: self.last_error(),
         }
     }
 }

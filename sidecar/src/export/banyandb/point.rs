@@ -5,7 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::schema::{HOST_WORKLOAD, MeasureDef};
-use crate::{export::DrainDeltas, kernel::modules::Module, store::WorkloadCounts};
+use crate::{catalog::Scope, export::DrainDeltas, kernel::modules::Module};
 
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct Point {
@@ -41,32 +41,12 @@ fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// The values of one module's fields for a workload (`MeasureDef::fields` order).
-fn workload_fields(module: Module, counts: &WorkloadCounts) -> Vec<i64> {
-    match module {
-        Module::Fadvise => counts
-            .fadvise
-            .iter()
-            .flat_map(|c| [int(c.calls), int(c.successes)])
-            .collect(),
-        Module::PageCache => {
-            let pc = &counts.page_cache;
-            [
-                pc.requested_pages,
-                pc.missed_pages,
-                pc.added_pages,
-                pc.evicted_pages,
-            ]
-            .map(int)
-            .to_vec()
-        }
-        Module::Vmscan => counts
-            .reclaim
-            .iter()
-            .flat_map(|h| [int(h.count), int(h.sum_ns)])
-            .chain([0, 0, 0])
-            .collect(),
-    }
+/// A point's values in `def`'s field order, each field read by name from the catalog.
+fn values(def: &MeasureDef, scope: Scope<'_>) -> Vec<i64> {
+    def.fields
+        .iter()
+        .map(|field| int(field.value(scope)))
+        .collect()
 }
 
 /// Whole milliseconds since the epoch.
@@ -76,7 +56,7 @@ pub fn millis(at: SystemTime) -> i64 {
 }
 
 /// Turns a drain into points: one per (module, workload) with something counted, plus a
-/// host-wide vmscan point. Timestamps and message ids are given by the caller.
+/// host-wide point per module that has host counters (vmscan) and counted something. Timestamps and message ids are given by the caller.
 pub fn points(
     deltas: &DrainDeltas,
     measures: &[MeasureDef],
@@ -101,19 +81,14 @@ pub fn points(
     };
     for def in measures {
         for (workload, counts) in &deltas.workloads {
-            push(def.module, workload, workload_fields(def.module, counts));
+            push(def.module, workload, values(def, Scope::Workload(counts)));
         }
-        if def.module == Module::Vmscan {
-            let host = &deltas.host;
-            let mut fields = vec![0; def.fields.len()];
-            let n = fields.len();
-            fields[n - 3..].copy_from_slice(&[
-                int(host.lru_pages_scanned),
-                int(host.lru_pages_reclaimed),
-                int(host.kswapd_wakeups),
-            ]);
-            push(Module::Vmscan, HOST_WORKLOAD, fields);
-        }
+        // Host-wide counters (vmscan's LRU and kswapd) go in a point of their own.
+        push(
+            def.module,
+            HOST_WORKLOAD,
+            values(def, Scope::Host(&deltas.host)),
+        );
     }
     out
 }
@@ -121,12 +96,15 @@ pub fn points(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{export::banyandb::schema::measures, store::HostCounts};
+    use crate::{
+        export::banyandb::schema::measures,
+        store::{HostCounts, WorkloadCounts},
+    };
 
     #[test]
     fn points_follow_the_measure_fields() {
         let mut counts = WorkloadCounts::default();
-        counts.page_cache.missed_pages = 3;
+        counts.page_cache.misses = 3;
         counts.fadvise[0].calls = 2;
         let deltas = DrainDeltas {
             at: SystemTime::now(),

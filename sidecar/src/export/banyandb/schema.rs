@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use sidecar_common::{Advice, ReclaimKind};
-
 use super::proto::{common::v1 as common, database::v1 as database};
 use crate::{
+    catalog::{self, MeasureField},
     config::{BanyanDbConfig, IntervalUnit},
     kernel::modules::Module,
 };
@@ -19,11 +18,11 @@ pub const WORKLOAD_TAG: &str = "workload";
 /// workload name, so it cannot collide with one.
 pub const HOST_WORKLOAD: &str = "(host)";
 
-/// One measure: its module and its fields, in the order points carry them.
+/// One measure: its module and its fields, in the order points carry them (the catalog's).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MeasureDef {
     pub module: Module,
-    pub fields: Vec<String>,
+    pub fields: Vec<MeasureField>,
 }
 
 impl MeasureDef {
@@ -32,43 +31,10 @@ impl MeasureDef {
     }
 
     pub fn for_module(module: Module) -> MeasureDef {
-        let fields = match module {
-            Module::Fadvise => Advice::ALL
-                .iter()
-                .flat_map(|advice| {
-                    [
-                        format!("{}_calls", advice.label()),
-                        format!("{}_successes", advice.label()),
-                    ]
-                })
-                .collect(),
-            Module::PageCache => [
-                "requested_pages",
-                "missed_pages",
-                "added_pages",
-                "evicted_pages",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-            Module::Vmscan => ReclaimKind::ALL
-                .iter()
-                .flat_map(|kind| {
-                    let kind = match kind {
-                        ReclaimKind::Direct => "direct",
-                        ReclaimKind::Memcg => "memcg",
-                    };
-                    [
-                        format!("{kind}_reclaim_episodes"),
-                        format!("{kind}_reclaim_stall_ns"),
-                    ]
-                })
-                .chain(
-                    ["lru_pages_scanned", "lru_pages_reclaimed", "kswapd_wakeups"]
-                        .map(str::to_owned),
-                )
-                .collect(),
-        };
-        MeasureDef { module, fields }
+        MeasureDef {
+            module,
+            fields: catalog::measure_fields(module),
+        }
     }
 
     /// The measure the sidecar creates.
@@ -87,8 +53,8 @@ impl MeasureDef {
             fields: self
                 .fields
                 .iter()
-                .map(|name| database::FieldSpec {
-                    name: name.clone(),
+                .map(|field| database::FieldSpec {
+                    name: field.name.clone(),
                     field_type: database::FieldType::Int.into(),
                     encoding_method: database::EncodingMethod::Gorilla.into(),
                     compression_method: database::CompressionMethod::Zstd.into(),
@@ -225,7 +191,8 @@ pub fn layout(def: &MeasureDef, stored: &database::Measure) -> Result<Layout, St
     let mut fields = Vec::with_capacity(stored.fields.len());
     let mut present = vec![false; def.fields.len()];
     for field in &stored.fields {
-        let ours = def.fields.iter().position(|f| *f == field.name);
+        // A field renamed since an older sidecar created the measure is still ours.
+        let ours = def.fields.iter().position(|f| f.is_named(&field.name));
         if let Some(index) = ours {
             if field.field_type != database::FieldType::Int as i32 {
                 return Err(format!(
@@ -240,7 +207,7 @@ pub fn layout(def: &MeasureDef, stored: &database::Measure) -> Result<Layout, St
     if let Some(missing) = present.iter().position(|p| !p) {
         return Err(format!(
             "measure {name:?} lacks the INT field {:?}",
-            def.fields[missing]
+            def.fields[missing].name
         ));
     }
     Ok(Layout {
@@ -280,8 +247,76 @@ mod tests {
         }
         assert_eq!(
             MeasureDef::for_module(Module::Fadvise).fields.len(),
-            2 * Advice::COUNT
+            2 * sidecar_common::Advice::COUNT
         );
+    }
+
+    /// Points already spooled carry their values in this order, and measures created by
+    /// older sidecars have these names: the catalog must keep both.
+    #[test]
+    fn the_field_order_and_the_old_names_hold() {
+        let names = |module| -> Vec<String> {
+            MeasureDef::for_module(module)
+                .fields
+                .iter()
+                .map(|f| f.legacy.clone().unwrap_or_else(|| f.name.clone()))
+                .collect()
+        };
+        let fadvise: Vec<String> = sidecar_common::Advice::ALL
+            .iter()
+            .flat_map(|a| {
+                [
+                    format!("{}_calls", a.label()),
+                    format!("{}_successes", a.label()),
+                ]
+            })
+            .collect();
+        assert_eq!(names(Module::Fadvise), fadvise);
+        assert_eq!(
+            names(Module::PageCache),
+            [
+                "requested_pages",
+                "missed_pages",
+                "added_pages",
+                "evicted_pages"
+            ]
+        );
+        assert_eq!(
+            names(Module::Vmscan),
+            [
+                "direct_reclaim_episodes",
+                "direct_reclaim_stall_ns",
+                "memcg_reclaim_episodes",
+                "memcg_reclaim_stall_ns",
+                "lru_pages_scanned",
+                "lru_pages_reclaimed",
+                "kswapd_wakeups",
+            ]
+        );
+        let page_cache: Vec<String> = MeasureDef::for_module(Module::PageCache)
+            .fields
+            .iter()
+            .map(|f| f.name.clone())
+            .collect();
+        assert_eq!(page_cache, ["read_attempts", "misses", "adds", "evictions"]);
+    }
+
+    /// A measure created by a sidecar before the renames is used as it is.
+    #[test]
+    fn a_measure_with_the_old_field_names_is_compatible() {
+        let def = MeasureDef::for_module(Module::PageCache);
+        let mut measure = def.measure("g", Duration::from_secs(1));
+        for field in &mut measure.fields {
+            let ours = def.fields.iter().find(|f| f.name == field.name).unwrap();
+            field.name = ours.legacy.clone().unwrap();
+        }
+        // Stored in another order, with an extra field: laid out by name.
+        measure.fields.swap(0, 3);
+        let mut extra = measure.fields[0].clone();
+        extra.name = "extra".to_owned();
+        measure.fields.push(extra);
+        let layout = layout(&def, &measure).unwrap();
+        assert_eq!(layout.fields, [Some(3), Some(1), Some(2), Some(0), None]);
     }
 
     #[test]
@@ -306,7 +341,7 @@ mod tests {
         let mut measure = def.measure("g", Duration::from_secs(1));
         measure.fields[1].field_type = database::FieldType::String.into();
         let err = layout(&def, &measure).unwrap_err();
-        assert!(err.contains("\"missed_pages\" is not INT"), "{err}");
+        assert!(err.contains("\"misses\" is not INT"), "{err}");
         let mut measure = def.measure("g", Duration::from_secs(1));
         measure.entity.as_mut().unwrap().tag_names.pop();
         assert!(layout(&def, &measure).unwrap_err().contains("entity"));
@@ -315,7 +350,7 @@ mod tests {
         assert!(
             layout(&def, &measure)
                 .unwrap_err()
-                .contains("requested_pages")
+                .contains("read_attempts")
         );
         // Extra fields and tags are fine: written as null.
         let mut measure = def.measure("g", Duration::from_secs(1));
