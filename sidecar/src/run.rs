@@ -396,7 +396,6 @@ fn report_kernel(kernel: &Kernel, status: &Status, tracefs: String) {
     status.set_hooks(kernel.hooks().clone());
     status.set_process_tracking(kernel.process_tracking().clone());
     status.set_kernel_map_bytes(kernel.map_bytes());
-    status.set_bpf_stats_error(kernel.stats_error().map(str::to_owned));
     for (module, state) in kernel.modules() {
         match state.error() {
             Some(err) => warn!(module = module.name(), state = state.label(), "{err}"),

@@ -27,7 +27,6 @@ pub struct Status {
     kernel: KernelFacts,
     tracefs: RwLock<Option<String>>,
     kernel_map_bytes: RwLock<u64>,
-    bpf_stats_error: RwLock<Option<String>>,
     /// Push exporters (`export.*`), which publish their counters and state.
     exporters: RwLock<Vec<Arc<dyn PublishState>>>,
 }
@@ -61,7 +60,6 @@ impl Status {
             kernel,
             tracefs: RwLock::new(None),
             kernel_map_bytes: RwLock::new(0),
-            bpf_stats_error: RwLock::new(None),
             exporters: RwLock::new(Vec::new()),
         }
     }
@@ -106,14 +104,6 @@ impl Status {
 
     pub fn kernel_map_bytes(&self) -> u64 {
         *self.kernel_map_bytes.read().recover()
-    }
-
-    pub fn set_bpf_stats_error(&self, error: Option<String>) {
-        *self.bpf_stats_error.write().recover() = error;
-    }
-
-    pub fn bpf_stats_error(&self) -> Option<String> {
-        self.bpf_stats_error.read().recover().clone()
     }
 
     pub fn add_exporter(&self, exporter: Arc<dyn PublishState>) {
