@@ -8,7 +8,10 @@
 //! program can still hold the old epoch. The drainer then owns the old epoch's maps alone.
 
 use aya_ebpf::{
-    EbpfContext, bindings::BPF_NOEXIST, btf_maps::PerCpuHashMap, helpers::bpf_get_current_comm,
+    EbpfContext,
+    bindings::BPF_NOEXIST,
+    btf_maps::PerCpuHashMap,
+    helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel},
     programs::TracePointContext,
 };
 use sidecar_common::{ABSENT_FIELD, HostCounter, OUTSIDE_NAMESPACE_TGID, ProcessInfo, ProcessKey};
@@ -66,7 +69,11 @@ pub(crate) fn note_process(maps: &EpochMaps, pid_tgid: u64, key: u32) {
         return;
     }
     let main_thread = pid_tgid as u32 == tgid_of(pid_tgid);
-    let comm = bpf_get_current_comm().unwrap_or_default();
+    let comm = if main_thread {
+        bpf_get_current_comm().unwrap_or_default()
+    } else {
+        leader_comm().unwrap_or_else(|| bpf_get_current_comm().unwrap_or_default())
+    };
     let process = ProcessKey { tgid: key };
     if let Some(info) = maps.processes.get_ptr_mut(&process) {
         if main_thread {
@@ -86,6 +93,25 @@ pub(crate) fn note_process(maps: &EpochMaps, pid_tgid: u64, key: u32) {
         Ok(()) => {}
         Err(err) if err == -EEXIST => {}
         Err(_) => bump_host(maps, HostCounter::ProcessOverflowEvents, 1),
+    }
+}
+
+/// The comm of the calling thread's group leader (the process's name), where BTF gave its
+/// place; paid once per process and interval, by a thread other than the main one.
+#[inline(always)]
+fn leader_comm() -> Option<[u8; 16]> {
+    let layout = crate::process::PROCESS_LAYOUT.load();
+    if layout.task_group_leader == ABSENT_FIELD || layout.task_comm == ABSENT_FIELD {
+        return None;
+    }
+    // SAFETY: the helper only returns the current task's address; bpf_probe_read_kernel
+    // checks every address read through it, and a bad one yields an error.
+    unsafe {
+        let task = bpf_get_current_task();
+        let leader: u64 =
+            bpf_probe_read_kernel((task + u64::from(layout.task_group_leader)) as *const u64)
+                .ok()?;
+        bpf_probe_read_kernel((leader + u64::from(layout.task_comm)) as *const [u8; 16]).ok()
     }
 }
 

@@ -27,7 +27,7 @@ use crate::{
 };
 
 #[unsafe(no_mangle)]
-static PROCESS_LAYOUT: aya_ebpf::Global<ProcessLayout> =
+pub(crate) static PROCESS_LAYOUT: aya_ebpf::Global<ProcessLayout> =
     aya_ebpf::Global::new(ProcessLayout::UNSET);
 
 #[unsafe(no_mangle)]

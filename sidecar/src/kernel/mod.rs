@@ -245,19 +245,23 @@ impl Kernel {
             size_for(Module::Vmscan, threads),
         ));
 
-        let fadvise_layout = layouts
+        let mut fadvise_layout = layouts
             .fadvise
             .as_ref()
             .map_or(FadviseLayout::UNSET, |l| *l);
+        layouts.fadvise_hook.apply(&mut fadvise_layout);
         let filemap_layout = layouts
             .filemap
             .as_ref()
             .map_or(FilemapLayout::UNSET, |l| *l);
         let vmscan_layout = layouts.vmscan.as_ref().map_or(VmscanLayout::UNSET, |l| *l);
-        let process_layout = layouts
+        let mut process_layout = layouts
             .process
             .as_ref()
             .map_or(ProcessLayout::UNSET, |l| *l);
+        if let Ok(leader_comm) = &layouts.leader_comm {
+            leader_comm.apply(&mut process_layout);
+        }
         let inode_layout = layouts.inode.as_ref().map_or(InodeLayout::UNSET, |l| *l);
         let (read_hook_layout, syscall_read_layout) = match &layouts.read_hook {
             ReadHook::Chain {
@@ -314,6 +318,7 @@ impl Kernel {
                         }
                         layouts.read_hook.candidates()
                     }
+                    Module::Fadvise => layouts.fadvise_hook.candidates(layouts.fadvise.is_ok()),
                     _ => vec![Candidate {
                         programs: module.programs().to_vec(),
                         hook: "tracepoint".to_owned(),

@@ -178,6 +178,146 @@ pub const PAGE_CACHE_SIZED_PROGRAMS: [ProgramSpec; 3] = [
     PAGE_CACHE_PROGRAMS[2],
 ];
 
+/// The kernel function every fadvise64 syscall goes through, a bad descriptor included:
+/// `int ksys_fadvise64_64(int fd, loff_t offset, loff_t len, int advice)`.
+pub const FADVISE_SYSCALL_FUNCTION: &str = "ksys_fadvise64_64";
+/// io_uring's IORING_OP_FADVISE: `int io_fadvise(struct io_kiocb *req, unsigned int
+/// issue_flags)`, a function of its own from 6.0 (inlined into `io_issue_sqe` before).
+pub const FADVISE_IO_URING_FUNCTION: &str = "io_fadvise";
+
+/// The fadvise programs where the kernel takes fexit: one program per call.
+pub const FADVISE_FEXIT_PROGRAMS: [ProgramSpec; 2] = [
+    ProgramSpec::fexit("fadvise_syscall_exit", FADVISE_SYSCALL_FUNCTION),
+    ProgramSpec::fexit("fadvise_io_uring_exit", FADVISE_IO_URING_FUNCTION),
+];
+
+/// Where an IORING_OP_FADVISE request keeps its advice and its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoUringFadvise {
+    /// `io_fadvise.advice` from the start of the `io_kiocb` (its command data comes first).
+    pub advice: u32,
+    /// `io_kiocb.cqe.res`.
+    pub result: u32,
+}
+
+/// How the fadvise module can see calls on this kernel, as far as BTF tells; the kernel's
+/// answer to loading decides between what is left (`candidates`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FadviseHook {
+    /// Whether `ksys_fadvise64_64` has the signature `fadvise_syscall_exit` reads.
+    pub syscall_fexit: Result<(), String>,
+    /// Where io_fadvise's requests keep advice and result, or why io_uring's calls cannot
+    /// be counted.
+    pub io_uring: Result<IoUringFadvise, String>,
+}
+
+impl FadviseHook {
+    pub fn resolve(btf: Result<&Btf, &String>) -> FadviseHook {
+        let btf = match btf {
+            Ok(_) if std::env::var_os(FAULT_NO_FEXIT).is_some() => {
+                let why = format!("fexit skipped ({FAULT_NO_FEXIT})");
+                return FadviseHook {
+                    syscall_fexit: Err(why.clone()),
+                    io_uring: Err(why),
+                };
+            }
+            Ok(btf) => btf,
+            Err(err) => {
+                let why = format!("no kernel BTF: {err}");
+                return FadviseHook {
+                    syscall_fexit: Err(why.clone()),
+                    io_uring: Err(why),
+                };
+            }
+        };
+        FadviseHook {
+            syscall_fexit: fits(
+                btf,
+                FADVISE_SYSCALL_FUNCTION,
+                &[
+                    ValueType::Int(4),
+                    ValueType::Int(8),
+                    ValueType::Int(8),
+                    ValueType::Int(4),
+                ],
+            ),
+            io_uring: fits(
+                btf,
+                FADVISE_IO_URING_FUNCTION,
+                &[
+                    ValueType::PointerTo("io_kiocb".to_owned()),
+                    ValueType::Int(4),
+                ],
+            )
+            .and_then(|()| io_uring_fadvise_layout(btf)),
+        }
+    }
+
+    /// The ways to run the module, best first: fexit on the syscall and io_uring, fexit on
+    /// the syscall alone, the syscall tracepoints (`tracepoint` is their layout).
+    pub fn candidates(&self, tracepoint: bool) -> Vec<Candidate> {
+        let mut candidates = Vec::new();
+        if self.syscall_fexit.is_ok() {
+            if self.io_uring.is_ok() {
+                candidates.push(Candidate {
+                    programs: FADVISE_FEXIT_PROGRAMS.to_vec(),
+                    hook: format!("fexit {FADVISE_SYSCALL_FUNCTION}, {FADVISE_IO_URING_FUNCTION}"),
+                });
+            }
+            candidates.push(Candidate {
+                programs: FADVISE_FEXIT_PROGRAMS[..1].to_vec(),
+                hook: format!("fexit {FADVISE_SYSCALL_FUNCTION} (io_uring not seen)"),
+            });
+        }
+        if tracepoint {
+            candidates.push(Candidate {
+                programs: FADVISE_PROGRAMS.to_vec(),
+                hook: "tracepoint syscalls:sys_exit_fadvise64 (io_uring not seen)".to_owned(),
+            });
+        }
+        candidates
+    }
+
+    /// The io_uring offsets, for the `FADVISE_LAYOUT` global.
+    pub fn apply(&self, layout: &mut FadviseLayout) {
+        if let Ok(io_uring) = &self.io_uring {
+            layout.io_uring_advice = io_uring.advice;
+            layout.io_uring_result = io_uring.result;
+        }
+    }
+}
+
+/// Whether `function` is in BTF as `int (params)`.
+fn fits(btf: &Btf, function: &str, params: &[ValueType]) -> Result<(), String> {
+    let signature = btf.function(function).map_err(|err| err.to_string())?;
+    if signature.params == params && signature.ret == ValueType::Int(4) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{function} has an unexpected signature ({:?}) -> {:?}",
+            signature.params, signature.ret
+        ))
+    }
+}
+
+/// The advice and result of an IORING_OP_FADVISE request, from BTF. The request's command
+/// data (`struct io_fadvise`) sits at `io_kiocb.cmd` (6.0 on, the first member).
+fn io_uring_fadvise_layout(btf: &Btf) -> Result<IoUringFadvise, String> {
+    let member = |strukt: &str, member: &str| btf.member(strukt, member).map_err(|e| e.to_string());
+    let command = member("io_kiocb", "cmd")?;
+    let advice = place(btf, "io_fadvise", "advice", 4)?;
+    if advice + 4 > command.size {
+        return Err(format!(
+            "io_fadvise.advice at {advice} lies outside io_kiocb.cmd ({} bytes)",
+            command.size
+        ));
+    }
+    Ok(IoUringFadvise {
+        advice: command.offset + advice,
+        result: member("io_kiocb", "cqe")?.offset + place(btf, "io_cqe", "res", 4)?,
+    })
+}
+
 /// The offset of `strukt.member`, which the programs read as `size` bytes.
 fn place(btf: &Btf, strukt: &str, member: &str, size: u32) -> Result<u32, String> {
     let place = btf.member(strukt, member).map_err(|err| err.to_string())?;
@@ -422,7 +562,10 @@ pub enum LayoutError {
 /// tracepoint leaves the others usable.
 #[derive(Debug)]
 pub struct Layouts {
+    /// The syscall tracepoints' fields (the fallback of `fadvise_hook`).
     pub fadvise: Result<FadviseLayout, LayoutError>,
+    /// What fexit can hook for fadvise on this kernel.
+    pub fadvise_hook: FadviseHook,
     pub filemap: Result<FilemapLayout, LayoutError>,
     pub vmscan: Result<VmscanLayout, LayoutError>,
     pub process: Result<ProcessLayout, LayoutError>,
@@ -430,6 +573,30 @@ pub struct Layouts {
     pub inode: Result<InodeLayout, String>,
     /// How the page-cache module sees reads (meaningful when `filemap` is `Ok`).
     pub read_hook: ReadHook,
+    /// Where a task's thread-group leader and comm are (BTF).
+    pub leader_comm: Result<LeaderComm, String>,
+}
+
+/// `task_struct.group_leader` and `task_struct.comm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderComm {
+    pub group_leader: u32,
+    pub comm: u32,
+}
+
+impl LeaderComm {
+    fn resolve(btf: &Btf) -> Result<LeaderComm, String> {
+        Ok(LeaderComm {
+            group_leader: place(btf, "task_struct", "group_leader", 8)?,
+            comm: place(btf, "task_struct", "comm", 16)?,
+        })
+    }
+
+    /// Sets the offsets in the `PROCESS_LAYOUT` global.
+    pub fn apply(&self, layout: &mut ProcessLayout) {
+        layout.task_group_leader = self.group_leader;
+        layout.task_comm = self.comm;
+    }
 }
 
 impl Layouts {
@@ -493,11 +660,16 @@ impl Layouts {
         };
         Layouts {
             fadvise: fadvise_layout(tracefs),
+            fadvise_hook: FadviseHook::resolve(btf.as_ref()),
             filemap,
             vmscan: vmscan_layout(tracefs),
             process: process_layout(tracefs),
             inode,
             read_hook,
+            leader_comm: btf
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(LeaderComm::resolve),
         }
     }
 
@@ -506,18 +678,26 @@ impl Layouts {
         fn reason<T>(err: &TracefsError) -> Result<T, LayoutError> {
             Err(LayoutError::NoTracefs(err.to_string()))
         }
+        let why = format!("no tracefs: {err}");
         Layouts {
             fadvise: reason(err),
+            fadvise_hook: FadviseHook {
+                syscall_fexit: Err(why.clone()),
+                io_uring: Err(why),
+            },
             filemap: reason(err),
             vmscan: reason(err),
             process: reason(err),
             inode: Err("no tracefs".to_owned()),
             read_hook: ReadHook::Tracepoint,
+            leader_comm: Err("no tracefs".to_owned()),
         }
     }
 
     pub fn error(&self, module: Module) -> Option<&LayoutError> {
         match module {
+            // fexit needs no tracefs: the tracepoints' absence matters only without it.
+            Module::Fadvise if self.fadvise_hook.syscall_fexit.is_ok() => None,
             Module::Fadvise => self.fadvise.as_ref().err(),
             Module::PageCache => self.filemap.as_ref().err(),
             Module::Vmscan => self.vmscan.as_ref().err(),
@@ -582,8 +762,7 @@ fn fadvise_layout(tracefs: &Tracefs) -> Result<FadviseLayout, LayoutError> {
         // Syscall tracepoints store every argument as an 8-byte slot.
         enter_advice: formats.offset("sys_enter_fadvise64", "advice", 8)?,
         exit_ret: formats.offset("sys_exit_fadvise64", "ret", 8)?,
-        s390x_numbering: u32::from(cfg!(target_arch = "s390x")),
-        _pad: 0,
+        ..FadviseLayout::UNSET
     })
 }
 
@@ -631,7 +810,7 @@ fn process_layout(tracefs: &Tracefs) -> Result<ProcessLayout, LayoutError> {
         rename_pid: formats.offset("task_rename", "pid", 4)?,
         rename_newcomm: formats.offset("task_rename", "newcomm", 16)?,
         exit_group_dead: formats.optional_offset("sched_process_exit", "group_dead", 1)?,
-        _pad: 0,
+        ..ProcessLayout::UNSET
     })
 }
 
