@@ -32,6 +32,9 @@ macro_rules! counters {
     };
 }
 
+pub mod programs;
+pub use programs::Module;
+
 /// Names of the maps in the eBPF object. The kernel truncates map names to 15 bytes, so they
 /// are short; the eBPF crate declares each map with exactly these names.
 pub mod map_names {

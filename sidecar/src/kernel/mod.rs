@@ -6,6 +6,8 @@ mod btf;
 mod drain;
 pub mod modules;
 pub mod sizing;
+#[cfg(test)]
+mod spec_check;
 pub mod tracefs;
 
 use std::{

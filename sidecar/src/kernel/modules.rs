@@ -1,7 +1,10 @@
 //! The three observation modules: their programs, tracepoints and field layouts.
 
-use std::fmt;
-
+pub use sidecar_common::programs::{
+    FADVISE_FEXIT_PROGRAMS, FADVISE_IO_URING_FUNCTION, FADVISE_PROGRAMS, FADVISE_SYSCALL_FUNCTION,
+    Hook, Module, PAGE_CACHE_PROGRAMS, PAGE_CACHE_SIZED_PROGRAMS, PROCESS_PROGRAMS, ProgramSpec,
+    READ_FEXIT_PROGRAM, READ_FUNCTIONS, SYSCALL_READ_PROGRAMS,
+};
 use sidecar_common::{
     ABSENT_FIELD, FadviseLayout, FilemapLayout, InodeLayout, ProcessLayout, ReadHookLayout,
     SyscallReadLayout, VmscanLayout,
@@ -11,185 +14,6 @@ use super::{
     btf::{Btf, Signature, ValueType},
     tracefs::{EventFormat, Tracefs, TracefsError},
 };
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Module {
-    Fadvise,
-    PageCache,
-    Vmscan,
-}
-
-impl Module {
-    pub const ALL: [Module; 3] = [Module::Fadvise, Module::PageCache, Module::Vmscan];
-
-    /// The name used in configuration, status and the `module` filters.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Module::Fadvise => "fadvise",
-            Module::PageCache => "page_cache",
-            Module::Vmscan => "vmscan",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Module> {
-        Module::ALL.into_iter().find(|m| m.name() == name)
-    }
-
-    /// The programs of the module and the tracepoints they attach to. A module works only
-    /// with all of them.
-    pub const fn programs(self) -> &'static [ProgramSpec] {
-        match self {
-            Module::Fadvise => &FADVISE_PROGRAMS,
-            Module::PageCache => &PAGE_CACHE_PROGRAMS,
-            Module::Vmscan => &VMSCAN_PROGRAMS,
-        }
-    }
-}
-
-/// Not a module: process life-cycle events that keep classification right. Renames (exec,
-/// prctl(PR_SET_NAME)) keep the recorded comm current; exec marks a classification stale;
-/// exit releases per-thread state and, after the last counts, the process's cache entry.
-pub const PROCESS_PROGRAMS: [ProgramSpec; 3] = [
-    ProgramSpec::new("task_rename", "task", "task_rename"),
-    ProgramSpec::new("process_exec", "sched", "sched_process_exec"),
-    ProgramSpec::new("process_exit", "sched", "sched_process_exit"),
-];
-
-const FADVISE_PROGRAMS: [ProgramSpec; 2] = [
-    ProgramSpec::new("fadvise_enter", "syscalls", "sys_enter_fadvise64"),
-    ProgramSpec::new("fadvise_exit", "syscalls", "sys_exit_fadvise64"),
-];
-
-const PAGE_CACHE_PROGRAMS: [ProgramSpec; 3] = [
-    ProgramSpec::new("filemap_get_pages", "filemap", "mm_filemap_get_pages"),
-    ProgramSpec::new("filemap_add", "filemap", "mm_filemap_add_to_page_cache"),
-    ProgramSpec::new(
-        "filemap_delete",
-        "filemap",
-        "mm_filemap_delete_from_page_cache",
-    ),
-];
-
-const VMSCAN_PROGRAMS: [ProgramSpec; 6] = [
-    ProgramSpec::new(
-        "vmscan_shrink_inactive",
-        "vmscan",
-        "mm_vmscan_lru_shrink_inactive",
-    ),
-    ProgramSpec::new(
-        "vmscan_direct_begin",
-        "vmscan",
-        "mm_vmscan_direct_reclaim_begin",
-    ),
-    ProgramSpec::new(
-        "vmscan_direct_end",
-        "vmscan",
-        "mm_vmscan_direct_reclaim_end",
-    ),
-    ProgramSpec::new(
-        "vmscan_memcg_begin",
-        "vmscan",
-        "mm_vmscan_memcg_reclaim_begin",
-    ),
-    ProgramSpec::new("vmscan_memcg_end", "vmscan", "mm_vmscan_memcg_reclaim_end"),
-    ProgramSpec::new("vmscan_kswapd_wake", "vmscan", "mm_vmscan_kswapd_wake"),
-];
-
-impl fmt::Display for Module {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// How a program is attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
-    /// A tracepoint, through tracefs (the format file's fields).
-    Tracepoint,
-    /// A raw tracepoint (TP_PROTO arguments).
-    RawTracepoint,
-    /// fexit on the kernel function `event` (BTF; its arguments and return value).
-    FExit,
-}
-
-impl Hook {
-    pub const fn label(self) -> &'static str {
-        match self {
-            Hook::Tracepoint => "tracepoint",
-            Hook::RawTracepoint => "raw_tracepoint",
-            Hook::FExit => "fexit",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProgramSpec {
-    /// The program's function name in the eBPF object.
-    pub program: &'static str,
-    /// The tracepoint's category (empty for a kernel function).
-    pub category: &'static str,
-    /// The tracepoint, or the kernel function.
-    pub event: &'static str,
-    pub hook: Hook,
-}
-
-impl ProgramSpec {
-    const fn new(program: &'static str, category: &'static str, event: &'static str) -> Self {
-        ProgramSpec {
-            program,
-            category,
-            event,
-            hook: Hook::Tracepoint,
-        }
-    }
-
-    const fn raw(program: &'static str, category: &'static str, event: &'static str) -> Self {
-        ProgramSpec {
-            program,
-            category,
-            event,
-            hook: Hook::RawTracepoint,
-        }
-    }
-
-    const fn fexit(program: &'static str, function: &'static str) -> Self {
-        ProgramSpec {
-            program,
-            category: "",
-            event: function,
-            hook: Hook::FExit,
-        }
-    }
-
-    /// What it attaches to, for messages: `category:event` or the function.
-    pub fn target(&self) -> String {
-        match self.hook {
-            Hook::FExit => self.event.to_owned(),
-            _ => format!("{}:{}", self.category, self.event),
-        }
-    }
-}
-
-/// The page-cache programs when the kernel's BTF locates a file's size: the raw
-/// get_pages program bounds each read's range by the file (see `filemap.rs`).
-pub const PAGE_CACHE_SIZED_PROGRAMS: [ProgramSpec; 3] = [
-    ProgramSpec::raw("filemap_get_pages_sized", "filemap", "mm_filemap_get_pages"),
-    PAGE_CACHE_PROGRAMS[1],
-    PAGE_CACHE_PROGRAMS[2],
-];
-
-/// The kernel function every fadvise64 syscall goes through, a bad descriptor included:
-/// `int ksys_fadvise64_64(int fd, loff_t offset, loff_t len, int advice)`.
-pub const FADVISE_SYSCALL_FUNCTION: &str = "ksys_fadvise64_64";
-/// io_uring's IORING_OP_FADVISE: `int io_fadvise(struct io_kiocb *req, unsigned int
-/// issue_flags)`, a function of its own from 6.0 (inlined into `io_issue_sqe` before).
-pub const FADVISE_IO_URING_FUNCTION: &str = "io_fadvise";
-
-/// The fadvise programs where the kernel takes fexit: one program per call.
-pub const FADVISE_FEXIT_PROGRAMS: [ProgramSpec; 2] = [
-    ProgramSpec::fexit("fadvise_syscall_exit", FADVISE_SYSCALL_FUNCTION),
-    ProgramSpec::fexit("fadvise_io_uring_exit", FADVISE_IO_URING_FUNCTION),
-];
 
 /// Where an IORING_OP_FADVISE request keeps its advice and its result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -350,14 +174,6 @@ pub fn inode_layout(btf: &Btf) -> Result<InodeLayout, String> {
     })
 }
 
-/// The read functions the fexit fallback can attach to, in order of preference:
-/// `filemap_read` (5.12+) and its predecessor `generic_file_buffered_read` (5.10). Both
-/// are `ssize_t (struct kiocb *, struct iov_iter *, ssize_t already_read)`.
-pub const READ_FUNCTIONS: [&str; 2] = ["filemap_read", "generic_file_buffered_read"];
-
-/// The eBPF program of the fexit fallback.
-pub const READ_FEXIT_PROGRAM: &str = "read_iter_exit";
-
 /// Whether a read function has the signature `read_iter_exit` reads.
 pub fn read_signature_fits(signature: &Signature) -> bool {
     signature.params
@@ -427,14 +243,6 @@ pub struct Candidate {
     /// add and delete tracepoints are always there), or `tracepoint`.
     pub hook: String,
 }
-
-/// The read(2)/pread64(2) programs of the syscall fallback.
-pub const SYSCALL_READ_PROGRAMS: [ProgramSpec; 4] = [
-    ProgramSpec::new("read_sys_enter", "syscalls", "sys_enter_read"),
-    ProgramSpec::new("read_sys_exit", "syscalls", "sys_exit_read"),
-    ProgramSpec::new("pread_sys_enter", "syscalls", "sys_enter_pread64"),
-    ProgramSpec::new("pread_sys_exit", "syscalls", "sys_exit_pread64"),
-];
 
 /// Tests set this (to anything) to skip the fexit fallback, so that the syscall fallback
 /// can be checked on kernels that accept fexit.
