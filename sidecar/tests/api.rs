@@ -1083,37 +1083,18 @@ async fn a_bearer_token_guards_metrics_and_the_api() {
 
 /// PEM files of a test CA, a server certificate for localhost and a client certificate.
 struct TestPki {
-    dir: tempfile::TempDir,
-    ca_pem: String,
+    pki: sidecar_testkit::pki::TestPki,
 }
 
 impl TestPki {
     fn new() -> TestPki {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-        let dir = tempfile::tempdir().unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        for name in ["server", "client"] {
-            let key = KeyPair::generate().unwrap();
-            let cert = CertificateParams::new(vec!["localhost".to_owned()])
-                .unwrap()
-                .signed_by(&key, &issuer)
-                .unwrap();
-            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
-            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
-        }
-        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
         TestPki {
-            ca_pem: ca_cert.pem(),
-            dir,
+            pki: sidecar_testkit::pki::TestPki::new().unwrap(),
         }
     }
 
     fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
+        self.pki.path(name).display().to_string()
     }
 
     /// `server.tls` as the configuration would give it.
@@ -1135,7 +1116,7 @@ impl TestPki {
 
     fn grpc_tls(&self, with_client_cert: bool) -> tonic::transport::ClientTlsConfig {
         let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.pki.ca))
             .domain_name("localhost");
         if with_client_cert {
             let read = |name: &str| std::fs::read(self.path(name)).unwrap();
@@ -1155,7 +1136,7 @@ async fn https_get(pki: &TestPki, addr: SocketAddr, path: &str) -> Result<u16, S
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio_rustls::rustls;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pki.pki.ca.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());

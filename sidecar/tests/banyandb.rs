@@ -904,31 +904,13 @@ async fn credentials_go_as_banyandb_auth_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_client_certificate() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let pki = tempfile::tempdir().unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let mut pems = BTreeMap::new();
-    for name in ["server", "client"] {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        std::fs::write(pki.path().join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(pki.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
-        pems.insert(name, (cert.pem(), key.serialize_pem()));
-    }
-    std::fs::write(pki.path().join("ca.pem"), ca_cert.pem()).unwrap();
+    let pki = sidecar_testkit::pki::TestPki::new().unwrap();
     let tls = tonic::transport::ServerTlsConfig::new()
         .identity(tonic::transport::Identity::from_pem(
-            &pems["server"].0,
-            &pems["server"].1,
+            &pki.server.cert,
+            &pki.server.key,
         ))
-        .client_ca_root(tonic::transport::Certificate::from_pem(ca_cert.pem()));
+        .client_ca_root(tonic::transport::Certificate::from_pem(&pki.ca));
     let standin = StandIn::start_with(Some(tls)).await;
     let spool = tempfile::tempdir().unwrap();
     let mut settings = settings(&standin, spool.path());
@@ -936,7 +918,7 @@ async fn tls_with_a_client_certificate() {
         sidecar::config::Config::parse(
             &format!(
                 "export:\n  banyandb:\n    tls:\n      ca: {0}/ca.pem\n      cert: {0}/client.pem\n      key: {0}/client.key\n",
-                pki.path().display()
+                pki.dir().display()
             ),
             "t",
         )

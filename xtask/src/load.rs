@@ -129,12 +129,7 @@ fn run_report(cmd: &mut Command) -> Result<Value> {
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("running {cmd:?}"))?;
-    if !output.status.success() {
-        bail!("{cmd:?} failed ({})", output.status);
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    let line = text.lines().last().unwrap_or_default();
-    serde_json::from_str(line).with_context(|| format!("parsing the report {line:?}"))
+    sidecar_testkit::generator::report(&output).with_context(|| format!("{cmd:?}"))
 }
 
 fn s(value: impl ToString) -> String {
@@ -240,82 +235,6 @@ fn make_file(root: &Path, path: &Path, mib: u64) -> Result<Value> {
     )
 }
 
-/// A memory cgroup made for one run; removed when dropped.
-struct MemoryCgroup {
-    path: PathBuf,
-    version: u8,
-}
-
-impl MemoryCgroup {
-    fn create(name: &str, limit: u64) -> Result<Self> {
-        let v1 = Path::new("/sys/fs/cgroup/memory");
-        let (path, version) = if v1.join("memory.limit_in_bytes").is_file() {
-            (v1.join(name), 1)
-        } else if Path::new("/sys/fs/cgroup/cgroup.controllers").is_file() {
-            (Path::new("/sys/fs/cgroup").join(name), 2)
-        } else {
-            bail!(
-                "no memory cgroup hierarchy: neither v1 /sys/fs/cgroup/memory nor v2 /sys/fs/cgroup"
-            );
-        };
-        fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
-        let cgroup = MemoryCgroup { path, version };
-        let (file, value) = if version == 1 {
-            ("memory.limit_in_bytes", limit.to_string())
-        } else {
-            ("memory.max", limit.to_string())
-        };
-        fs::write(cgroup.path.join(file), value)
-            .with_context(|| format!("setting {}/{file}", cgroup.path.display()))?;
-        if version == 2 {
-            // Swap would let the reader avoid reclaiming its page cache.
-            let _ = fs::write(cgroup.path.join("memory.swap.max"), "0");
-        }
-        Ok(cgroup)
-    }
-
-    fn stat(&self) -> Value {
-        let file = if self.version == 1 {
-            "memory.failcnt"
-        } else {
-            "memory.events"
-        };
-        json!(
-            fs::read_to_string(self.path.join(file))
-                .unwrap_or_default()
-                .trim()
-        )
-    }
-}
-
-impl Drop for MemoryCgroup {
-    fn drop(&mut self) {
-        // The reader has exited; its page cache may still be charged for a moment.
-        for _ in 0..50 {
-            if fs::remove_dir(&self.path).is_ok() {
-                return;
-            }
-            if self.version == 1 {
-                let _ = fs::write(self.path.join("memory.force_empty"), "0");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("xtask load: could not remove {}", self.path.display());
-    }
-}
-
-pub fn vmstat() -> Result<Vec<(String, u64)>> {
-    let text = fs::read_to_string("/proc/vmstat")?;
-    Ok(text
-        .lines()
-        .filter_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            let wanted = key.starts_with("pgscan_") || key.starts_with("pgsteal_");
-            wanted.then(|| Some((key.to_owned(), value.trim().parse().ok()?)))?
-        })
-        .collect())
-}
-
 fn pressure(
     root: &Path,
     dir: &Path,
@@ -329,36 +248,31 @@ fn pressure(
     }
     let file = dir.join(format!("pressure-{file_mib}m"));
     let made = make_file(root, &file, file_mib)?;
-    let cgroup = MemoryCgroup::create(
+    let cgroup = sidecar_testkit::cgroup::MemoryCgroup::create(
         &format!("xtask-pressure-{}", std::process::id()),
         limit_mib << 20,
     )?;
-    let before = vmstat()?;
-    let binary = sidecar_load(root)?;
-    // The shell moves itself into the cgroup, then becomes the generator.
-    let report = run_report(
-        Command::new("sh")
-            .arg("-c")
-            .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec "$@""#)
-            .arg("sh")
-            .arg(&cgroup.path)
-            .arg(&binary)
-            .args(["--comm", comm, "read", "--file"])
-            .arg(&file)
-            .args(["--passes", &passes.to_string()]),
-    )?;
-    let after = vmstat()?;
+    let before = sidecar_testkit::procfs::vmstat()?;
+    let mut reader = Command::new(sidecar_load(root)?);
+    reader
+        .args(["--comm", comm, "read", "--file"])
+        .arg(&file)
+        .args(["--passes", &passes.to_string()]);
+    cgroup.enter(&mut reader)?;
+    let report = run_report(&mut reader)?;
+    let after = sidecar_testkit::procfs::vmstat()?;
     let delta: serde_json::Map<String, Value> = after
         .iter()
+        .filter(|(key, _)| key.starts_with("pgscan_") || key.starts_with("pgsteal_"))
         .filter_map(|(key, value)| {
-            let old = before.iter().find(|(k, _)| k == key).map_or(0, |(_, v)| *v);
-            (value > &old).then(|| (key.clone(), json!(value - old)))
+            let old = before.get(key).copied().unwrap_or(0);
+            (*value > old).then(|| (key.clone(), json!(value - old)))
         })
         .collect();
     let result = json!({
         "mode": "pressure",
-        "cgroup": cgroup.path.display().to_string(),
-        "cgroup_version": cgroup.version,
+        "cgroup": cgroup.path().display().to_string(),
+        "cgroup_version": cgroup.hierarchy().version(),
         "limit_bytes": limit_mib << 20,
         "file": made,
         "cgroup_stat": cgroup.stat(),

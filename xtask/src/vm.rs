@@ -15,8 +15,7 @@
 use std::{
     collections::BTreeMap,
     env, fs,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::TcpStream,
+    io::{BufRead as _, BufReader, Write as _},
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -27,6 +26,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
+use sidecar_testkit::{
+    cgroup::{Hierarchy, MemoryCgroup},
+    generator, process, procfs,
+    prometheus::Metrics,
+};
 
 /// File sizes on the ext4 disk. `small` is read cold, warm and evicted; `big` is read in a
 /// memory cgroup that holds a third of it, which forces reclaim.
@@ -679,7 +683,7 @@ pub fn vm_guest() -> Result<()> {
         .trim()
         .to_owned();
     println!("VMTEST kernel {release}");
-    let cgroup = Cgroup::mount().map_err(|err| format!("{err:#}"));
+    let cgroup = mount_memory_cgroup().map_err(|err| format!("{err:#}"));
     fs::write("/tmp/sidecar.yaml", GUEST_CONFIG)?;
 
     // What this kernel supports, module by module, before anything runs.
@@ -844,7 +848,7 @@ pub fn vm_guest() -> Result<()> {
         "epoch_switch": epoch_switch,
         "privileges": privileges,
         "array_drain": array_drain,
-        "cgroup": cgroup.as_ref().map_or_else(|e| e.clone(), |c| c.describe()),
+        "cgroup": cgroup.as_ref().map_or_else(|e| e.clone(), |c| c.describe().to_owned()),
         "modules": module_rows,
         "checks": guest.checks,
         "seconds": started.elapsed().as_secs_f64(),
@@ -1014,7 +1018,7 @@ fn check_page_cache(guest: &mut Guest) {
     }
 }
 
-fn check_vmscan(guest: &mut Guest, cgroup: &Cgroup) {
+fn check_vmscan(guest: &mut Guest, cgroup: &Hierarchy) {
     let scanned = || scrape_value("ebpf_memory_lru_pages_scanned_total", &[]);
     let reclaimed = || scrape_value("ebpf_memory_lru_pages_reclaimed_total", &[]);
     // Start from a settled state: the sidecar's totals stop moving over a few drains.
@@ -1028,18 +1032,15 @@ fn check_vmscan(guest: &mut Guest, cgroup: &Cgroup) {
         before = now;
     }
     let vm_before = vmstat_reclaim();
-    let cgroup_dir = match cgroup.create("vmreclaim", CGROUP_LIMIT_MIB << 20) {
-        Ok(dir) => dir,
+    let limited = match MemoryCgroup::create_in(cgroup, "vmreclaim", CGROUP_LIMIT_MIB << 20) {
+        Ok(limited) => limited,
         Err(err) => return guest.record("vmscan", false, format!("{err:#}")),
     };
-    // The reader joins the cgroup before it execs the generator.
-    let script = format!(
-        "echo $$ > {}/cgroup.procs && exec /bin/sidecar-load --comm vmreclaim read --file /data/big",
-        cgroup_dir.display()
-    );
-    let output = Command::new("/bin/sh").args(["-c", &script]).output();
+    let mut reader = Command::new("/bin/sidecar-load");
+    reader.args(["--comm", "vmreclaim", "read", "--file", "/data/big"]);
+    let output = limited.enter(&mut reader).and_then(|()| reader.output());
     let vm_after = vmstat_reclaim();
-    let _ = fs::remove_dir(&cgroup_dir);
+    drop(limited);
     match output {
         Ok(out) if out.status.success() => {}
         Ok(out) => {
@@ -1138,21 +1139,7 @@ fn check_privileges(guest: &mut Guest, pid: u32) {
 }
 
 fn check_stop(guest: &mut Guest, sidecar: &mut Child, baseline: &BpfObjects) {
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(sidecar.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        match sidecar.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
-            _ => {
-                let _ = sidecar.kill();
-                break None;
-            }
-        }
-    };
+    let status = process::stop(sidecar, libc::SIGTERM, Duration::from_secs(30));
     // The kernel frees maps after an RCU grace period, from a work queue: allow a moment.
     let left = wait_for(Duration::from_secs(10), || {
         let now = BpfObjects::now();
@@ -1210,18 +1197,8 @@ fn strip_ansi(text: &str) -> String {
 
 /// Runs the generator under a comm and returns its JSON report.
 fn load(comm: &str, args: &[&str]) -> Result<Value> {
-    let output = Command::new("/bin/sidecar-load")
-        .args(["--comm", comm])
-        .args(args)
-        .output()?;
-    if !output.status.success() {
-        bail!(
-            "sidecar-load {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(serde_json::from_slice(&output.stdout)?)
+    let output = generator::command("/bin/sidecar-load".as_ref(), comm, args).output()?;
+    generator::report(&output).with_context(|| format!("sidecar-load {}", args.join(" ")))
 }
 
 /// Polls `probe` until it says done or time is up; returns its last value.
@@ -1237,21 +1214,8 @@ fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> (T, bool)) -> T {
 }
 
 fn http_get(path: &str) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect(METRICS)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {METRICS}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((code, body.to_owned()))
+    let response = sidecar_testkit::http::get(METRICS, path, &[])?;
+    Ok((response.status, response.body))
 }
 
 fn wait_ready(limit: Duration) -> Result<Value> {
@@ -1273,112 +1237,55 @@ fn scrape_value(name: &str, labels: &[(&str, &str)]) -> f64 {
     let Ok((200, text)) = http_get("/metrics") else {
         return f64::NAN;
     };
-    let mut total = 0.0;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (label_text, value) = if let Some(rest) = rest.strip_prefix('{') {
-            match rest.split_once('}') {
-                Some((l, v)) => (l, v),
-                None => continue,
-            }
-        } else if rest.starts_with(' ') {
-            ("", rest)
-        } else {
-            continue;
-        };
-        if labels
-            .iter()
-            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
-        {
-            total += value.trim().parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    total
+    Metrics::parse(&text).sum(name, labels)
 }
 
-/// pgscan and pgsteal totals (anon + file: counted for global and memcg reclaim alike).
+/// pgscan and pgsteal totals (global and memcg reclaim alike).
 fn vmstat_reclaim() -> (f64, f64) {
-    let text = fs::read_to_string("/proc/vmstat").unwrap_or_default();
-    let get = |key: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0.0)
+    let (scanned, reclaimed) = procfs::vmstat_scan_steal().unwrap_or_default();
+    (scanned as f64, reclaimed as f64)
+}
+
+/// Mounts the memory controller, v2 when the kernel offers it there, else v1's; v1's when
+/// the kernel command line says `vmtest.cgroup=v1`.
+fn mount_memory_cgroup() -> Result<Hierarchy> {
+    let root = Path::new("/sys/fs/cgroup");
+    fs::create_dir_all(root).ok();
+    let want_v1 = fs::read_to_string("/proc/cmdline")
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|arg| arg == "vmtest.cgroup=v1");
+    let v2 = if want_v1 {
+        None
+    } else {
+        Some(
+            Command::new("mount")
+                .args(["-t", "cgroup2", "none", "/sys/fs/cgroup"])
+                .status()?,
+        )
     };
-    (
-        get("pgscan_anon ") + get("pgscan_file "),
-        get("pgsteal_anon ") + get("pgsteal_file "),
-    )
-}
-
-/// The memory controller, v2 when the kernel offers it there, else v1.
-enum Cgroup {
-    V2(PathBuf),
-    V1(PathBuf),
-}
-
-impl Cgroup {
-    /// Mounts v2 with the memory controller, or v1's memory controller when the kernel
-    /// command line says `vmtest.cgroup=v1` or v2 has no memory controller.
-    fn mount() -> Result<Cgroup> {
-        let root = Path::new("/sys/fs/cgroup");
-        fs::create_dir_all(root).ok();
-        let want_v1 = fs::read_to_string("/proc/cmdline")
-            .unwrap_or_default()
-            .split_whitespace()
-            .any(|arg| arg == "vmtest.cgroup=v1");
-        let v2 = if want_v1 {
-            None
-        } else {
-            Some(
-                Command::new("mount")
-                    .args(["-t", "cgroup2", "none", "/sys/fs/cgroup"])
-                    .status()?,
-            )
-        };
-        if v2.is_some_and(|status| status.success()) {
-            let controllers =
-                fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
-            if controllers.split_whitespace().any(|c| c == "memory") {
-                fs::write(root.join("cgroup.subtree_control"), "+memory")
-                    .context("enabling the memory controller (cgroup v2)")?;
-                return Ok(Cgroup::V2(root.to_owned()));
-            }
-            let _ = Command::new("umount").arg("/sys/fs/cgroup").status();
+    if v2.is_some_and(|status| status.success()) {
+        let controllers = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        if controllers.split_whitespace().any(|c| c == "memory") {
+            fs::write(root.join("cgroup.subtree_control"), "+memory")
+                .context("enabling the memory controller (cgroup v2)")?;
+            return Ok(Hierarchy::V2(root.to_owned()));
         }
-        let v1 = root.join("memory");
-        let _ = Command::new("mount")
-            .args(["-t", "tmpfs", "cgroup", "/sys/fs/cgroup"])
-            .status();
-        fs::create_dir_all(&v1)?;
-        let status = Command::new("mount")
-            .args(["-t", "cgroup", "-o", "memory", "memory"])
-            .arg(&v1)
-            .status()?;
-        if !status.success() {
-            bail!("neither cgroup2 with memory nor the v1 memory controller mounts");
-        }
-        Ok(Cgroup::V1(v1))
+        let _ = Command::new("umount").arg("/sys/fs/cgroup").status();
     }
-
-    fn describe(&self) -> String {
-        match self {
-            Cgroup::V2(_) => "cgroup v2 memory.max".to_owned(),
-            Cgroup::V1(_) => "cgroup v1 memory.limit_in_bytes".to_owned(),
-        }
+    let v1 = root.join("memory");
+    let _ = Command::new("mount")
+        .args(["-t", "tmpfs", "cgroup", "/sys/fs/cgroup"])
+        .status();
+    fs::create_dir_all(&v1)?;
+    let status = Command::new("mount")
+        .args(["-t", "cgroup", "-o", "memory", "memory"])
+        .arg(&v1)
+        .status()?;
+    if !status.success() {
+        bail!("neither cgroup2 with memory nor the v1 memory controller mounts");
     }
-
-    fn create(&self, name: &str, limit: u64) -> Result<PathBuf> {
-        let (dir, file) = match self {
-            Cgroup::V2(root) => (root.join(name), "memory.max"),
-            Cgroup::V1(root) => (root.join(name), "memory.limit_in_bytes"),
-        };
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        fs::write(dir.join(file), limit.to_string())
-            .with_context(|| format!("writing {}/{file}", dir.display()))?;
-        Ok(dir)
-    }
+    Ok(Hierarchy::V1(v1))
 }
 
 /// The BPF programs, maps and links the kernel holds, by id (what `bpftool prog/map/link

@@ -6,11 +6,10 @@
 )]
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    collections::BTreeSet,
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, Output},
     sync::{
         Mutex, MutexGuard,
         atomic::{AtomicU32, Ordering},
@@ -258,22 +257,12 @@ impl Sidecar {
     /// Stops with `signal` and returns the exit status code.
     pub fn stop_with(&mut self, signal: libc::c_int) -> Option<i32> {
         let mut child = self.child.take()?;
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, signal) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "sidecar did not stop on signal {signal}; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match sidecar_testkit::process::stop(&mut child, signal, Duration::from_secs(10)) {
+            Some(status) => status.code(),
+            None => panic!(
+                "sidecar did not stop on signal {signal}; log:\n{}",
+                self.log()
+            ),
         }
     }
 
@@ -302,7 +291,7 @@ impl Drop for Sidecar {
     }
 }
 
-/// A minimal HTTP/1.0 GET (no client library: the test should see exactly what a scraper
+/// A GET as a scraper sends it (no client library: the test sees exactly what a scraper
 /// gets).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     http_get_with(addr, path, &[])
@@ -313,62 +302,28 @@ pub fn http_get_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no header end"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other("no status"))?;
-    Ok((status, body.to_owned()))
+    let response = sidecar_testkit::http::get(addr, path, headers)?;
+    Ok((response.status, response.body))
 }
 
-type Labels = Vec<(String, String)>;
-
-/// Samples of a Prometheus text exposition.
+/// Samples of a Prometheus text exposition: the kit's parser, with the sidecar's own
+/// questions.
 #[derive(Debug, Default)]
-pub struct Metrics {
-    samples: HashMap<String, Vec<(Labels, f64)>>,
+pub struct Metrics(sidecar_testkit::prometheus::Metrics);
+
+impl std::ops::Deref for Metrics {
+    type Target = sidecar_testkit::prometheus::Metrics;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Metrics {
     pub fn parse(text: &str) -> Metrics {
-        let mut samples: HashMap<String, Vec<_>> = HashMap::new();
-        for line in text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-        {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let value: f64 = match value {
-                "+Inf" => f64::INFINITY,
-                other => other.parse().unwrap_or(f64::NAN),
-            };
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (name, parse_labels(rest.trim_end_matches('}'))),
-                None => (series, Vec::new()),
-            };
-            samples
-                .entry(name.to_owned())
-                .or_default()
-                .push((labels, value));
-        }
-        Metrics { samples }
+        Metrics(sidecar_testkit::prometheus::Metrics::parse(text))
     }
 
-    /// The sample with exactly these labels (any others allowed); 0 when absent.
     /// (calls, successes) of one workload and advice.
     pub fn fadvise_calls(&self, workload: &str, advice: &str) -> (u64, u64) {
         let labels = [("workload", workload), ("advice", advice)];
@@ -377,51 +332,6 @@ impl Metrics {
             self.value("ebpf_fadvise_success_total", &labels) as u64,
         )
     }
-
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.find(name, labels).unwrap_or(0.0)
-    }
-
-    pub fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.samples.get(name)?.iter().find_map(|(have, value)| {
-            labels
-                .iter()
-                .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
-                .then_some(*value)
-        })
-    }
-
-    /// Sum over every sample of `name` whose labels include `labels`.
-    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.samples.get(name).map_or(0.0, |all| {
-            all.iter()
-                .filter(|(have, _)| {
-                    labels
-                        .iter()
-                        .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
-                })
-                .map(|(_, v)| v)
-                .sum()
-        })
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.samples.contains_key(name)
-    }
-}
-
-fn parse_labels(text: &str) -> Vec<(String, String)> {
-    let mut labels = Vec::new();
-    let mut rest = text;
-    while let Some((key, after)) = rest.split_once("=\"") {
-        let Some(end) = after.find('"') else { break };
-        labels.push((
-            key.trim_start_matches(',').to_owned(),
-            after[..end].to_owned(),
-        ));
-        rest = &after[end + 1..];
-    }
-    labels
 }
 
 /// Runs the workload generator and returns its JSON report.
@@ -431,19 +341,12 @@ pub fn load(comm: &str, args: &[&str]) -> serde_json::Value {
 }
 
 pub fn load_command(comm: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(LOAD);
-    command.arg("--comm").arg(comm).args(args);
-    command.stdin(Stdio::null());
-    command
+    sidecar_testkit::generator::command(LOAD.as_ref(), comm, args)
 }
 
 pub fn parse_report(output: &Output, args: &[&str]) -> serde_json::Value {
-    assert!(
-        output.status.success(),
-        "sidecar-load {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON report")
+    sidecar_testkit::generator::report(output)
+        .unwrap_or_else(|err| panic!("sidecar-load {args:?}: {err}"))
 }
 
 pub fn report_u64(report: &serde_json::Value, key: &str) -> u64 {
@@ -464,46 +367,14 @@ pub fn url_encode(text: &str) -> String {
         .collect()
 }
 
-/// Resident memory of a process, in KiB (VmRSS).
+/// Resident memory of a process, in KiB (VmRSS); 0 when it is gone.
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Counters from /proc/vmstat.
-pub fn vmstat() -> HashMap<String, u64> {
-    std::fs::read_to_string("/proc/vmstat")
-        .expect("/proc/vmstat")
-        .lines()
-        .filter_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            Some((key.to_owned(), value.trim().parse().ok()?))
-        })
-        .collect()
+    sidecar_testkit::procfs::rss_kib(pid).unwrap_or(0)
 }
 
 /// Pages scanned and reclaimed by LRU shrinking, as the kernel's own counters say.
 pub fn vmstat_scan_steal() -> (u64, u64) {
-    let stat = vmstat();
-    let get = |k: &str| stat.get(k).copied().unwrap_or(0);
-    if stat.contains_key("pgscan_file") {
-        (
-            get("pgscan_anon") + get("pgscan_file"),
-            get("pgsteal_anon") + get("pgsteal_file"),
-        )
-    } else {
-        (
-            get("pgscan_kswapd") + get("pgscan_direct") + get("pgscan_khugepaged"),
-            get("pgsteal_kswapd") + get("pgsteal_direct") + get("pgsteal_khugepaged"),
-        )
-    }
+    sidecar_testkit::procfs::vmstat_scan_steal().expect("/proc/vmstat")
 }
 
 /// IDs of every loaded BPF program or map (`kind`: "prog" or "map"), by bpftool; empty
@@ -541,77 +412,21 @@ pub fn bpftool_program_names() -> Vec<String> {
 
 /// A memory cgroup with a limit (cgroup v1 `memory.limit_in_bytes` or v2 `memory.max`),
 /// removed on drop.
-pub struct MemoryCgroup {
-    pub path: PathBuf,
-}
+pub struct MemoryCgroup(sidecar_testkit::cgroup::MemoryCgroup);
 
 impl MemoryCgroup {
     pub fn create(limit_bytes: u64) -> MemoryCgroup {
         let name = format!("sidecar-test-{}", unique("m"));
-        let v1 = Path::new("/sys/fs/cgroup/memory");
-        if v1.join("memory.limit_in_bytes").exists() {
-            let path = v1.join(&name);
-            std::fs::create_dir(&path).expect("create v1 memory cgroup");
-            std::fs::write(path.join("memory.limit_in_bytes"), limit_bytes.to_string())
-                .expect("set memory.limit_in_bytes");
-            return MemoryCgroup { path };
-        }
-        let root = cgroup2_with_memory().expect("a cgroup v1 or v2 memory controller");
-        let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
-        let path = root.join(&name);
-        std::fs::create_dir(&path).expect("create v2 cgroup");
-        std::fs::write(path.join("memory.max"), limit_bytes.to_string()).expect("set memory.max");
-        MemoryCgroup { path }
+        MemoryCgroup(
+            sidecar_testkit::cgroup::MemoryCgroup::create(&name, limit_bytes)
+                .expect("a cgroup v1 or v2 memory controller"),
+        )
     }
 
     /// Makes `command` start inside this cgroup.
     pub fn enter(&self, command: &mut Command) {
-        use std::os::unix::process::CommandExt as _;
-        let procs = std::ffi::CString::new(
-            self.path
-                .join("cgroup.procs")
-                .as_os_str()
-                .as_encoded_bytes(),
-        )
-        .expect("path");
-        // SAFETY: between fork and exec only async-signal-safe calls: open, write, close.
-        unsafe {
-            command.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if written != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        self.0.enter(command).expect("cgroup path");
     }
-}
-
-impl Drop for MemoryCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.path);
-    }
-}
-
-fn cgroup2_with_memory() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mounts.lines().find_map(|line| {
-        let (_, rest) = line.split_once(" - ")?;
-        if !rest.starts_with("cgroup2 ") {
-            return None;
-        }
-        let mount_point = PathBuf::from(line.split_whitespace().nth(4)?);
-        let controllers = std::fs::read_to_string(mount_point.join("cgroup.controllers")).ok()?;
-        controllers
-            .split_whitespace()
-            .any(|c| c == "memory")
-            .then_some(mount_point)
-    })
 }
 
 /// A config with one `comm`-matched workload per (name, comm) pair.
