@@ -207,9 +207,18 @@ pub const VMSCAN_PROGRAMS: [ProgramSpec; 6] = [
     ProgramSpec::new("vmscan_kswapd_wake", "vmscan", "mm_vmscan_kswapd_wake"),
 ];
 
+/// Empty programs, one per attach type, for measuring the floor (`sidecar-load bpf-cost`);
+/// the sidecar never loads them. Each attaches wherever the measurement says.
+pub const FLOOR_PROGRAMS: [ProgramSpec; 3] = [
+    ProgramSpec::new("floor_tracepoint", "syscalls", "sys_enter_fadvise64"),
+    ProgramSpec::raw("floor_raw_tracepoint", "filemap", "mm_filemap_get_pages"),
+    ProgramSpec::fexit("floor_fexit", FADVISE_SYSCALL_FUNCTION),
+];
+
 /// Every program the object must have, each with the hook type it is built for (the read
 /// path's fexit program once, under its preferred function).
-pub const ALL_PROGRAMS: [&[ProgramSpec]; 8] = [
+pub const ALL_PROGRAMS: [&[ProgramSpec]; 9] = [
+    &FLOOR_PROGRAMS,
     &PROCESS_PROGRAMS,
     &FADVISE_PROGRAMS,
     &FADVISE_FEXIT_PROGRAMS,

@@ -783,6 +783,9 @@ pub fn vm_guest() -> Result<()> {
         (None, Ok(cgroup)) => check_vmscan(&mut guest, cgroup),
     }
 
+    // BPF time per event against empty programs, from the kernel's statistics.
+    check_bpf_cost(&mut guest, sidecar.id());
+
     // No drain may have failed.
     let log = strip_ansi(
         &(fs::read_to_string("/tmp/sidecar.log").unwrap_or_default()
@@ -950,6 +953,42 @@ fn check_fadvise(guest: &mut Guest) {
     guest.record("fadvise_io_uring", ok, detail);
 }
 
+/// Calls per `bpf-cost` loop: emulation makes each call ~20x slower than on the host.
+const BPF_COST_CALLS: u64 = 40_000;
+const BPF_COST_ROUNDS: usize = 3;
+
+/// The hot path's BPF time per event on this kernel, in interleaved rounds with the sidecar
+/// running (its programs measured by its process id). A measurement, not a gate:
+/// emulated time is no machine's, but each round's ratio to the empty programs measured
+/// beside it holds. Recorded as failed only when the sidecar's programs could not be
+/// measured.
+fn check_bpf_cost(guest: &mut Guest, sidecar: u32) {
+    let load = PathBuf::from("/bin/sidecar-load");
+    let file = Path::new("/data/small");
+    let mut results = crate::bpf_cost::Results::default();
+    for _ in 0..BPF_COST_ROUNDS {
+        for setup in crate::bpf_cost::FLOORS.into_iter().chain([
+            crate::bpf_cost::Setup::FadviseSidecar,
+            crate::bpf_cost::Setup::PreadSidecar,
+        ]) {
+            results.record(
+                setup,
+                crate::bpf_cost::measure(&load, setup, BPF_COST_CALLS, Some(sidecar), Some(file)),
+            );
+        }
+    }
+    for line in results.table(&crate::bpf_cost::ALL).lines() {
+        println!("VMTEST note bpf-cost {line}");
+    }
+    let measured = [
+        crate::bpf_cost::Setup::FadviseSidecar,
+        crate::bpf_cost::Setup::PreadSidecar,
+    ]
+    .iter()
+    .all(|s| !results.unavailable.contains_key(s));
+    guest.record("bpf_cost", measured, results.summary());
+}
+
 fn check_page_cache(guest: &mut Guest) {
     let file = "/data/small";
     let pages = (SMALL_MIB << 20) as f64 / 4096.0;
@@ -964,7 +1003,9 @@ fn check_page_cache(guest: &mut Guest) {
             let (attempts, misses) = wait_for(Duration::from_secs(10), || {
                 let a = scrape_value("ebpf_cache_read_attempts_total", &labels);
                 let m = scrape_value("ebpf_cache_misses_total", &labels);
-                ((a, m), within(a, 0.10) && within(m, 0.10))
+                // Counts arrive over several drains: wait for all of them (or the time
+                // limit), then judge, so that a scrape between drains is not the figure.
+                ((a, m), a >= pages && m >= pages)
             });
             print_page_cache_metrics("after the cold read");
             guest.record(
@@ -985,7 +1026,7 @@ fn check_page_cache(guest: &mut Guest) {
             let (attempts, misses) = wait_for(Duration::from_secs(10), || {
                 let a = scrape_value("ebpf_cache_read_attempts_total", &labels);
                 let m = scrape_value("ebpf_cache_misses_total", &labels);
-                ((a, m), within(a, 0.10))
+                ((a, m), a >= pages)
             });
             guest.record(
                 "page_cache.warm",
@@ -1004,7 +1045,7 @@ fn check_page_cache(guest: &mut Guest) {
             let labels = [("workload", "vmevict")];
             let evicted = wait_for(Duration::from_secs(10), || {
                 let e = scrape_value("ebpf_page_cache_evictions_total", &labels);
-                (e, within(e, 0.10))
+                (e, e >= pages)
             });
             guest.record(
                 "page_cache.evict",

@@ -14,6 +14,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+
+#[path = "sidecar-load/bpf_cost.rs"]
+mod bpf_cost;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -131,6 +134,23 @@ enum Mode {
         #[arg(long, value_enum, default_value_t = AdviceArg::Random)]
         advice: AdviceArg,
     },
+    /// BPF run time per call from the kernel's statistics, around a loop of calls; with
+    /// --floor, of empty programs attached where asked (see bpf_cost.rs).
+    BpfCost {
+        #[arg(long, value_enum)]
+        op: bpf_cost::Op,
+        #[arg(long, default_value_t = 300_000)]
+        calls: u64,
+        /// tracepoint:CATEGORY:EVENT, raw_tracepoint:EVENT or fexit:FUNCTION (repeatable).
+        #[arg(long, value_parser = bpf_cost::parse_floor)]
+        floor: Vec<bpf_cost::Floor>,
+        /// Measure the programs this process holds instead (the sidecar, bpftrace).
+        #[arg(long)]
+        owner: Option<u32>,
+        /// The file to pread (cached first); a new one in /var/tmp when absent.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
     /// Forks long-lived processes that each make one fadvise call per period until the time
     /// is up: a steady set of tracked processes, all active in every interval.
     Fleet {
@@ -209,6 +229,13 @@ fn main() -> Result<()> {
             passes,
         } => read(&file, block_size, passes)?,
         Mode::MakeFile { file, mib } => make_file(&file, mib)?,
+        Mode::BpfCost {
+            op,
+            calls,
+            floor,
+            owner,
+            file,
+        } => bpf_cost::bpf_cost(op, calls, &floor, owner, file.as_deref())?,
         Mode::Evict { file } => {
             evict(&file)?;
             json!({ "resident_pages_after": resident_pages(&file)?, "pages": file_pages(&file)? })

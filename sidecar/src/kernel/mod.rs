@@ -35,6 +35,11 @@ use self::{
 /// The eBPF object, built by `cargo xtask build-ebpf` and embedded by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SIDECAR_EBPF_OBJECT"));
 
+/// The eBPF object the sidecar loads; `sidecar-load bpf-cost` loads its empty programs from it.
+pub fn ebpf_object() -> &'static [u8] {
+    EBPF_OBJECT
+}
+
 /// What became of a module at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModuleState {
