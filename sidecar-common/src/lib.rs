@@ -5,6 +5,8 @@
 //! compare or hash), and every map slot or counter index is an enum, never a bare number.
 #![no_std]
 
+pub mod duration;
+
 /// Declares a struct of `u64` counters shared with the kernel (`#[repr(C)]`, no padding) and
 /// derives its sum: each field is named once, so adding a counter cannot leave a sum behind.
 macro_rules! counters {

@@ -10,7 +10,7 @@ use crate::{
     config::Config,
     kernel::modules::Module,
     privilege::CapabilitySet,
-    run::{EXIT_NO_MODULE, EXIT_PRIVILEGE, start_kernel},
+    startup::{EXIT_NO_MODULE, EXIT_PRIVILEGE, start_kernel},
     status::KernelFacts,
 };
 
@@ -22,7 +22,10 @@ pub fn check(config: &Config) -> ExitCode {
         if facts.btf {
             "/sys/kernel/btf/vmlinux present"
         } else {
-            "absent (not needed by these programs)"
+            // The page-cache module uses BTF to cut reads at the end of a file, and to
+            // find the read path where mm_filemap_get_pages is missing (before 6.12).
+            "absent (page_cache: reads past the end of a file count as asked; \
+             before 6.12, no read hook)"
         }
     );
     println!("capabilities  {}", CapabilitySet::effective());

@@ -31,7 +31,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     /// The sidecar's gRPC address (server.grpc_addr).
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr, default_value = "127.0.0.1:50051")]
+    #[arg(long, value_name = "ADDR", value_parser = Addr::parse, default_value = "127.0.0.1:50051")]
     pub addr: Addr,
     /// Connect with TLS, trusting this CA (PEM) for the server's certificate.
     #[arg(long, value_name = "FILE")]
@@ -108,10 +108,10 @@ pub struct RunArgs {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// HTTP listen address for /metrics and /health/* (server.metrics_addr).
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    #[arg(long, value_name = "ADDR", value_parser = Addr::parse)]
     pub metrics_addr: Option<Addr>,
     /// gRPC listen address (server.grpc_addr).
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    #[arg(long, value_name = "ADDR", value_parser = Addr::parse)]
     pub grpc_addr: Option<Addr>,
     /// Drain interval, e.g. 10s or 500ms (interval).
     #[arg(long, value_name = "DUR", value_parser = Interval::parse)]
@@ -129,12 +129,6 @@ pub struct CheckArgs {
     /// Configuration file (YAML): which modules to check and whether tracefs may be mounted.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-}
-
-fn parse_addr(text: &str) -> Result<Addr, String> {
-    text.parse()
-        .map(Addr)
-        .map_err(|_| format!("bad address {text:?}: expected IP:PORT"))
 }
 
 impl RunArgs {

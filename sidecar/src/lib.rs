@@ -1,7 +1,8 @@
 //! sidecar: eBPF observability of fadvise, the page cache and memory reclaim, per workload.
 //!
 //! Data flows one way: kernel programs -> [`kernel`] (drain) -> [`aggregate`] (classify into
-//! workloads) -> [`store`] -> sinks ([`metrics`] over [`http`]).
+//! workloads) -> [`store`] -> sinks: Prometheus [`metrics`] over [`http`], the [`grpc`] API,
+//! and the BanyanDB exporter ([`export`], handed each drain's deltas by the drain itself).
 
 pub mod aggregate;
 pub mod api;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod privilege;
 pub mod query;
 pub mod run;
+pub mod startup;
 pub mod status;
 pub mod store;
 pub mod sync;

@@ -6,10 +6,8 @@ use sidecar::{
     cli::{Cli, Command},
     config::Config,
     query, run,
+    startup::EXIT_CONFIG,
 };
-
-/// Exit statuses (documented in docs/operations.md).
-const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

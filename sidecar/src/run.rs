@@ -19,26 +19,15 @@ use crate::{
     },
     grpc,
     http::{self, HttpState},
-    kernel::{
-        Kernel, KernelOptions,
-        modules::{Layouts, Module},
-        sizing,
-        tracefs::{Mounted, Tracefs},
-    },
+    kernel::{Kernel, modules::Module},
     privilege,
+    startup::{
+        EXIT_FAILURE, EXIT_NO_MODULE, EXIT_NO_TRACEFS, EXIT_PRIVILEGE, module_enabled, start_kernel,
+    },
     status::{KernelFacts, Status},
     store::{self, Store},
     workload::{Classifier, WorkloadNames},
 };
-
-/// Exit status when no module could be attached (documented in docs/operations.md).
-pub const EXIT_NO_MODULE: u8 = 3;
-/// Exit status for other start-up failures (a port in use, ...).
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit status without the privileges to load programs (documented in docs/operations.md).
-pub const EXIT_PRIVILEGE: u8 = 4;
-/// Exit status when tracefs is neither mounted nor mountable.
-pub const EXIT_NO_TRACEFS: u8 = 5;
 
 /// The first drain happens after this long at most.
 const FIRST_DRAIN_AFTER: Duration = Duration::from_secs(1);
@@ -177,89 +166,6 @@ impl Listeners {
     }
 }
 
-/// Where tracefs is, as `start_kernel` found it.
-pub struct TracefsFound {
-    /// False when it is neither mounted nor mountable.
-    pub available: bool,
-    pub description: String,
-}
-
-/// Everything `run` and `check` need from the kernel side.
-pub fn start_kernel(config: &Config, attach: bool) -> anyhow::Result<(Kernel, TracefsFound)> {
-    let (layouts, tracefs_description) = match Tracefs::locate(config.tracefs.mount) {
-        Ok((tracefs, mounted)) => {
-            let description = match mounted {
-                Mounted::AlreadyMounted => format!("{} (mounted)", tracefs.root().display()),
-                Mounted::MountedBySidecar => {
-                    format!("{} (mounted by the sidecar)", tracefs.root().display())
-                }
-            };
-            if mounted == Mounted::MountedBySidecar {
-                info!(path = %tracefs.root().display(), "tracefs was not mounted: mounted it");
-            }
-            let found = TracefsFound {
-                available: true,
-                description,
-            };
-            (Layouts::resolve(&tracefs), found)
-        }
-        // Without tracefs no module can attach; each reports why.
-        Err(err) => {
-            let found = TracefsFound {
-                available: false,
-                description: format!("unavailable: {err}"),
-            };
-            (Layouts::unavailable(&err), found)
-        }
-    };
-    let modules = Module::ALL
-        .into_iter()
-        .map(|module| {
-            let enabled = match module {
-                Module::Fadvise => config.modules.fadvise.enabled,
-                Module::PageCache => config.modules.page_cache.enabled,
-                Module::Vmscan => config.modules.vmscan.enabled,
-            };
-            (module, enabled)
-        })
-        .collect();
-    let pid_namespace = match crate::kernel::own_pid_namespace() {
-        Ok(namespace) => namespace,
-        Err(err) => {
-            warn!("cannot read /proc/self/ns/pid ({err}); reporting host PIDs");
-            sidecar_common::PidNamespace::HOST
-        }
-    };
-    if pid_namespace.translate != 0 {
-        info!(
-            inode = pid_namespace.ino,
-            "in a PID namespace: processes are reported by their PIDs in it; others are unmatched"
-        );
-    }
-    let cpus = aya::util::nr_cpus().map_or(1, |n| u64::from(n.get()));
-    let requested = config.limits.max_tracked_processes.0;
-    let processes = sizing::fit_processes(requested, config.limits.max_kernel_memory.0, cpus);
-    if processes < requested {
-        warn!(
-            requested,
-            tracked = processes,
-            cpus,
-            bytes_per_process = sizing::bytes_per_process(cpus),
-            "limits.max_tracked_processes lowered to fit limits.max_kernel_memory on this many CPUs"
-        );
-    }
-    let options = KernelOptions {
-        modules,
-        max_tracked_processes: processes,
-        max_tracked_threads: config.limits.max_tracked_threads.0,
-        attach,
-        pid_namespace,
-        bpf_stats: config.bpf_stats,
-    };
-    let kernel = Kernel::load(&options, &layouts).context("loading the eBPF programs")?;
-    Ok((kernel, tracefs_description))
-}
-
 async fn serve(
     config: Config,
     listeners: Listeners,
@@ -267,39 +173,135 @@ async fn serve(
     tracefs: String,
 ) -> anyhow::Result<ExitCode> {
     let names = WorkloadNames::from_config(&config);
-    let interval = config.interval.0;
-    let retain = config.retained_intervals();
     let store = Arc::new(RwLock::new(
-        Store::new(names.clone(), retain, config.unmatched == Unmatched::Other)
-            .with_max_history_bytes(config.limits.max_history_bytes.bytes()),
+        Store::new(
+            names.clone(),
+            config.retained_intervals(),
+            config.unmatched == Unmatched::Other,
+        )
+        .with_max_history_bytes(config.limits.max_history_bytes.bytes()),
     ));
     let status = Arc::new(Status::new(KernelFacts::probe()));
+    // Each drain bumps this; WatchIOStats streams, the health service and the /metrics
+    // rendering follow it.
+    let (drains_tx, drains_rx) = tokio::sync::watch::channel(0u64);
 
-    // Listen before touching the kernel: a port in use fails with nothing attached.
-    let listener = tokio::net::TcpListener::from_std(listeners.metrics)
-        .context("registering the metrics listener")?;
+    let servers = Servers::start(&config, listeners, &store, &status, &drains_rx).await?;
+    report_kernel(&kernel, &status, tracefs);
+    if status.attached_modules() == 0 {
+        error!(
+            "no module could be attached; see the module errors above (`sidecar check` explains)"
+        );
+        let _ = servers.shutdown.send(true);
+        return Ok(ExitCode::from(EXIT_NO_MODULE));
+    }
+    if let Some(logger) = kernel.take_logger() {
+        tokio::spawn(forward_kernel_logs(logger));
+    }
+    info!(
+        interval = %humantime::format_duration(config.interval.0),
+        kernel_map_bytes = kernel.map_bytes(),
+        "attached; draining"
+    );
+    status.finish_startup();
+
+    let exporter = start_exporter(&config, &status)?;
+    let export = exporter.as_ref().map(Exporter::handle);
+    let drainer = Drainer::start(kernel, &config, names, &store, drains_tx, export)?;
+    // Ready (and SERVING) once the first drain is in the store.
+    let mut first_drain = drains_rx;
+    let health = servers.health.clone();
+    tokio::spawn(async move {
+        if first_drain.wait_for(|drains| *drains > 0).await.is_ok() {
+            grpc::set_health(&health, true).await;
+        }
+    });
+
+    wait_for_signal().await;
+    Ok(shutdown(config.shutdown_timeout.0, drainer, exporter, servers).await)
+}
+
+/// The HTTP and gRPC servers, running on the runtime.
+struct Servers {
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    health: tonic_health::server::HealthReporter,
+    /// Both servers stop accepting and finish their connections when this turns true.
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Servers {
+    /// Starts serving on the sockets `run` bound before it touched the kernel.
+    async fn start(
+        config: &Config,
+        listeners: Listeners,
+        store: &Arc<RwLock<Store>>,
+        status: &Arc<Status>,
+        drains: &tokio::sync::watch::Receiver<u64>,
+    ) -> anyhow::Result<Servers> {
+        let (shutdown, stop) = tokio::sync::watch::channel(false);
+        let http = serve_http(
+            config,
+            listeners.metrics,
+            store,
+            status,
+            drains,
+            stop.clone(),
+        )?;
+        let (grpc, health) =
+            serve_grpc(config, listeners.grpc, store, status, drains.clone(), stop).await?;
+        Ok(Servers {
+            http,
+            grpc,
+            health,
+            shutdown,
+        })
+    }
+
+    /// Reports NOT_SERVING, then stops both servers and waits for them.
+    async fn stop(self) {
+        grpc::set_health(&self.health, false).await;
+        let _ = self.shutdown.send(true);
+        if let Ok(Err(err)) = self.http.await {
+            warn!("HTTP server: {err}");
+        }
+        if let Ok(Err(err)) = self.grpc.await {
+            warn!("gRPC server: {err}");
+        }
+    }
+}
+
+/// `/metrics` and `/health/*`, with their text rendered once per drain off the request path.
+fn serve_http(
+    config: &Config,
+    listener: std::net::TcpListener,
+    store: &Arc<RwLock<Store>>,
+    status: &Arc<Status>,
+    drains: &tokio::sync::watch::Receiver<u64>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener =
+        tokio::net::TcpListener::from_std(listener).context("registering the metrics listener")?;
     let metrics_addr = listener
         .local_addr()
         .unwrap_or(config.server.metrics_addr.0);
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let exposition = Arc::new(crate::metrics::ExpositionCache::default());
     let router = http::router(HttpState {
-        store: Arc::clone(&store),
-        status: Arc::clone(&status),
+        store: Arc::clone(store),
+        status: Arc::clone(status),
         token: config.server.token_file.clone(),
         exposition: Arc::clone(&exposition),
     });
-    let mut http_shutdown = shutdown_rx.clone();
-    let limits = config.server.connection_limits();
-    let listener = crate::conn::GuardedListener::new(listener, limits, "http");
+    let listener =
+        crate::conn::GuardedListener::new(listener, config.server.connection_limits(), "http");
     let https = match &config.server.tls {
         Some(tls) => Some(tls.rustls_config().map_err(anyhow::Error::msg)?),
         None => None,
     };
     let scheme = if https.is_some() { "https" } else { "http" };
-    let http_server = tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         let stopped = async move {
-            let _ = http_shutdown.wait_for(|stop| *stop).await;
+            let _ = stop.wait_for(|stop| *stop).await;
         };
         match https {
             Some(tls) => {
@@ -316,32 +318,42 @@ async fn serve(
     // The bound addresses: with port 0 the kernel chose the port.
     info!(addr = %metrics_addr, scheme, "serving /metrics and /health");
 
-    let grpc_listener = tokio::net::TcpListener::from_std(listeners.grpc)
-        .context("registering the gRPC listener")?;
-    let grpc_addr = grpc_listener
-        .local_addr()
-        .unwrap_or(config.server.grpc_addr.0);
-    // Each drain bumps this; WatchIOStats streams and the health service follow it.
-    let (drains_tx, drains_rx) = tokio::sync::watch::channel(0u64);
-    // Render /metrics for the formats being scraped once per drain, off the request path.
-    let mut drained = drains_rx.clone();
-    let (render_store, render_status) = (Arc::clone(&store), Arc::clone(&status));
+    let mut drained = drains.clone();
+    let (store, status) = (Arc::clone(store), Arc::clone(status));
     tokio::spawn(async move {
         while drained.changed().await.is_ok() {
             let (exposition, store, status) = (
                 Arc::clone(&exposition),
-                Arc::clone(&render_store),
-                Arc::clone(&render_status),
+                Arc::clone(&store),
+                Arc::clone(&status),
             );
             let _ = tokio::task::spawn_blocking(move || exposition.refresh(&store, &status)).await;
         }
     });
+    Ok(server)
+}
+
+/// The gRPC API, health and reflection; NOT_SERVING until the first drain.
+async fn serve_grpc(
+    config: &Config,
+    listener: std::net::TcpListener,
+    store: &Arc<RwLock<Store>>,
+    status: &Arc<Status>,
+    drains: tokio::sync::watch::Receiver<u64>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    tonic_health::server::HealthReporter,
+)> {
+    let listener =
+        tokio::net::TcpListener::from_std(listener).context("registering the gRPC listener")?;
+    let grpc_addr = listener.local_addr().unwrap_or(config.server.grpc_addr.0);
     let api = grpc::Api::new(
-        Arc::clone(&store),
-        Arc::clone(&status),
-        drains_rx.clone(),
+        Arc::clone(store),
+        Arc::clone(status),
+        drains,
         config.server.max_streams.0 as usize,
-        interval,
+        config.interval.0,
     );
     let grpc::Services { router, health } = grpc::services_with(
         api,
@@ -350,22 +362,27 @@ async fn serve(
     )
     .context("building the gRPC services")?;
     grpc::set_health(&health, false).await;
-    let mut grpc_shutdown = shutdown_rx.clone();
-    let grpc_server = tokio::spawn(async move {
+    let limits = config.server.connection_limits();
+    let server = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(
                 // The guard sets TCP_NODELAY (tonic sets it only on listeners it binds
                 // itself; without it a response written in pieces waits for the client's
                 // delayed ACK, 40 ms) and applies the connection limits.
-                crate::conn::GuardedListener::new(grpc_listener, limits, "grpc").into_stream(),
+                crate::conn::GuardedListener::new(listener, limits, "grpc").into_stream(),
                 async move {
-                    let _ = grpc_shutdown.wait_for(|stop| *stop).await;
+                    let _ = stop.wait_for(|stop| *stop).await;
                 },
             )
             .await
     });
     info!(addr = %grpc_addr, "serving the gRPC API");
+    Ok((server, health))
+}
 
+/// Hands what loading found to the status, and logs it: each module's state, and what runs
+/// without some kernel feature.
+fn report_kernel(kernel: &Kernel, status: &Status, tracefs: String) {
     status.set_tracefs(tracefs);
     status.set_modules(kernel.modules().clone());
     status.set_hooks(kernel.hooks().clone());
@@ -389,72 +406,58 @@ async fn serve(
     if let Some(err) = kernel.stats_error() {
         warn!("BPF run-time statistics unavailable: {err}");
     }
-    if status.attached_modules() == 0 {
-        error!(
-            "no module could be attached; see the module errors above (`sidecar check` explains)"
-        );
-        let _ = shutdown_tx.send(true);
-        return Ok(ExitCode::from(EXIT_NO_MODULE));
-    }
-    if let Some(logger) = kernel.take_logger() {
-        tokio::spawn(forward_kernel_logs(logger));
-    }
-    info!(
-        interval = %humantime::format_duration(interval),
-        kernel_map_bytes = kernel.map_bytes(),
-        "attached; draining"
-    );
-    status.finish_startup();
+}
 
-    let exporter = start_exporter(&config, &status)?;
-    let export = exporter.as_ref().map(Exporter::handle);
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let classifier = Classifier::new(&config, &names);
-    let drain_store = Arc::clone(&store);
-    let drainer = thread::Builder::new()
-        .name("sidecar-drain".to_owned())
-        .spawn(move || {
-            drain_loop(
-                kernel,
-                classifier,
-                names,
-                drain_store,
-                interval,
-                stop_rx,
-                drains_tx,
-                export,
-            );
-        })
-        .context("starting the drain thread")?;
-    // Ready (and SERVING) once the first drain is in the store.
-    let mut first_drain = drains_rx;
-    let health_for_ready = health.clone();
-    tokio::spawn(async move {
-        if first_drain.wait_for(|drains| *drains > 0).await.is_ok() {
-            grpc::set_health(&health_for_ready, true).await;
-        }
-    });
+/// The drain thread, and how to tell it to stop.
+struct Drainer {
+    thread: thread::JoinHandle<()>,
+    stop: mpsc::Sender<()>,
+}
 
-    wait_for_signal().await;
-    let deadline = config.shutdown_timeout.0;
+impl Drainer {
+    fn start(
+        kernel: Kernel,
+        config: &Config,
+        names: WorkloadNames,
+        store: &Arc<RwLock<Store>>,
+        published: tokio::sync::watch::Sender<u64>,
+        export: Option<ExportHandle>,
+    ) -> anyhow::Result<Drainer> {
+        let (stop, stop_rx) = mpsc::channel::<()>();
+        let classifier = Classifier::new(config, &names);
+        let store = Arc::clone(store);
+        let interval = config.interval.0;
+        let thread = thread::Builder::new()
+            .name("sidecar-drain".to_owned())
+            .spawn(move || {
+                drain_loop(
+                    kernel, classifier, names, store, interval, stop_rx, published, export,
+                );
+            })
+            .context("starting the drain thread")?;
+        Ok(Drainer { thread, stop })
+    }
+}
+
+/// The final drain, the exporter's last flush and the servers' goodbyes, within `deadline`.
+async fn shutdown(
+    deadline: Duration,
+    drainer: Drainer,
+    exporter: Option<Exporter>,
+    servers: Servers,
+) -> ExitCode {
     let stopping = async move {
         info!("stopping: final drain");
-        let _ = stop_tx.send(());
-        let drainer = tokio::task::spawn_blocking(move || drainer.join());
-        if drainer.await.is_err() {
+        let _ = drainer.stop.send(());
+        let thread = drainer.thread;
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
             warn!("the drain thread panicked");
         }
         if let Some(exporter) = exporter {
             exporter.shutdown().await;
         }
-        grpc::set_health(&health, false).await;
-        let _ = shutdown_tx.send(true);
-        if let Ok(Err(err)) = http_server.await {
-            warn!("HTTP server: {err}");
-        }
-        if let Ok(Err(err)) = grpc_server.await {
-            warn!("gRPC server: {err}");
-        }
+        servers.stop().await;
     };
     if tokio::time::timeout(deadline, stopping).await.is_err() {
         // Exiting closes every map and program descriptor: nothing stays attached.
@@ -462,10 +465,10 @@ async fn serve(
             timeout = %humantime::format_duration(deadline),
             "shutdown_timeout passed before the shutdown finished; exiting now"
         );
-        return Ok(ExitCode::from(EXIT_FAILURE));
+        return ExitCode::from(EXIT_FAILURE);
     }
     info!("stopped; programs detached");
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 /// Starts the BanyanDB exporter when `export.banyandb.enabled`.
@@ -476,11 +479,7 @@ fn start_exporter(config: &Config, status: &Status) -> anyhow::Result<Option<Exp
     }
     let modules = Module::ALL
         .into_iter()
-        .filter(|module| match module {
-            Module::Fadvise => config.modules.fadvise.enabled,
-            Module::PageCache => config.modules.page_cache.enabled,
-            Module::Vmscan => config.modules.vmscan.enabled,
-        })
+        .filter(|module| module_enabled(config, *module))
         .collect();
     let mut settings = Settings::new(banyandb, config.interval.0, modules);
     // The final flush leaves room in shutdown_timeout for the rest of the shutdown.

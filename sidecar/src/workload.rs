@@ -194,15 +194,11 @@ impl Classifier {
     }
 
     /// The assignment of process `tgid`; `kernel_comm` is what the kernel recorded for it in
-    /// this interval, if anything.
-    pub fn classify(&mut self, tgid: u32, kernel_comm: Option<&[u8; 16]>) -> Assignment {
-        self.classify_process(tgid, kernel_comm, false)
-    }
-
-    /// As `classify`, for a process the kernel saw exit in this interval: its /proc entry
-    /// is gone or a zombie's, or its PID already belongs to another process, so only the
-    /// kernel's record of its comm is used (and no /proc open is paid per exited process,
-    /// which is what a drain of thousands of short-lived processes spends its time on).
+    /// this interval, if anything. For a process the kernel saw exit in this interval
+    /// (`exited`), its /proc entry is gone or a zombie's, or its PID already belongs to
+    /// another process, so only the kernel's record of its comm is used (and no /proc open is
+    /// paid per exited process, which is what a drain of thousands of short-lived processes
+    /// spends its time on).
     pub fn classify_process(
         &mut self,
         tgid: u32,
@@ -325,6 +321,13 @@ pub fn comm_string(comm: &[u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Classifier {
+        /// A live process, as the tests ask.
+        fn classify(&mut self, tgid: u32, kernel_comm: Option<&[u8; 16]>) -> Assignment {
+            self.classify_process(tgid, kernel_comm, false)
+        }
+    }
 
     fn config(yaml: &str) -> Config {
         Config::parse(yaml, "test").unwrap()

@@ -18,7 +18,7 @@ use std::{
 };
 
 use serde_json::Value as Json;
-use serde_yaml::Value as Yaml;
+use serde_yaml_ng::Value as Yaml;
 use sidecar::{
     config::Config,
     metrics::{CATALOG, Kind},
@@ -100,7 +100,7 @@ fn manifests() -> Vec<PathBuf> {
 /// Every YAML document of a file (`---`-separated).
 fn documents(path: &Path) -> Vec<Yaml> {
     use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(&read(path))
+    serde_yaml_ng::Deserializer::from_str(&read(path))
         .map(|doc| Yaml::deserialize(doc).unwrap_or_else(|err| panic!("{}: {err}", path.display())))
         .filter(|doc| !doc.is_null())
         .collect()
@@ -529,7 +529,7 @@ fn prometheus_config_passes_promtool() {
     eprintln!(
         "this promtool lacks Kubernetes discovery; checking kubernetes_sd_configs here and the rest with promtool"
     );
-    let mut config: Yaml = serde_yaml::from_str(&read(&path)).unwrap();
+    let mut config: Yaml = serde_yaml_ng::from_str(&read(&path)).unwrap();
     let mut swapped = 0;
     for job in config["scrape_configs"].as_sequence_mut().unwrap() {
         let Some(sd) = job
@@ -570,7 +570,8 @@ fn prometheus_config_passes_promtool() {
                 "kubernetes_sd_configs: role {role:?}"
             );
         }
-        job["static_configs"] = serde_yaml::from_str("[{targets: ['pod.example:9464']}]").unwrap();
+        job["static_configs"] =
+            serde_yaml_ng::from_str("[{targets: ['pod.example:9464']}]").unwrap();
         swapped += 1;
     }
     assert!(
@@ -580,7 +581,7 @@ fn prometheus_config_passes_promtool() {
     );
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("prometheus.yml");
-    std::fs::write(&copy, serde_yaml::to_string(&config).unwrap()).unwrap();
+    std::fs::write(&copy, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
     let output = run(Command::new(&promtool).args(["check", "config"]).arg(&copy));
     assert!(
         output.status.success(),

@@ -39,7 +39,7 @@ enum LoadMode {
         #[arg(long, default_value_t = 64)]
         kib: u64,
         /// Spread the jobs over this long (e.g. 2s); see also --rate.
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = sidecar_common::duration::parse)]
         over: Option<Duration>,
         /// Jobs per second (sets --over to jobs / rate).
         #[arg(long, conflicts_with = "over")]
@@ -56,7 +56,7 @@ enum LoadMode {
         #[arg(long, default_value_t = 1 << 20)]
         page_size: usize,
         /// Spread the pages over this long; see also --rate.
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = sidecar_common::duration::parse)]
         over: Option<Duration>,
         /// Pages per second (sets --over to pages / rate).
         #[arg(long, conflicts_with = "over")]
@@ -83,23 +83,6 @@ enum LoadMode {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((text, "s"), |at| text.split_at(at));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("bad duration {text:?}"))?;
-    let seconds = match unit {
-        "ms" => value / 1e3,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("bad duration unit in {text:?} (ms, s, m)")),
-    };
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// The generator's path: next to the other release binaries.

@@ -56,7 +56,7 @@ enum Mode {
         #[arg(long, default_value_t = 0)]
         io_uring_invalid_calls: u64,
         /// Spread the calls over at least this long (e.g. 500ms), to span several drains.
-        #[arg(long, value_parser = sidecar::config::parse_duration)]
+        #[arg(long, value_parser = sidecar_common::duration::parse)]
         over: Option<Duration>,
         /// File to advise on (a temporary file when absent).
         #[arg(long)]
@@ -108,7 +108,7 @@ enum Mode {
         #[arg(long, default_value_t = 128 << 10)]
         block_size: usize,
         /// Spread the jobs over at least this long.
-        #[arg(long, value_parser = sidecar::config::parse_duration)]
+        #[arg(long, value_parser = sidecar_common::duration::parse)]
         over: Option<Duration>,
     },
     /// A sync worker: pages through `source` sequentially (POSIX_FADV_SEQUENTIAL once,
@@ -122,7 +122,7 @@ enum Mode {
         #[arg(long, default_value_t = 1 << 20)]
         page_size: usize,
         /// Spread the pages over at least this long.
-        #[arg(long, value_parser = sidecar::config::parse_duration)]
+        #[arg(long, value_parser = sidecar_common::duration::parse)]
         over: Option<Duration>,
     },
     /// Forks short-lived processes that each make a few fadvise calls and exit.
@@ -156,9 +156,9 @@ enum Mode {
     Fleet {
         #[arg(long, default_value_t = 1000)]
         processes: u64,
-        #[arg(long, value_parser = sidecar::config::parse_duration, default_value = "1s")]
+        #[arg(long, value_parser = sidecar_common::duration::parse, default_value = "1s")]
         every: Duration,
-        #[arg(long, value_parser = sidecar::config::parse_duration, default_value = "10s")]
+        #[arg(long, value_parser = sidecar_common::duration::parse, default_value = "10s")]
         over: Duration,
     },
 }
