@@ -51,6 +51,9 @@ pub mod map_names {
     pub const RECLAIM_OVERFLOW: [&str; 2] = ["RCL_OVF_0", "RCL_OVF_1"];
     pub const HOST_COUNTERS: [&str; 2] = ["HOST_0", "HOST_1"];
     pub const PROCESSES: [&str; 2] = ["PROC_0", "PROC_1"];
+    /// Processes recorded in `PROCESSES` in an earlier interval and still alive: not per
+    /// interval, never drained (an entry goes when its process exits).
+    pub const PROCESSES_SEEN: &str = "PROC_SEEN";
     /// Per-thread state, not per interval: never drained.
     pub const FADVISE_IN_FLIGHT: &str = "FADV_INFLIGHT";
     pub const READ_STATE: &str = "READ_STATE";

@@ -187,6 +187,8 @@ pub struct Kernel {
     epoch: EpochSwitch,
     epochs: [EpochMaps; 2],
     gauges: drain::DrainableMap,
+    /// Processes recorded once per life (see `note_process` in the eBPF crate).
+    processes_seen: drain::DrainableMap,
     modules: BTreeMap<Module, ModuleState>,
     /// What each usable module's programs attach to on this kernel (`describe_hooks`).
     hooks: BTreeMap<Module, String>,
@@ -226,6 +228,7 @@ impl Kernel {
             ));
             sizes.push((map_names::PROCESSES[epoch], processes));
         }
+        sizes.push((map_names::PROCESSES_SEEN, processes));
         sizes.push((
             map_names::FADVISE_IN_FLIGHT,
             size_for(Module::Fadvise, threads),
@@ -305,6 +308,7 @@ impl Kernel {
             EpochMaps::take(&mut ebpf, 1)?,
         ];
         let gauges = drain::DrainableMap::take_gauges(&mut ebpf)?;
+        let processes_seen = drain::DrainableMap::take_processes_seen(&mut ebpf)?;
 
         let mut modules = BTreeMap::new();
         let mut hooks = BTreeMap::new();
@@ -382,13 +386,14 @@ impl Kernel {
             (None, None)
         };
         let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, log::logger()).ok();
-        let map_bytes = map_memory_bytes(&ebpf, &epochs, &gauges);
+        let map_bytes = map_memory_bytes(&ebpf, &epochs, &[&gauges, &processes_seen]);
 
         Ok(Kernel {
             ebpf,
             epoch,
             epochs,
             gauges,
+            processes_seen,
             modules,
             hooks,
             process_tracking,
@@ -455,6 +460,12 @@ impl Kernel {
             attached(Module::Vmscan),
         )?;
         delta.direct_reclaim_in_progress = self.gauges.sum_gauge()?;
+        // Without the exit tracepoint nothing removes a process from PROC_SEEN, and a PID
+        // reused by another program would never be recorded: then every interval records
+        // its processes afresh, as if each were new.
+        if self.process_tracking != ModuleState::Attached {
+            self.processes_seen.clear()?;
+        }
         delta.programs = self.program_stats();
         delta.switch_duration = switch_duration;
         delta.drain_duration = started.elapsed();
@@ -590,12 +601,12 @@ fn raise_memlock_limit() {
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
 }
 
-fn map_memory_bytes(ebpf: &Ebpf, epochs: &[EpochMaps; 2], gauges: &drain::DrainableMap) -> u64 {
+fn map_memory_bytes(ebpf: &Ebpf, epochs: &[EpochMaps; 2], others: &[&drain::DrainableMap]) -> u64 {
     let remaining = ebpf.maps().map(|(_, map)| map_fd_memlock(map));
     let drained = epochs
         .iter()
         .flat_map(EpochMaps::raw_fds)
-        .chain(std::iter::once(gauges.raw_fd()))
+        .chain(others.iter().map(|map| map.raw_fd()))
         .map(fd_memlock);
     remaining.chain(drained).sum()
 }

@@ -60,6 +60,7 @@ fn every_map_the_loader_names_is_in_the_object() {
         map_names::READ_IN_FLIGHT,
         map_names::RECLAIM_IN_FLIGHT,
         map_names::GAUGES,
+        map_names::PROCESSES_SEEN,
     ]);
     let missing: Vec<_> = names
         .filter(|name| !object.maps.contains_key(**name))
