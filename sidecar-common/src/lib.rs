@@ -34,6 +34,9 @@ macro_rules! counters {
     };
 }
 
+pub mod programs;
+pub use programs::Module;
+
 /// Names of the maps in the eBPF object. The kernel truncates map names to 15 bytes, so they
 /// are short; the eBPF crate declares each map with exactly these names.
 pub mod map_names {
@@ -48,6 +51,9 @@ pub mod map_names {
     pub const RECLAIM_OVERFLOW: [&str; 2] = ["RCL_OVF_0", "RCL_OVF_1"];
     pub const HOST_COUNTERS: [&str; 2] = ["HOST_0", "HOST_1"];
     pub const PROCESSES: [&str; 2] = ["PROC_0", "PROC_1"];
+    /// Processes recorded in `PROCESSES` in an earlier interval and still alive: not per
+    /// interval, never drained (an entry goes when its process exits).
+    pub const PROCESSES_SEEN: &str = "PROC_SEEN";
     /// Per-thread state, not per interval: never drained.
     pub const FADVISE_IN_FLIGHT: &str = "FADV_INFLIGHT";
     pub const READ_STATE: &str = "READ_STATE";
@@ -94,19 +100,18 @@ impl Advice {
         Advice::Other,
     ];
 
-    /// Maps the syscall's raw `advice` argument. The numbering is the kernel's
-    /// (include/uapi/linux/fadvise.h): s390x alone numbers DONTNEED and NOREUSE 6 and 7.
+    /// Maps a raw `advice` argument (the syscall's register, or the kernel function's
+    /// `int`, sign-extended). The numbering is include/uapi/linux/fadvise.h's; only s390x
+    /// numbers DONTNEED and NOREUSE differently, and the object is built for bpfel alone.
     #[inline(always)]
-    pub const fn from_raw(raw: u64, s390x_numbering: bool) -> Advice {
+    pub const fn from_raw(raw: u64) -> Advice {
         match raw {
             0 => Advice::Normal,
             1 => Advice::Random,
             2 => Advice::Sequential,
             3 => Advice::WillNeed,
-            4 if !s390x_numbering => Advice::DontNeed,
-            5 if !s390x_numbering => Advice::NoReuse,
-            6 if s390x_numbering => Advice::DontNeed,
-            7 if s390x_numbering => Advice::NoReuse,
+            4 => Advice::DontNeed,
+            5 => Advice::NoReuse,
             _ => Advice::Other,
         }
     }
@@ -399,7 +404,8 @@ pub struct ReclaimInFlightKey {
 /// Marks a tracepoint field that this kernel does not have.
 pub const ABSENT_FIELD: u32 = u32::MAX;
 
-/// Offsets of the fields the fadvise programs read, from the tracefs format files.
+/// Offsets of the fields the fadvise programs read: the syscall tracepoints' (tracefs format
+/// files) and, for io_uring, those of `struct io_kiocb` (BTF).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FadviseLayout {
@@ -407,17 +413,19 @@ pub struct FadviseLayout {
     pub enter_advice: u32,
     /// sys_exit_fadvise64 `ret`.
     pub exit_ret: u32,
-    /// Non-zero when the kernel numbers DONTNEED/NOREUSE 6/7 (s390x).
-    pub s390x_numbering: u32,
-    pub _pad: u32,
+    /// The advice of an IORING_OP_FADVISE request: `io_fadvise.advice`, from the start of its
+    /// `io_kiocb` (the command data is the request's first member).
+    pub io_uring_advice: u32,
+    /// The request's result: `io_kiocb.cqe.res`.
+    pub io_uring_result: u32,
 }
 
 impl FadviseLayout {
     pub const UNSET: FadviseLayout = FadviseLayout {
         enter_advice: ABSENT_FIELD,
         exit_ret: ABSENT_FIELD,
-        s390x_numbering: 0,
-        _pad: 0,
+        io_uring_advice: ABSENT_FIELD,
+        io_uring_result: ABSENT_FIELD,
     };
 }
 
@@ -584,6 +592,11 @@ pub struct ProcessLayout {
     pub rename_newcomm: u32,
     /// `ABSENT_FIELD` on kernels without it: the leader's exit stands for the group's.
     pub exit_group_dead: u32,
+    /// `task_struct.group_leader` and `task_struct.comm` (BTF; `ABSENT_FIELD` without it):
+    /// a process is recorded under its main thread's name even when another thread (an
+    /// io_uring worker, a named worker thread) is the first to count.
+    pub task_group_leader: u32,
+    pub task_comm: u32,
     pub _pad: u32,
 }
 
@@ -592,6 +605,8 @@ impl ProcessLayout {
         rename_pid: ABSENT_FIELD,
         rename_newcomm: ABSENT_FIELD,
         exit_group_dead: ABSENT_FIELD,
+        task_group_leader: ABSENT_FIELD,
+        task_comm: ABSENT_FIELD,
         _pad: 0,
     };
 }
@@ -682,7 +697,7 @@ mod tests {
         assert_eq!(size_of::<FadviseLayout>(), 16);
         assert_eq!(size_of::<FilemapLayout>(), 32);
         assert_eq!(size_of::<VmscanLayout>(), 8);
-        assert_eq!(size_of::<ProcessLayout>(), 16);
+        assert_eq!(size_of::<ProcessLayout>(), 24);
         assert_eq!(size_of::<PidNamespace>(), 24);
         assert_eq!(size_of::<InodeLayout>(), 24);
         assert_eq!(size_of::<ProcessInfo>(), 24);
@@ -722,12 +737,11 @@ mod tests {
 
     #[test]
     fn advice_numbering_follows_the_kernel() {
-        assert_eq!(Advice::from_raw(4, false), Advice::DontNeed);
-        assert_eq!(Advice::from_raw(5, false), Advice::NoReuse);
-        assert_eq!(Advice::from_raw(6, false), Advice::Other);
-        assert_eq!(Advice::from_raw(6, true), Advice::DontNeed);
-        assert_eq!(Advice::from_raw(4, true), Advice::Other);
-        assert_eq!(Advice::from_raw(u64::MAX, false), Advice::Other);
+        assert_eq!(Advice::from_raw(4), Advice::DontNeed);
+        assert_eq!(Advice::from_raw(5), Advice::NoReuse);
+        assert_eq!(Advice::from_raw(6), Advice::Other);
+        // An `int` advice of -1, sign-extended.
+        assert_eq!(Advice::from_raw(-1i64 as u64), Advice::Other);
         for (slot, advice) in Advice::ALL.iter().enumerate() {
             assert_eq!(*advice as usize, slot);
             assert_eq!(Advice::from_slot(slot as u32), Some(*advice));

@@ -8,12 +8,15 @@
 //! program can still hold the old epoch. The drainer then owns the old epoch's maps alone.
 
 use aya_ebpf::{
-    EbpfContext, bindings::BPF_NOEXIST, btf_maps::PerCpuHashMap, helpers::bpf_get_current_comm,
+    EbpfContext,
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    btf_maps::PerCpuHashMap,
+    helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_kernel},
     programs::TracePointContext,
 };
 use sidecar_common::{ABSENT_FIELD, HostCounter, OUTSIDE_NAMESPACE_TGID, ProcessInfo, ProcessKey};
 
-use crate::maps::EpochMaps;
+use crate::maps::{EpochMaps, PROC_SEEN};
 
 const EEXIST: i32 = 17;
 
@@ -56,36 +59,75 @@ pub(crate) fn bump_host(maps: &EpochMaps, counter: HostCounter, by: u64) {
     }
 }
 
-/// Records the comm of a process that created a counter in this interval, so that
-/// userspace can classify it even if it exits before the drain. The main thread's comm is
-/// the process's name (other threads may be named after their role), so it replaces
-/// another thread's; another thread's only fills a gap. Renames update it (`process.rs`).
+/// Records the comm of a process that created a counter in this interval, once per life:
+/// a process already recorded in an earlier interval (`PROC_SEEN`) is known to userspace,
+/// which keeps its classification until the process execs, renames itself or exits (each
+/// of which records it again, `process.rs`). A drain of 10,000 long-lived processes then
+/// reads their counters and no process records. The name is the main thread's (the
+/// process's), even when another thread counts first.
 #[inline(always)]
 pub(crate) fn note_process(maps: &EpochMaps, pid_tgid: u64, key: u32) {
     if key == OUTSIDE_NAMESPACE_TGID {
         return;
     }
-    let main_thread = pid_tgid as u32 == tgid_of(pid_tgid);
-    let comm = bpf_get_current_comm().unwrap_or_default();
     let process = ProcessKey { tgid: key };
-    if let Some(info) = maps.processes.get_ptr_mut(&process) {
-        if main_thread {
-            // SAFETY: a valid map value; the flags beside the comm are left alone.
-            unsafe { (*info).comm = comm };
-        }
+    if PROC_SEEN.get_ptr(&process).is_some() {
         return;
     }
-    let info = ProcessInfo {
-        comm,
-        ..ProcessInfo::default()
+    let main_thread = pid_tgid as u32 == tgid_of(pid_tgid);
+    let comm = if main_thread {
+        bpf_get_current_comm().unwrap_or_default()
+    } else {
+        leader_comm().unwrap_or_else(|| bpf_get_current_comm().unwrap_or_default())
     };
-    match maps
-        .processes
-        .insert(&process, &info, u64::from(BPF_NOEXIST))
-    {
-        Ok(()) => {}
-        Err(err) if err == -EEXIST => {}
-        Err(_) => bump_host(maps, HostCounter::ProcessOverflowEvents, 1),
+    let recorded = match maps.processes.get_ptr_mut(&process) {
+        Some(info) => {
+            if main_thread {
+                // SAFETY: a valid map value; the flags beside the comm are left alone.
+                unsafe { (*info).comm = comm };
+            }
+            true
+        }
+        None => {
+            let info = ProcessInfo {
+                comm,
+                ..ProcessInfo::default()
+            };
+            match maps
+                .processes
+                .insert(&process, &info, u64::from(BPF_NOEXIST))
+            {
+                Ok(()) => true,
+                Err(err) if err == -EEXIST => true,
+                Err(_) => {
+                    bump_host(maps, HostCounter::ProcessOverflowEvents, 1);
+                    false
+                }
+            }
+        }
+    };
+    if recorded {
+        // An LRU map: inserting never fails for lack of room.
+        let _ = PROC_SEEN.insert(&process, &0, u64::from(BPF_ANY));
+    }
+}
+
+/// The comm of the calling thread's group leader (the process's name), where BTF gave its
+/// place; paid once per process and interval, by a thread other than the main one.
+#[inline(always)]
+fn leader_comm() -> Option<[u8; 16]> {
+    let layout = crate::process::PROCESS_LAYOUT.load();
+    if layout.task_group_leader == ABSENT_FIELD || layout.task_comm == ABSENT_FIELD {
+        return None;
+    }
+    // SAFETY: the helper only returns the current task's address; bpf_probe_read_kernel
+    // checks every address read through it, and a bad one yields an error.
+    unsafe {
+        let task = bpf_get_current_task();
+        let leader: u64 =
+            bpf_probe_read_kernel((task + u64::from(layout.task_group_leader)) as *const u64)
+                .ok()?;
+        bpf_probe_read_kernel((leader + u64::from(layout.task_comm)) as *const [u8; 16]).ok()
     }
 }
 

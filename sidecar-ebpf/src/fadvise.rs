@@ -1,21 +1,29 @@
-//! posix_fadvise calls and successes by advice, per process.
+//! posix_fadvise calls and successes by advice, per process, whichever way they come.
 //!
-//! The exit tracepoint carries only the return value, so the entry stores the advice per
-//! thread and the exit counts the call with it.
+//! Where the kernel has BTF and BPF trampolines, one fexit program per call sees the
+//! arguments and the result together: `fadvise_syscall_exit` on `ksys_fadvise64_64` (every
+//! fadvise64 syscall, a bad descriptor included) and `fadvise_io_uring_exit` on `io_fadvise`
+//! (IORING_OP_FADVISE; a function of its own from 6.0, inlined into io_issue_sqe before). `vfs_fadvise` would see
+//! both at once, but readahead(2) and madvise(MADV_WILLNEED) call it too, and a bad
+//! descriptor never reaches it.
 //!
-//! A thread's slot stays in the map between calls (it goes when the thread exits,
-//! `process.rs`): the entry writes the advice into it and the exit marks it idle, both in
-//! place. Inserting and deleting an LRU-hash element per call costs bucket locks and
-//! free-list operations; a lookup and a store do not.
+//! Elsewhere the syscall tracepoints: the exit event carries only the return value, so the
+//! entry stores the advice per thread and the exit counts the call with it. A thread's slot
+//! stays in the map between calls (it goes when the thread exits, `process.rs`): the entry
+//! writes the advice into it and the exit marks it idle, both in place. Inserting and
+//! deleting an LRU-hash element per call costs bucket locks and free-list operations; a
+//! lookup and a store do not.
 
 use aya_ebpf::{
-    bindings::BPF_ANY, helpers::bpf_get_current_pid_tgid, macros::tracepoint,
-    programs::TracePointContext,
+    bindings::BPF_ANY,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::{fexit, tracepoint},
+    programs::{FExitContext, TracePointContext},
 };
-use sidecar_common::{Advice, FadviseKey, FadviseLayout, HostCounter};
+use sidecar_common::{ABSENT_FIELD, Advice, FadviseKey, FadviseLayout, HostCounter};
 
 use crate::{
-    counting::{Caller, bump_host, count, field_or_return},
+    counting::{Caller, bump_host, count, field_or_return, report_field_error},
     maps::{FADV_INFLIGHT, in_active_epoch},
 };
 
@@ -26,11 +34,82 @@ static FADVISE_LAYOUT: aya_ebpf::Global<FadviseLayout> =
 /// A thread's slot between calls.
 const NO_CALL_IN_FLIGHT: u32 = u32::MAX;
 
+/// io_fadvise's answer when it cannot run without blocking: io_uring calls it again from a
+/// worker, and that call is the one to count.
+const EAGAIN: i32 = 11;
+
+/// Counts one call of `advice` for the calling process.
+#[inline(always)]
+fn count_call(pid_tgid: u64, advice: u32, succeeded: bool) {
+    let caller = Caller::new(pid_tgid);
+    let tgid = caller.process;
+    in_active_epoch!(|maps| {
+        bump_host(&maps, HostCounter::FadviseCallsSeen, 1);
+        count(
+            &maps,
+            maps.fadvise,
+            &FadviseKey { tgid, advice },
+            &caller,
+            || maps.fadvise_overflow.get_ptr_mut(advice),
+            HostCounter::FadviseOverflowEvents,
+            |counts| {
+                counts.calls += 1;
+                if succeeded {
+                    counts.successes += 1;
+                }
+            },
+        );
+    });
+}
+
+/// `int ksys_fadvise64_64(int fd, loff_t offset, loff_t len, int advice)`.
+#[fexit(function = "ksys_fadvise64_64")]
+pub(crate) fn fadvise_syscall_exit(ctx: FExitContext) -> u32 {
+    // `int`s: the upper halves of their 64-bit slots are not theirs.
+    let advice: i32 = ctx.arg(3);
+    let ret: i32 = ctx.arg(4);
+    count_call(
+        bpf_get_current_pid_tgid(),
+        Advice::from_raw(i64::from(advice) as u64) as u32,
+        ret == 0,
+    );
+    0
+}
+
+/// `int io_fadvise(struct io_kiocb *req, unsigned int issue_flags)`: the result is in the
+/// request (`cqe.res`); the return value says only whether the request ran. Workers of an
+/// io_uring are threads of the process that submitted it, so the caller is the process.
+#[fexit(function = "io_fadvise")]
+pub(crate) fn fadvise_io_uring_exit(ctx: FExitContext) -> u32 {
+    let ret: i32 = ctx.arg(2);
+    if ret == -EAGAIN {
+        return 0;
+    }
+    let layout = FADVISE_LAYOUT.load();
+    if layout.io_uring_advice == ABSENT_FIELD || layout.io_uring_result == ABSENT_FIELD {
+        return 0;
+    }
+    let request: u64 = ctx.arg(0);
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad offset yields an error.
+    let read =
+        |offset: u32| unsafe { bpf_probe_read_kernel((request + u64::from(offset)) as *const u32) };
+    let (Ok(advice), Ok(result)) = (read(layout.io_uring_advice), read(layout.io_uring_result))
+    else {
+        report_field_error(&ctx, layout.io_uring_advice);
+        return 0;
+    };
+    count_call(
+        bpf_get_current_pid_tgid(),
+        Advice::from_raw(u64::from(advice)) as u32,
+        result == 0,
+    );
+    0
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_fadvise64")]
 pub(crate) fn fadvise_enter(ctx: TracePointContext) -> u32 {
-    let layout = FADVISE_LAYOUT.load();
-    let raw = field_or_return!(ctx, u64, layout.enter_advice);
-    let advice = Advice::from_raw(raw, layout.s390x_numbering != 0) as u32;
+    let raw = field_or_return!(ctx, u64, FADVISE_LAYOUT.load().enter_advice);
+    let advice = Advice::from_raw(raw) as u32;
     let pid_tgid = bpf_get_current_pid_tgid();
     match FADV_INFLIGHT.get_ptr_mut(&pid_tgid) {
         // SAFETY: this thread's slot; only this thread writes it.
@@ -55,26 +134,7 @@ pub(crate) fn fadvise_exit(ctx: TracePointContext) -> u32 {
     if advice == NO_CALL_IN_FLIGHT {
         return 0;
     }
-
     let ret = field_or_return!(ctx, i64, FADVISE_LAYOUT.load().exit_ret);
-    let caller = Caller::new(pid_tgid);
-    let tgid = caller.process;
-    in_active_epoch!(|maps| {
-        bump_host(&maps, HostCounter::FadviseCallsSeen, 1);
-        count(
-            &maps,
-            maps.fadvise,
-            &FadviseKey { tgid, advice },
-            &caller,
-            || maps.fadvise_overflow.get_ptr_mut(advice),
-            HostCounter::FadviseOverflowEvents,
-            |counts| {
-                counts.calls += 1;
-                if ret == 0 {
-                    counts.successes += 1;
-                }
-            },
-        );
-    });
+    count_call(pid_tgid, advice, ret == 0);
     0
 }

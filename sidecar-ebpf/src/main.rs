@@ -11,6 +11,7 @@
 mod counting;
 mod fadvise;
 mod filemap;
+mod floor;
 mod maps;
 mod process;
 mod vmscan;

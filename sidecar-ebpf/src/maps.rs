@@ -69,6 +69,11 @@ pub(crate) static PROC_0: HashMap<ProcessKey, ProcessInfo, PROCESSES> = HashMap:
 #[btf_map(name = "PROC_1")]
 pub(crate) static PROC_1: HashMap<ProcessKey, ProcessInfo, PROCESSES> = HashMap::new();
 
+/// Processes whose name userspace has from an earlier interval (see `note_process`). LRU:
+/// a process whose exit was missed cannot pin an entry.
+#[btf_map(name = "PROC_SEEN")]
+pub(crate) static PROC_SEEN: LruHashMap<ProcessKey, u32, PROCESSES> = LruHashMap::new();
+
 /// Advice slot of each thread inside posix_fadvise, by pid_tgid. LRU so that a thread that
 /// never returns (or entered before we attached) cannot pin an entry forever.
 #[btf_map(name = "FADV_INFLIGHT")]

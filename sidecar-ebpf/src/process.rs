@@ -23,11 +23,11 @@ use sidecar_common::{
 
 use crate::{
     counting::{field_or_return, tgid_of},
-    maps::{EpochMaps, FADV_INFLIGHT, RD_INFLIGHT, READ_STATE, in_active_epoch},
+    maps::{EpochMaps, FADV_INFLIGHT, PROC_SEEN, RD_INFLIGHT, READ_STATE, in_active_epoch},
 };
 
 #[unsafe(no_mangle)]
-static PROCESS_LAYOUT: aya_ebpf::Global<ProcessLayout> =
+pub(crate) static PROCESS_LAYOUT: aya_ebpf::Global<ProcessLayout> =
     aya_ebpf::Global::new(ProcessLayout::UNSET);
 
 #[unsafe(no_mangle)]
@@ -95,12 +95,15 @@ pub(crate) fn task_rename(ctx: TracePointContext) -> u32 {
     if key == OUTSIDE_NAMESPACE_TGID {
         return 0;
     }
+    let process = ProcessKey { tgid: key };
     in_active_epoch!(|maps| {
-        // Only processes already recorded in this interval: the others record their comm
-        // when they first count.
-        if let Some(info) = maps.processes.get_ptr_mut(&ProcessKey { tgid: key }) {
+        if let Some(info) = maps.processes.get_ptr_mut(&process) {
             // SAFETY: a valid map value.
             unsafe { (*info).comm = comm };
+        } else if PROC_SEEN.get_ptr(&process).is_some() {
+            // Known to userspace under its old name: record the new one. Processes never
+            // recorded record their comm when they first count.
+            update_record(&maps, key, |info| info.comm = comm);
         }
     });
     0
@@ -142,6 +145,8 @@ pub(crate) fn process_exit(ctx: TracePointContext) -> u32 {
     if key == OUTSIDE_NAMESPACE_TGID {
         return 0;
     }
+    // Its next life under this PID (a reused one) is recorded afresh.
+    let _ = PROC_SEEN.remove(&ProcessKey { tgid: key });
     in_active_epoch!(|maps| update_record(&maps, key, |info| info.exited = 1));
     0
 }

@@ -209,6 +209,10 @@ impl Classifier {
         if tgid == sidecar_common::OUTSIDE_NAMESPACE_TGID {
             return self.unmatched();
         }
+        // What follows the NUL is not the name: task_rename's `newcomm` keeps the old
+        // name's tail there, while bpf_get_current_comm zero-fills.
+        let kernel_comm = kernel_comm.map(|comm| comm_bytes(Some(&comm_string(comm))));
+        let kernel_comm = kernel_comm.as_ref();
         let drain = self.drain;
         if let Some(entry) = self.cache.get_mut(&tgid)
             && kernel_comm.is_none_or(|comm| *comm == entry.kernel_comm)
@@ -222,11 +226,17 @@ impl Classifier {
             self.read_facts(tgid, kernel_comm)
         };
         let assignment = self.assign(tgid, &facts);
+        // The kernel records a process once per life, so most lookups come without its
+        // comm; /proc's is the same 15 bytes, and a later record (its exit, a rename) is
+        // compared with it.
+        let kernel_comm = kernel_comm
+            .copied()
+            .unwrap_or_else(|| comm_bytes(facts.comm.as_deref()));
         self.cache.insert(
             tgid,
             CacheEntry {
                 assignment,
-                kernel_comm: kernel_comm.copied().unwrap_or_default(),
+                kernel_comm,
                 last_seen: drain,
             },
         );
@@ -279,6 +289,16 @@ impl Classifier {
             cgroups,
         }
     }
+}
+
+/// A comm as the kernel keeps it: at most 15 bytes, NUL-padded.
+fn comm_bytes(comm: Option<&str>) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    if let Some(comm) = comm {
+        let len = comm.len().min(15);
+        bytes[..len].copy_from_slice(&comm.as_bytes()[..len]);
+    }
+    bytes
 }
 
 /// Every condition the workload gives must hold; a fact we cannot read does not match.
@@ -415,6 +435,39 @@ workloads:
         // Matches job-worker first even though its PID is pinned below.
         assert_eq!(classifier.classify(42, None), id("job-worker"));
         assert_eq!(classifier.tracked(), 5);
+    }
+
+    #[test]
+    fn a_process_recorded_once_keeps_its_class_until_it_exits() {
+        // Recorded by its exec (task_rename's name keeps the old name's tail after the NUL),
+        // then counting for intervals without a record, then its exit (a clean name): the
+        // cmdline match made from /proc at the start holds to the end.
+        let dir = tempfile::tempdir().unwrap();
+        fake_proc(
+            dir.path(),
+            7,
+            "wrk",
+            &["/bin/load", "--comm", "wrk"],
+            "0::/\n",
+        );
+        let config =
+            config("workloads:\n  - name: worker\n    cmdline: \"^/bin/load --comm wrk\"\n");
+        let names = WorkloadNames::from_config(&config);
+        let mut classifier = Classifier::with_proc_root(&config, &names, dir.path());
+        let renamed = *b"wrk\0car-load\0\0\0\0";
+        classifier.begin_drain();
+        let first = classifier.classify(7, Some(&renamed));
+        assert_ne!(first, Assignment::Workload(names.other()));
+        classifier.end_drain();
+        classifier.begin_drain();
+        assert_eq!(classifier.classify(7, None), first);
+        classifier.end_drain();
+        std::fs::remove_dir_all(dir.path().join("7")).unwrap();
+        classifier.begin_drain();
+        assert_eq!(
+            classifier.classify_process(7, Some(&comm("wrk")), true),
+            first
+        );
     }
 
     #[test]

@@ -55,6 +55,56 @@ fn fadvise_counts_are_exact_under_fast_drains() {
     );
 }
 
+/// M calls through the syscall and N through io_uring (IORING_OP_FADVISE), N of them valid
+/// and K with an undefined advice: each call is counted once, whichever way it came. Where
+/// the kernel refuses BPF trampolines (this host) the syscall tracepoints run, which cannot
+/// see io_uring: then exactly the syscalls are counted and the hook says io_uring is not
+/// seen. `cargo xtask vm-test` runs the same on 5.10, 6.1 and 6.12 with fexit.
+#[test]
+fn fadvise_through_io_uring_is_counted_once() {
+    let Some(_kernel) = kernel("fadvise_through_io_uring_is_counted_once") else {
+        return;
+    };
+    let comm = unique("fadvu");
+    let sidecar = Sidecar::start(&workload_config("100ms", &[(&comm, &comm)], ""));
+    let (status, body) = sidecar.get("/health/ready");
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let hook = health["modules"]["fadvise"]["hook"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!("fadvise hook: {hook}");
+
+    let report = load(
+        &comm,
+        &[
+            "fadvise",
+            "--calls",
+            "3000",
+            "--bad-fd-calls",
+            "5",
+            "--io-uring-calls",
+            "2000",
+            "--io-uring-invalid-calls",
+            "11",
+        ],
+    );
+    let io_uring = &report["io_uring"];
+    assert_eq!(io_uring["ok"], true, "{report}");
+    let metrics = sidecar.after_drains(2);
+    let dontneed = metrics.fadvise_calls(&comm, "dontneed");
+    let other = metrics.fadvise_calls(&comm, "other");
+    if hook.contains("io_fadvise") {
+        assert_eq!(dontneed, (3005 + 2000, 3000 + 2000), "hook {hook}");
+        assert_eq!(other, (11, 0), "hook {hook}");
+    } else {
+        assert!(hook.contains("io_uring not seen"), "hook {hook:?}");
+        assert_eq!(dontneed, (3005, 3000), "hook {hook}");
+        assert_eq!(other, (0, 0), "hook {hook}");
+    }
+}
+
 /// A 64 MiB file read cold then warm: the kernel's mincore says how many pages were cached
 /// before each read; misses and read attempts follow. With the hook this kernel offers.
 #[test]
@@ -398,7 +448,14 @@ fn a_missing_tracepoint_disables_one_module() {
         "{body}"
     );
     assert_eq!(health["modules"]["fadvise"]["state"], "attached", "{body}");
-    assert_eq!(health["modules"]["fadvise"]["hook"], "tracepoint", "{body}");
+    // fexit where the kernel takes BPF trampolines, else the syscall tracepoints.
+    let hook = health["modules"]["fadvise"]["hook"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        hook.starts_with("fexit ksys_fadvise64_64") || hook.starts_with("tracepoint syscalls:"),
+        "{body}"
+    );
     assert!(
         sidecar.log().contains("mm_filemap_add_to_page_cache"),
         "{}",

@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bpf_cost;
 mod load;
 mod svg;
 mod vm;
@@ -35,6 +36,9 @@ enum Task {
     Load(load::LoadArgs),
     /// Measure the sidecar's cost; writes docs/BENCHMARKS.md and docs/bench/*.svg (root).
     Bench(bench::BenchArgs),
+    /// BPF time per event (kernel statistics) against empty programs and bpftrace, in
+    /// interleaved rounds; writes docs/bench/bpf-cost.md (root).
+    BenchBpf(bench::BenchBpfArgs),
     /// Boot Debian's 5.10, 6.1 and 6.12 kernels in QEMU and run the ground-truth checks in
     /// each; writes docs/kernels.md.
     VmTest(vm::VmTestArgs),
@@ -61,6 +65,7 @@ fn main() -> Result<()> {
         Task::ClippyEbpf => clippy_ebpf(&root)?,
         Task::Load(args) => load::load(&root, args)?,
         Task::Bench(args) => bench::bench(&root, &args)?,
+        Task::BenchBpf(args) => bench::bench_bpf(&root, &args)?,
         Task::BenchLoop(args) => bench::bench_loop(&args)?,
         Task::VmTest(args) => vm::vm_test(&root, &args)?,
         Task::VmGuest => vm::vm_guest()?,

@@ -41,6 +41,8 @@ const CGROUP_LIMIT_MIB: u64 = 32;
 const DISK_VERSION: u32 = 1;
 const FADVISE_CALLS: u64 = 20_000;
 const FADVISE_BAD_FD_CALLS: u64 = 3;
+const FADVISE_IO_URING_CALLS: u64 = 5_000;
+const FADVISE_IO_URING_INVALID_CALLS: u64 = 7;
 
 #[derive(clap::Args)]
 pub struct VmTestArgs {
@@ -781,6 +783,9 @@ pub fn vm_guest() -> Result<()> {
         (None, Ok(cgroup)) => check_vmscan(&mut guest, cgroup),
     }
 
+    // BPF time per event against empty programs, from the kernel's statistics.
+    check_bpf_cost(&mut guest, sidecar.id());
+
     // No drain may have failed.
     let log = strip_ansi(
         &(fs::read_to_string("/tmp/sidecar.log").unwrap_or_default()
@@ -868,27 +873,120 @@ fn check_fadvise(guest: &mut Guest) {
             &FADVISE_BAD_FD_CALLS.to_string(),
             "--over",
             "1s",
+            "--io-uring-calls",
+            &FADVISE_IO_URING_CALLS.to_string(),
+            "--io-uring-invalid-calls",
+            &FADVISE_IO_URING_INVALID_CALLS.to_string(),
         ],
     ) {
         Ok(report) => report,
         Err(err) => return guest.record("fadvise", false, format!("{err:#}")),
     };
+    let hook = wait_ready(Duration::from_secs(5))
+        .ok()
+        .and_then(|health| {
+            health["modules"]["fadvise"]["hook"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let io_uring_seen = hook.contains("io_fadvise");
+    let io_uring = &report["io_uring"];
     let calls = report["calls"].as_f64().unwrap_or(-1.0);
     let successes = report["successes"].as_f64().unwrap_or(-1.0);
-    let labels = [("workload", "vmfadv")];
+    // What io_uring adds where the hook sees it: its valid calls under the advice given, its
+    // invalid ones under "other".
+    let (uring_valid, uring_invalid) = if io_uring_seen {
+        (
+            io_uring["successes"].as_f64().unwrap_or(-1.0),
+            io_uring["einval"].as_f64().unwrap_or(-1.0),
+        )
+    } else {
+        (0.0, 0.0)
+    };
+    let want = (calls + uring_valid, successes + uring_valid, uring_invalid);
+    let labels = [("workload", "vmfadv"), ("advice", "dontneed")];
+    let other = [("workload", "vmfadv"), ("advice", "other")];
     let seen = wait_for(Duration::from_secs(10), || {
         let c = scrape_value("ebpf_fadvise_calls_total", &labels);
         let s = scrape_value("ebpf_fadvise_success_total", &labels);
-        ((c, s), c == calls && s == successes)
+        let o = scrape_value("ebpf_fadvise_calls_total", &other);
+        ((c, s, o), (c, s, o) == want)
     });
-    let (seen_calls, seen_successes) = seen;
+    let (seen_calls, seen_successes, seen_other) = seen;
     guest.record(
         "fadvise",
-        seen_calls == calls && seen_successes == successes,
+        (seen_calls, seen_successes) == (want.0, want.1),
         format!(
-            "calls {seen_calls} of {calls}, successes {seen_successes} of {successes} (2 threads)"
+            "calls {seen_calls} of {}, successes {seen_successes} of {} (2 threads{})",
+            want.0,
+            want.1,
+            if io_uring_seen {
+                ", io_uring included"
+            } else {
+                ""
+            }
         ),
     );
+    let uring_ok = io_uring["ok"] == json!(true);
+    let (ok, detail) = if !uring_ok {
+        (
+            false,
+            format!("the load generator's io_uring calls: {io_uring}"),
+        )
+    } else if io_uring_seen {
+        (
+            seen_other == want.2,
+            format!(
+                "{FADVISE_IO_URING_CALLS} io_uring calls counted once beside the syscalls; {seen_other} of {} EINVAL calls under advice other ({hook})",
+                want.2
+            ),
+        )
+    } else {
+        // Where the hook cannot see io_uring (io_fadvise inlined before 6.0, or no BPF
+        // trampolines), its calls must not leak in either.
+        (
+            hook.contains("io_uring not seen") && seen_other == 0.0,
+            format!("io_uring calls not seen, none counted ({hook})"),
+        )
+    };
+    guest.record("fadvise_io_uring", ok, detail);
+}
+
+/// Calls per `bpf-cost` loop: emulation makes each call ~20x slower than on the host.
+const BPF_COST_CALLS: u64 = 40_000;
+const BPF_COST_ROUNDS: usize = 3;
+
+/// The hot path's BPF time per event on this kernel, in interleaved rounds with the sidecar
+/// running (its programs measured by its process id). A measurement, not a gate:
+/// emulated time is no machine's, but each round's ratio to the empty programs measured
+/// beside it holds. Recorded as failed only when the sidecar's programs could not be
+/// measured.
+fn check_bpf_cost(guest: &mut Guest, sidecar: u32) {
+    let load = PathBuf::from("/bin/sidecar-load");
+    let file = Path::new("/data/small");
+    let mut results = crate::bpf_cost::Results::default();
+    for _ in 0..BPF_COST_ROUNDS {
+        for setup in crate::bpf_cost::FLOORS.into_iter().chain([
+            crate::bpf_cost::Setup::FadviseSidecar,
+            crate::bpf_cost::Setup::PreadSidecar,
+        ]) {
+            results.record(
+                setup,
+                crate::bpf_cost::measure(&load, setup, BPF_COST_CALLS, Some(sidecar), Some(file)),
+            );
+        }
+    }
+    for line in results.table(&crate::bpf_cost::ALL).lines() {
+        println!("VMTEST note bpf-cost {line}");
+    }
+    let measured = [
+        crate::bpf_cost::Setup::FadviseSidecar,
+        crate::bpf_cost::Setup::PreadSidecar,
+    ]
+    .iter()
+    .all(|s| !results.unavailable.contains_key(s));
+    guest.record("bpf_cost", measured, results.summary());
 }
 
 fn check_page_cache(guest: &mut Guest) {
@@ -905,7 +1003,9 @@ fn check_page_cache(guest: &mut Guest) {
             let (attempts, misses) = wait_for(Duration::from_secs(10), || {
                 let a = scrape_value("ebpf_cache_read_attempts_total", &labels);
                 let m = scrape_value("ebpf_cache_misses_total", &labels);
-                ((a, m), within(a, 0.10) && within(m, 0.10))
+                // Counts arrive over several drains: wait for all of them (or the time
+                // limit), then judge, so that a scrape between drains is not the figure.
+                ((a, m), a >= pages && m >= pages)
             });
             print_page_cache_metrics("after the cold read");
             guest.record(
@@ -926,7 +1026,7 @@ fn check_page_cache(guest: &mut Guest) {
             let (attempts, misses) = wait_for(Duration::from_secs(10), || {
                 let a = scrape_value("ebpf_cache_read_attempts_total", &labels);
                 let m = scrape_value("ebpf_cache_misses_total", &labels);
-                ((a, m), within(a, 0.10))
+                ((a, m), a >= pages)
             });
             guest.record(
                 "page_cache.warm",
@@ -945,7 +1045,7 @@ fn check_page_cache(guest: &mut Guest) {
             let labels = [("workload", "vmevict")];
             let evicted = wait_for(Duration::from_secs(10), || {
                 let e = scrape_value("ebpf_page_cache_evictions_total", &labels);
-                (e, within(e, 0.10))
+                (e, e >= pages)
             });
             guest.record(
                 "page_cache.evict",

@@ -14,6 +14,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+
+#[path = "sidecar-load/bpf_cost.rs"]
+mod bpf_cost;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -44,6 +47,14 @@ enum Mode {
         /// Extra calls on a closed descriptor: each fails with EBADF.
         #[arg(long, default_value_t = 0)]
         bad_fd_calls: u64,
+        /// Extra calls of the same advice through io_uring (IORING_OP_FADVISE), after the
+        /// syscalls; each must succeed.
+        #[arg(long, default_value_t = 0)]
+        io_uring_calls: u64,
+        /// Extra io_uring calls with an advice the kernel does not define: each fails with
+        /// EINVAL, and counts under advice "other".
+        #[arg(long, default_value_t = 0)]
+        io_uring_invalid_calls: u64,
         /// Spread the calls over at least this long (e.g. 500ms), to span several drains.
         #[arg(long, value_parser = sidecar_common::duration::parse)]
         over: Option<Duration>,
@@ -123,6 +134,23 @@ enum Mode {
         #[arg(long, value_enum, default_value_t = AdviceArg::Random)]
         advice: AdviceArg,
     },
+    /// BPF run time per call from the kernel's statistics, around a loop of calls; with
+    /// --floor, of empty programs attached where asked (see bpf_cost.rs).
+    BpfCost {
+        #[arg(long, value_enum)]
+        op: bpf_cost::Op,
+        #[arg(long, default_value_t = 300_000)]
+        calls: u64,
+        /// tracepoint:CATEGORY:EVENT, raw_tracepoint:EVENT or fexit:FUNCTION (repeatable).
+        #[arg(long, value_parser = bpf_cost::parse_floor)]
+        floor: Vec<bpf_cost::Floor>,
+        /// Measure the programs this process holds instead (the sidecar, bpftrace).
+        #[arg(long)]
+        owner: Option<u32>,
+        /// The file to pread (cached first); a new one in /var/tmp when absent.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
     /// Forks long-lived processes that each make one fadvise call per period until the time
     /// is up: a steady set of tracked processes, all active in every interval.
     Fleet {
@@ -178,6 +206,8 @@ fn main() -> Result<()> {
             threads,
             advice,
             bad_fd_calls,
+            io_uring_calls,
+            io_uring_invalid_calls,
             over,
             file,
             wait_stdin,
@@ -186,7 +216,12 @@ fn main() -> Result<()> {
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line)?;
             }
-            fadvise(calls, threads, advice, bad_fd_calls, over, file.as_deref())?
+            let mut report = fadvise(calls, threads, advice, bad_fd_calls, over, file.as_deref())?;
+            if io_uring_calls + io_uring_invalid_calls > 0 {
+                report["io_uring"] =
+                    io_uring_fadvise(advice, io_uring_calls, io_uring_invalid_calls);
+            }
+            report
         }
         Mode::Read {
             file,
@@ -194,6 +229,13 @@ fn main() -> Result<()> {
             passes,
         } => read(&file, block_size, passes)?,
         Mode::MakeFile { file, mib } => make_file(&file, mib)?,
+        Mode::BpfCost {
+            op,
+            calls,
+            floor,
+            owner,
+            file,
+        } => bpf_cost::bpf_cost(op, calls, &floor, owner, file.as_deref())?,
         Mode::Evict { file } => {
             evict(&file)?;
             json!({ "resident_pages_after": resident_pages(&file)?, "pages": file_pages(&file)? })
@@ -321,6 +363,68 @@ fn fadvise(
         "successes": succeeded,
         "seconds": started.elapsed().as_secs_f64(),
     }))
+}
+
+/// An advice no kernel defines: vfs_fadvise answers EINVAL.
+const UNDEFINED_ADVICE: i32 = 99;
+
+/// fadvise calls through io_uring on a temporary file: `valid` of `advice`, then `invalid`
+/// of an undefined advice. Reports what each call returned, or why io_uring could not be
+/// used (a kernel without it, or with it disabled); a call that did not answer as expected
+/// is reported, not hidden.
+fn io_uring_fadvise(advice: AdviceArg, valid: u64, invalid: u64) -> serde_json::Value {
+    match io_uring_calls(advice, valid, invalid) {
+        Ok((successes, failures)) => json!({
+            "calls": valid + invalid,
+            "successes": successes,
+            "einval": failures,
+            "ok": successes == valid && failures == invalid,
+        }),
+        Err(err) => json!({ "unavailable": format!("{err:#}") }),
+    }
+}
+
+fn io_uring_calls(advice: AdviceArg, valid: u64, invalid: u64) -> Result<(u64, u64)> {
+    use io_uring::{IoUring, opcode, types};
+    const DEPTH: u32 = 64;
+    let mut file = tempfile::tempfile()?;
+    file.write_all(&[0u8; 4096])?;
+    let mut ring = IoUring::new(DEPTH).context("io_uring_setup")?;
+    let fd = types::Fd(file.as_raw_fd());
+    let (mut successes, mut failures) = (0, 0);
+    let mut left = valid + invalid;
+    let mut submitted = 0u64;
+    while left > 0 {
+        let batch = left.min(u64::from(DEPTH));
+        for _ in 0..batch {
+            let advice = if submitted < valid {
+                advice.raw()
+            } else {
+                UNDEFINED_ADVICE
+            };
+            let entry = opcode::Fadvise::new(fd, 4096, advice)
+                .build()
+                .user_data(submitted);
+            // SAFETY: the entry refers to no buffer; the file outlives the ring's use of it.
+            unsafe { ring.submission().push(&entry) }.context("io_uring queue full")?;
+            submitted += 1;
+        }
+        ring.submit_and_wait(batch as usize)
+            .context("io_uring_enter")?;
+        for completion in ring.completion() {
+            match completion.result() {
+                0 if completion.user_data() < valid => successes += 1,
+                res if res == -libc::EINVAL && completion.user_data() >= valid => failures += 1,
+                res => bail!(
+                    "io_uring fadvise #{} returned {}",
+                    completion.user_data(),
+                    std::io::Error::from_raw_os_error(-res)
+                ),
+            }
+        }
+        left -= batch;
+    }
+    Ok((successes, failures))
 }
 
 fn page_size() -> u64 {

@@ -128,7 +128,7 @@ impl DrainableMap {
             .take_map(name)
             .ok_or(KernelError::MissingMap { name })?;
         let (data, layout_hint) = match map {
-            Map::PerCpuHashMap(data) | Map::HashMap(data) => (data, None),
+            Map::PerCpuHashMap(data) | Map::HashMap(data) | Map::LruHashMap(data) => (data, None),
             Map::PerCpuArray(data) | Map::Array(data) => (data, Some(())),
             other => {
                 return Err(KernelError::MapShape {
@@ -182,6 +182,15 @@ impl DrainableMap {
 
     pub(crate) fn take_gauges(ebpf: &mut Ebpf) -> Result<Self, KernelError> {
         Self::take::<u32, i64>(ebpf, map_names::GAUGES, true)
+    }
+
+    pub(crate) fn take_processes_seen(ebpf: &mut Ebpf) -> Result<Self, KernelError> {
+        Self::take::<ProcessKey, u32>(ebpf, map_names::PROCESSES_SEEN, false)
+    }
+
+    /// Deletes every entry; returns how many there were.
+    pub(crate) fn clear(&self) -> Result<usize, KernelError> {
+        Ok(self.read(true)?.count)
     }
 
     pub(crate) fn raw_fd(&self) -> i32 {

@@ -6,6 +6,8 @@ mod btf;
 mod drain;
 pub mod modules;
 pub mod sizing;
+#[cfg(test)]
+mod spec_check;
 pub mod tracefs;
 
 use std::{
@@ -32,6 +34,11 @@ use self::{
 
 /// The eBPF object, built by `cargo xtask build-ebpf` and embedded by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SIDECAR_EBPF_OBJECT"));
+
+/// The eBPF object the sidecar loads; `sidecar-load bpf-cost` loads its empty programs from it.
+pub fn ebpf_object() -> &'static [u8] {
+    EBPF_OBJECT
+}
 
 /// What became of a module at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,6 +187,8 @@ pub struct Kernel {
     epoch: EpochSwitch,
     epochs: [EpochMaps; 2],
     gauges: drain::DrainableMap,
+    /// Processes recorded once per life (see `note_process` in the eBPF crate).
+    processes_seen: drain::DrainableMap,
     modules: BTreeMap<Module, ModuleState>,
     /// What each usable module's programs attach to on this kernel (`describe_hooks`).
     hooks: BTreeMap<Module, String>,
@@ -219,6 +228,7 @@ impl Kernel {
             ));
             sizes.push((map_names::PROCESSES[epoch], processes));
         }
+        sizes.push((map_names::PROCESSES_SEEN, processes));
         sizes.push((
             map_names::FADVISE_IN_FLIGHT,
             size_for(Module::Fadvise, threads),
@@ -245,19 +255,23 @@ impl Kernel {
             size_for(Module::Vmscan, threads),
         ));
 
-        let fadvise_layout = layouts
+        let mut fadvise_layout = layouts
             .fadvise
             .as_ref()
             .map_or(FadviseLayout::UNSET, |l| *l);
+        layouts.fadvise_hook.apply(&mut fadvise_layout);
         let filemap_layout = layouts
             .filemap
             .as_ref()
             .map_or(FilemapLayout::UNSET, |l| *l);
         let vmscan_layout = layouts.vmscan.as_ref().map_or(VmscanLayout::UNSET, |l| *l);
-        let process_layout = layouts
+        let mut process_layout = layouts
             .process
             .as_ref()
             .map_or(ProcessLayout::UNSET, |l| *l);
+        if let Ok(leader_comm) = &layouts.leader_comm {
+            leader_comm.apply(&mut process_layout);
+        }
         let inode_layout = layouts.inode.as_ref().map_or(InodeLayout::UNSET, |l| *l);
         let (read_hook_layout, syscall_read_layout) = match &layouts.read_hook {
             ReadHook::Chain {
@@ -294,6 +308,7 @@ impl Kernel {
             EpochMaps::take(&mut ebpf, 1)?,
         ];
         let gauges = drain::DrainableMap::take_gauges(&mut ebpf)?;
+        let processes_seen = drain::DrainableMap::take_processes_seen(&mut ebpf)?;
 
         let mut modules = BTreeMap::new();
         let mut hooks = BTreeMap::new();
@@ -314,6 +329,7 @@ impl Kernel {
                         }
                         layouts.read_hook.candidates()
                     }
+                    Module::Fadvise => layouts.fadvise_hook.candidates(layouts.fadvise.is_ok()),
                     _ => vec![Candidate {
                         programs: module.programs().to_vec(),
                         hook: "tracepoint".to_owned(),
@@ -370,13 +386,14 @@ impl Kernel {
             (None, None)
         };
         let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, log::logger()).ok();
-        let map_bytes = map_memory_bytes(&ebpf, &epochs, &gauges);
+        let map_bytes = map_memory_bytes(&ebpf, &epochs, &[&gauges, &processes_seen]);
 
         Ok(Kernel {
             ebpf,
             epoch,
             epochs,
             gauges,
+            processes_seen,
             modules,
             hooks,
             process_tracking,
@@ -443,6 +460,12 @@ impl Kernel {
             attached(Module::Vmscan),
         )?;
         delta.direct_reclaim_in_progress = self.gauges.sum_gauge()?;
+        // Without the exit tracepoint nothing removes a process from PROC_SEEN, and a PID
+        // reused by another program would never be recorded: then every interval records
+        // its processes afresh, as if each were new.
+        if self.process_tracking != ModuleState::Attached {
+            self.processes_seen.clear()?;
+        }
         delta.programs = self.program_stats();
         delta.switch_duration = switch_duration;
         delta.drain_duration = started.elapsed();
@@ -578,12 +601,12 @@ fn raise_memlock_limit() {
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
 }
 
-fn map_memory_bytes(ebpf: &Ebpf, epochs: &[EpochMaps; 2], gauges: &drain::DrainableMap) -> u64 {
+fn map_memory_bytes(ebpf: &Ebpf, epochs: &[EpochMaps; 2], others: &[&drain::DrainableMap]) -> u64 {
     let remaining = ebpf.maps().map(|(_, map)| map_fd_memlock(map));
     let drained = epochs
         .iter()
         .flat_map(EpochMaps::raw_fds)
-        .chain(std::iter::once(gauges.raw_fd()))
+        .chain(others.iter().map(|map| map.raw_fd()))
         .map(fd_memlock);
     remaining.chain(drained).sum()
 }

@@ -1,7 +1,10 @@
 //! The three observation modules: their programs, tracepoints and field layouts.
 
-use std::fmt;
-
+pub use sidecar_common::programs::{
+    FADVISE_FEXIT_PROGRAMS, FADVISE_IO_URING_FUNCTION, FADVISE_PROGRAMS, FADVISE_SYSCALL_FUNCTION,
+    Hook, Module, PAGE_CACHE_PROGRAMS, PAGE_CACHE_SIZED_PROGRAMS, PROCESS_PROGRAMS, ProgramSpec,
+    READ_FEXIT_PROGRAM, READ_FUNCTIONS, SYSCALL_READ_PROGRAMS,
+};
 use sidecar_common::{
     ABSENT_FIELD, FadviseLayout, FilemapLayout, InodeLayout, ProcessLayout, ReadHookLayout,
     SyscallReadLayout, VmscanLayout,
@@ -12,171 +15,132 @@ use super::{
     tracefs::{EventFormat, Tracefs, TracefsError},
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Module {
-    Fadvise,
-    PageCache,
-    Vmscan,
-}
-
-impl Module {
-    pub const ALL: [Module; 3] = [Module::Fadvise, Module::PageCache, Module::Vmscan];
-
-    /// The name used in configuration, status and the `module` filters.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Module::Fadvise => "fadvise",
-            Module::PageCache => "page_cache",
-            Module::Vmscan => "vmscan",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Module> {
-        Module::ALL.into_iter().find(|m| m.name() == name)
-    }
-
-    /// The programs of the module and the tracepoints they attach to. A module works only
-    /// with all of them.
-    pub const fn programs(self) -> &'static [ProgramSpec] {
-        match self {
-            Module::Fadvise => &FADVISE_PROGRAMS,
-            Module::PageCache => &PAGE_CACHE_PROGRAMS,
-            Module::Vmscan => &VMSCAN_PROGRAMS,
-        }
-    }
-}
-
-/// Not a module: process life-cycle events that keep classification right. Renames (exec,
-/// prctl(PR_SET_NAME)) keep the recorded comm current; exec marks a classification stale;
-/// exit releases per-thread state and, after the last counts, the process's cache entry.
-pub const PROCESS_PROGRAMS: [ProgramSpec; 3] = [
-    ProgramSpec::new("task_rename", "task", "task_rename"),
-    ProgramSpec::new("process_exec", "sched", "sched_process_exec"),
-    ProgramSpec::new("process_exit", "sched", "sched_process_exit"),
-];
-
-const FADVISE_PROGRAMS: [ProgramSpec; 2] = [
-    ProgramSpec::new("fadvise_enter", "syscalls", "sys_enter_fadvise64"),
-    ProgramSpec::new("fadvise_exit", "syscalls", "sys_exit_fadvise64"),
-];
-
-const PAGE_CACHE_PROGRAMS: [ProgramSpec; 3] = [
-    ProgramSpec::new("filemap_get_pages", "filemap", "mm_filemap_get_pages"),
-    ProgramSpec::new("filemap_add", "filemap", "mm_filemap_add_to_page_cache"),
-    ProgramSpec::new(
-        "filemap_delete",
-        "filemap",
-        "mm_filemap_delete_from_page_cache",
-    ),
-];
-
-const VMSCAN_PROGRAMS: [ProgramSpec; 6] = [
-    ProgramSpec::new(
-        "vmscan_shrink_inactive",
-        "vmscan",
-        "mm_vmscan_lru_shrink_inactive",
-    ),
-    ProgramSpec::new(
-        "vmscan_direct_begin",
-        "vmscan",
-        "mm_vmscan_direct_reclaim_begin",
-    ),
-    ProgramSpec::new(
-        "vmscan_direct_end",
-        "vmscan",
-        "mm_vmscan_direct_reclaim_end",
-    ),
-    ProgramSpec::new(
-        "vmscan_memcg_begin",
-        "vmscan",
-        "mm_vmscan_memcg_reclaim_begin",
-    ),
-    ProgramSpec::new("vmscan_memcg_end", "vmscan", "mm_vmscan_memcg_reclaim_end"),
-    ProgramSpec::new("vmscan_kswapd_wake", "vmscan", "mm_vmscan_kswapd_wake"),
-];
-
-impl fmt::Display for Module {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// How a program is attached.
+/// Where an IORING_OP_FADVISE request keeps its advice and its result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
-    /// A tracepoint, through tracefs (the format file's fields).
-    Tracepoint,
-    /// A raw tracepoint (TP_PROTO arguments).
-    RawTracepoint,
-    /// fexit on the kernel function `event` (BTF; its arguments and return value).
-    FExit,
+pub struct IoUringFadvise {
+    /// `io_fadvise.advice` from the start of the `io_kiocb` (its command data comes first).
+    pub advice: u32,
+    /// `io_kiocb.cqe.res`.
+    pub result: u32,
 }
 
-impl Hook {
-    pub const fn label(self) -> &'static str {
-        match self {
-            Hook::Tracepoint => "tracepoint",
-            Hook::RawTracepoint => "raw_tracepoint",
-            Hook::FExit => "fexit",
+/// How the fadvise module can see calls on this kernel, as far as BTF tells; the kernel's
+/// answer to loading decides between what is left (`candidates`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FadviseHook {
+    /// Whether `ksys_fadvise64_64` has the signature `fadvise_syscall_exit` reads.
+    pub syscall_fexit: Result<(), String>,
+    /// Where io_fadvise's requests keep advice and result, or why io_uring's calls cannot
+    /// be counted.
+    pub io_uring: Result<IoUringFadvise, String>,
+}
+
+impl FadviseHook {
+    pub fn resolve(btf: Result<&Btf, &String>) -> FadviseHook {
+        let btf = match btf {
+            Ok(_) if std::env::var_os(FAULT_NO_FEXIT).is_some() => {
+                let why = format!("fexit skipped ({FAULT_NO_FEXIT})");
+                return FadviseHook {
+                    syscall_fexit: Err(why.clone()),
+                    io_uring: Err(why),
+                };
+            }
+            Ok(btf) => btf,
+            Err(err) => {
+                let why = format!("no kernel BTF: {err}");
+                return FadviseHook {
+                    syscall_fexit: Err(why.clone()),
+                    io_uring: Err(why),
+                };
+            }
+        };
+        FadviseHook {
+            syscall_fexit: fits(
+                btf,
+                FADVISE_SYSCALL_FUNCTION,
+                &[
+                    ValueType::Int(4),
+                    ValueType::Int(8),
+                    ValueType::Int(8),
+                    ValueType::Int(4),
+                ],
+            ),
+            io_uring: fits(
+                btf,
+                FADVISE_IO_URING_FUNCTION,
+                &[
+                    ValueType::PointerTo("io_kiocb".to_owned()),
+                    ValueType::Int(4),
+                ],
+            )
+            .and_then(|()| io_uring_fadvise_layout(btf)),
+        }
+    }
+
+    /// The ways to run the module, best first: fexit on the syscall and io_uring, fexit on
+    /// the syscall alone, the syscall tracepoints (`tracepoint` is their layout).
+    pub fn candidates(&self, tracepoint: bool) -> Vec<Candidate> {
+        let mut candidates = Vec::new();
+        if self.syscall_fexit.is_ok() {
+            if self.io_uring.is_ok() {
+                candidates.push(Candidate {
+                    programs: FADVISE_FEXIT_PROGRAMS.to_vec(),
+                    hook: format!("fexit {FADVISE_SYSCALL_FUNCTION}, {FADVISE_IO_URING_FUNCTION}"),
+                });
+            }
+            candidates.push(Candidate {
+                programs: FADVISE_FEXIT_PROGRAMS[..1].to_vec(),
+                hook: format!("fexit {FADVISE_SYSCALL_FUNCTION} (io_uring not seen)"),
+            });
+        }
+        if tracepoint {
+            candidates.push(Candidate {
+                programs: FADVISE_PROGRAMS.to_vec(),
+                hook: "tracepoint syscalls:sys_exit_fadvise64 (io_uring not seen)".to_owned(),
+            });
+        }
+        candidates
+    }
+
+    /// The io_uring offsets, for the `FADVISE_LAYOUT` global.
+    pub fn apply(&self, layout: &mut FadviseLayout) {
+        if let Ok(io_uring) = &self.io_uring {
+            layout.io_uring_advice = io_uring.advice;
+            layout.io_uring_result = io_uring.result;
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProgramSpec {
-    /// The program's function name in the eBPF object.
-    pub program: &'static str,
-    /// The tracepoint's category (empty for a kernel function).
-    pub category: &'static str,
-    /// The tracepoint, or the kernel function.
-    pub event: &'static str,
-    pub hook: Hook,
-}
-
-impl ProgramSpec {
-    const fn new(program: &'static str, category: &'static str, event: &'static str) -> Self {
-        ProgramSpec {
-            program,
-            category,
-            event,
-            hook: Hook::Tracepoint,
-        }
-    }
-
-    const fn raw(program: &'static str, category: &'static str, event: &'static str) -> Self {
-        ProgramSpec {
-            program,
-            category,
-            event,
-            hook: Hook::RawTracepoint,
-        }
-    }
-
-    const fn fexit(program: &'static str, function: &'static str) -> Self {
-        ProgramSpec {
-            program,
-            category: "",
-            event: function,
-            hook: Hook::FExit,
-        }
-    }
-
-    /// What it attaches to, for messages: `category:event` or the function.
-    pub fn target(&self) -> String {
-        match self.hook {
-            Hook::FExit => self.event.to_owned(),
-            _ => format!("{}:{}", self.category, self.event),
-        }
+/// Whether `function` is in BTF as `int (params)`.
+fn fits(btf: &Btf, function: &str, params: &[ValueType]) -> Result<(), String> {
+    let signature = btf.function(function).map_err(|err| err.to_string())?;
+    if signature.params == params && signature.ret == ValueType::Int(4) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{function} has an unexpected signature ({:?}) -> {:?}",
+            signature.params, signature.ret
+        ))
     }
 }
 
-/// The page-cache programs when the kernel's BTF locates a file's size: the raw
-/// get_pages program bounds each read's range by the file (see `filemap.rs`).
-pub const PAGE_CACHE_SIZED_PROGRAMS: [ProgramSpec; 3] = [
-    ProgramSpec::raw("filemap_get_pages_sized", "filemap", "mm_filemap_get_pages"),
-    PAGE_CACHE_PROGRAMS[1],
-    PAGE_CACHE_PROGRAMS[2],
-];
+/// The advice and result of an IORING_OP_FADVISE request, from BTF. The request's command
+/// data (`struct io_fadvise`) sits at `io_kiocb.cmd` (6.0 on, the first member).
+fn io_uring_fadvise_layout(btf: &Btf) -> Result<IoUringFadvise, String> {
+    let member = |strukt: &str, member: &str| btf.member(strukt, member).map_err(|e| e.to_string());
+    let command = member("io_kiocb", "cmd")?;
+    let advice = place(btf, "io_fadvise", "advice", 4)?;
+    if advice + 4 > command.size {
+        return Err(format!(
+            "io_fadvise.advice at {advice} lies outside io_kiocb.cmd ({} bytes)",
+            command.size
+        ));
+    }
+    Ok(IoUringFadvise {
+        advice: command.offset + advice,
+        result: member("io_kiocb", "cqe")?.offset + place(btf, "io_cqe", "res", 4)?,
+    })
+}
 
 /// The offset of `strukt.member`, which the programs read as `size` bytes.
 fn place(btf: &Btf, strukt: &str, member: &str, size: u32) -> Result<u32, String> {
@@ -209,14 +173,6 @@ pub fn inode_layout(btf: &Btf) -> Result<InodeLayout, String> {
         page_shift,
     })
 }
-
-/// The read functions the fexit fallback can attach to, in order of preference:
-/// `filemap_read` (5.12+) and its predecessor `generic_file_buffered_read` (5.10). Both
-/// are `ssize_t (struct kiocb *, struct iov_iter *, ssize_t already_read)`.
-pub const READ_FUNCTIONS: [&str; 2] = ["filemap_read", "generic_file_buffered_read"];
-
-/// The eBPF program of the fexit fallback.
-pub const READ_FEXIT_PROGRAM: &str = "read_iter_exit";
 
 /// Whether a read function has the signature `read_iter_exit` reads.
 pub fn read_signature_fits(signature: &Signature) -> bool {
@@ -287,14 +243,6 @@ pub struct Candidate {
     /// add and delete tracepoints are always there), or `tracepoint`.
     pub hook: String,
 }
-
-/// The read(2)/pread64(2) programs of the syscall fallback.
-pub const SYSCALL_READ_PROGRAMS: [ProgramSpec; 4] = [
-    ProgramSpec::new("read_sys_enter", "syscalls", "sys_enter_read"),
-    ProgramSpec::new("read_sys_exit", "syscalls", "sys_exit_read"),
-    ProgramSpec::new("pread_sys_enter", "syscalls", "sys_enter_pread64"),
-    ProgramSpec::new("pread_sys_exit", "syscalls", "sys_exit_pread64"),
-];
 
 /// Tests set this (to anything) to skip the fexit fallback, so that the syscall fallback
 /// can be checked on kernels that accept fexit.
@@ -422,7 +370,10 @@ pub enum LayoutError {
 /// tracepoint leaves the others usable.
 #[derive(Debug)]
 pub struct Layouts {
+    /// The syscall tracepoints' fields (the fallback of `fadvise_hook`).
     pub fadvise: Result<FadviseLayout, LayoutError>,
+    /// What fexit can hook for fadvise on this kernel.
+    pub fadvise_hook: FadviseHook,
     pub filemap: Result<FilemapLayout, LayoutError>,
     pub vmscan: Result<VmscanLayout, LayoutError>,
     pub process: Result<ProcessLayout, LayoutError>,
@@ -430,6 +381,30 @@ pub struct Layouts {
     pub inode: Result<InodeLayout, String>,
     /// How the page-cache module sees reads (meaningful when `filemap` is `Ok`).
     pub read_hook: ReadHook,
+    /// Where a task's thread-group leader and comm are (BTF).
+    pub leader_comm: Result<LeaderComm, String>,
+}
+
+/// `task_struct.group_leader` and `task_struct.comm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderComm {
+    pub group_leader: u32,
+    pub comm: u32,
+}
+
+impl LeaderComm {
+    fn resolve(btf: &Btf) -> Result<LeaderComm, String> {
+        Ok(LeaderComm {
+            group_leader: place(btf, "task_struct", "group_leader", 8)?,
+            comm: place(btf, "task_struct", "comm", 16)?,
+        })
+    }
+
+    /// Sets the offsets in the `PROCESS_LAYOUT` global.
+    pub fn apply(&self, layout: &mut ProcessLayout) {
+        layout.task_group_leader = self.group_leader;
+        layout.task_comm = self.comm;
+    }
 }
 
 impl Layouts {
@@ -493,11 +468,16 @@ impl Layouts {
         };
         Layouts {
             fadvise: fadvise_layout(tracefs),
+            fadvise_hook: FadviseHook::resolve(btf.as_ref()),
             filemap,
             vmscan: vmscan_layout(tracefs),
             process: process_layout(tracefs),
             inode,
             read_hook,
+            leader_comm: btf
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(LeaderComm::resolve),
         }
     }
 
@@ -506,18 +486,26 @@ impl Layouts {
         fn reason<T>(err: &TracefsError) -> Result<T, LayoutError> {
             Err(LayoutError::NoTracefs(err.to_string()))
         }
+        let why = format!("no tracefs: {err}");
         Layouts {
             fadvise: reason(err),
+            fadvise_hook: FadviseHook {
+                syscall_fexit: Err(why.clone()),
+                io_uring: Err(why),
+            },
             filemap: reason(err),
             vmscan: reason(err),
             process: reason(err),
             inode: Err("no tracefs".to_owned()),
             read_hook: ReadHook::Tracepoint,
+            leader_comm: Err("no tracefs".to_owned()),
         }
     }
 
     pub fn error(&self, module: Module) -> Option<&LayoutError> {
         match module {
+            // fexit needs no tracefs: the tracepoints' absence matters only without it.
+            Module::Fadvise if self.fadvise_hook.syscall_fexit.is_ok() => None,
             Module::Fadvise => self.fadvise.as_ref().err(),
             Module::PageCache => self.filemap.as_ref().err(),
             Module::Vmscan => self.vmscan.as_ref().err(),
@@ -582,8 +570,7 @@ fn fadvise_layout(tracefs: &Tracefs) -> Result<FadviseLayout, LayoutError> {
         // Syscall tracepoints store every argument as an 8-byte slot.
         enter_advice: formats.offset("sys_enter_fadvise64", "advice", 8)?,
         exit_ret: formats.offset("sys_exit_fadvise64", "ret", 8)?,
-        s390x_numbering: u32::from(cfg!(target_arch = "s390x")),
-        _pad: 0,
+        ..FadviseLayout::UNSET
     })
 }
 
@@ -631,7 +618,7 @@ fn process_layout(tracefs: &Tracefs) -> Result<ProcessLayout, LayoutError> {
         rename_pid: formats.offset("task_rename", "pid", 4)?,
         rename_newcomm: formats.offset("task_rename", "newcomm", 16)?,
         exit_group_dead: formats.optional_offset("sched_process_exit", "group_dead", 1)?,
-        _pad: 0,
+        ..ProcessLayout::UNSET
     })
 }
 

@@ -456,6 +456,17 @@ impl Report {
              perf-event path, the RCU read lock), the statistics' own clock reads, and \
              cache effects on the traced code; the floor (b) measures the dispatch part alone.\n"
         );
+        // Sections measured by other commands, kept beside the charts and included as
+        // they are: 6 is printed by a kernel test, 7 written by `cargo xtask bench-bpf`.
+        for section in ["banyandb-recovery.md", "bpf-cost.md"] {
+            if let Some(Ok(text)) = self
+                .notes
+                .parent()
+                .map(|dir| fs::read_to_string(dir.join(section)))
+            {
+                let _ = writeln!(w, "{}\n", text.trim_end());
+            }
+        }
         if let Ok(notes) = fs::read_to_string(self.notes.as_path()) {
             let _ = writeln!(w, "{}\n", notes.trim_end());
         }

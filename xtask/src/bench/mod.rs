@@ -8,6 +8,7 @@
 mod bpf_stats;
 mod drain;
 mod footprint;
+mod hot_path;
 mod http;
 mod markdown;
 mod overhead;
@@ -37,6 +38,7 @@ use self::{
     setups::{Env, Setup, find_cachestat},
 };
 use crate::load::release_binary;
+pub use hot_path::{BenchBpfArgs, bench_bpf};
 pub use timing_loop::{LoopArgs, bench_loop};
 
 #[derive(Args)]

@@ -1,0 +1,24 @@
+//! Empty programs, one per attach type, that the sidecar never loads: `sidecar-load
+//! bpf-cost` attaches them to measure what the kernel spends running a program that does
+//! nothing on the same hooks (the floor the hot path's cost is compared with,
+//! docs/BENCHMARKS.md).
+
+use aya_ebpf::{
+    macros::{fexit, raw_tracepoint, tracepoint},
+    programs::{FExitContext, RawTracePointContext, TracePointContext},
+};
+
+#[tracepoint(category = "syscalls", name = "sys_enter_fadvise64")]
+pub(crate) fn floor_tracepoint(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "mm_filemap_get_pages")]
+pub(crate) fn floor_raw_tracepoint(_ctx: RawTracePointContext) -> u32 {
+    0
+}
+
+#[fexit(function = "ksys_fadvise64_64")]
+pub(crate) fn floor_fexit(_ctx: FExitContext) -> u32 {
+    0
+}

@@ -1,0 +1,293 @@
+//! BPF run time per event from the kernel's own statistics (run_time_ns / run_cnt), in
+//! interleaved rounds: the sidecar's programs against empty programs of the same attach
+//! types, and against bpftrace doing the same job. Each measurement is one `sidecar-load
+//! bpf-cost` loop (see that file); absolute nanoseconds move by ~30% between runs on a
+//! shared VM, ratios within a run hold.
+//!
+//! Run on the host by `cargo xtask bench-bpf` (writes docs/bench/bpf-cost.md) and in each
+//! kernel of the matrix by `cargo xtask vm-test` (the guest has no bpftrace; the sidecar
+//! is already running there).
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+/// One thing measured: which loop, with which empty programs (none: whatever is attached).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Setup {
+    /// Two empty classic tracepoint programs on sys_enter/exit_fadvise64 (today's hook).
+    FadviseFloorTracepoints,
+    /// One empty fexit program on ksys_fadvise64_64.
+    FadviseFloorFexit,
+    /// The sidecar's fadvise programs, whatever hook it chose.
+    FadviseSidecar,
+    /// bpftrace doing the fadvise job (advice per thread at entry, count at exit).
+    FadviseBpftrace,
+    /// One empty raw tracepoint program on mm_filemap_get_pages.
+    PreadFloorRawTracepoint,
+    /// One empty fexit program on filemap_read.
+    PreadFloorFexit,
+    /// The sidecar's page-cache programs on a cached 4 KiB pread.
+    PreadSidecar,
+}
+
+impl Setup {
+    pub const fn label(self) -> &'static str {
+        match self {
+            Setup::FadviseFloorTracepoints => {
+                "2 empty classic tracepoints (sys_enter/exit_fadvise64)"
+            }
+            Setup::FadviseFloorFexit => "1 empty fexit (ksys_fadvise64_64)",
+            Setup::FadviseSidecar => "sidecar",
+            Setup::FadviseBpftrace => "bpftrace, same job",
+            Setup::PreadFloorRawTracepoint => "1 empty raw tracepoint (mm_filemap_get_pages)",
+            Setup::PreadFloorFexit => "1 empty fexit (filemap_read)",
+            Setup::PreadSidecar => "sidecar",
+        }
+    }
+
+    const fn op(self) -> &'static str {
+        match self {
+            Setup::FadviseFloorTracepoints
+            | Setup::FadviseFloorFexit
+            | Setup::FadviseSidecar
+            | Setup::FadviseBpftrace => "fadvise",
+            _ => "pread",
+        }
+    }
+
+    const fn floors(self) -> &'static [&'static str] {
+        match self {
+            Setup::FadviseFloorTracepoints => &[
+                "tracepoint:syscalls:sys_enter_fadvise64",
+                "tracepoint:syscalls:sys_exit_fadvise64",
+            ],
+            Setup::FadviseFloorFexit => &["fexit:ksys_fadvise64_64"],
+            Setup::PreadFloorRawTracepoint => &["raw_tracepoint:mm_filemap_get_pages"],
+            Setup::PreadFloorFexit => &["fexit:filemap_read"],
+            _ => &[],
+        }
+    }
+}
+
+/// What the sidecar does for fadvise, as bpftrace would do it.
+pub const BPFTRACE_FADVISE: &str = r#"
+tracepoint:syscalls:sys_enter_fadvise64 { @adv[tid] = args->advice + 1; }
+tracepoint:syscalls:sys_exit_fadvise64 /@adv[tid]/ {
+  @calls[pid, @adv[tid] - 1, args->ret == 0] = count();
+  delete(@adv[tid]);
+}
+BEGIN { printf("ready\n"); }
+"#;
+
+/// Runs one `sidecar-load bpf-cost` loop; its report, or why it could not run.
+/// `owner`: the process whose programs the sidecar and bpftrace setups measure.
+pub fn measure(
+    load: &Path,
+    setup: Setup,
+    calls: u64,
+    owner: Option<u32>,
+    file: Option<&Path>,
+) -> Result<Value> {
+    let mut cmd = Command::new(load);
+    cmd.args([
+        "bpf-cost",
+        "--op",
+        setup.op(),
+        "--calls",
+        &calls.to_string(),
+    ]);
+    for floor in setup.floors() {
+        cmd.args(["--floor", floor]);
+    }
+    if let (true, Some(pid)) = (setup.floors().is_empty(), owner) {
+        cmd.args(["--owner", &pid.to_string()]);
+    }
+    if let Some(file) = file.filter(|_| setup.op() == "pread") {
+        cmd.arg("--file").arg(file);
+    }
+    let output = cmd.output().context("running sidecar-load bpf-cost")?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // anyhow's report: "Error: context", then "Caused by:" and the causes, then a
+        // backtrace; the context and the causes say why.
+        let why: Vec<&str> = stderr
+            .lines()
+            .take_while(|l| !l.starts_with("Stack backtrace"))
+            .map(|l| l.trim().trim_start_matches("Error: "))
+            .filter(|l| !l.is_empty() && *l != "Caused by:")
+            .map(|l| {
+                l.trim_start_matches(|c: char| c.is_ascii_digit() || c == ':')
+                    .trim()
+            })
+            .collect();
+        bail!("{}", why.join(": "));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("report {line:?}"))
+}
+
+/// BPF ns per call of every round, per setup; or why a setup could not run.
+#[derive(Default)]
+pub struct Results {
+    pub ns: BTreeMap<Setup, Vec<f64>>,
+    pub wall: BTreeMap<Setup, Vec<f64>>,
+    pub programs: BTreeMap<Setup, String>,
+    pub unavailable: BTreeMap<Setup, String>,
+}
+
+impl Results {
+    pub fn record(&mut self, setup: Setup, report: Result<Value>) {
+        match report {
+            Ok(report) => {
+                let ns = report["bpf_ns_per_call"].as_f64().unwrap_or(f64::NAN);
+                let wall = report["wall_ns_per_call"].as_f64().unwrap_or(f64::NAN);
+                self.ns.entry(setup).or_default().push(ns);
+                self.wall.entry(setup).or_default().push(wall);
+                let programs = report["programs"]
+                    .as_array()
+                    .map(|ps| {
+                        ps.iter()
+                            .filter_map(|p| p["name"].as_str())
+                            .collect::<Vec<_>>()
+                            .join(" + ")
+                    })
+                    .unwrap_or_default();
+                self.programs.insert(setup, programs);
+            }
+            Err(err) => {
+                self.unavailable.insert(setup, format!("{err:#}"));
+            }
+        }
+    }
+
+    /// Medians of the per-round ratios `num / den` (each round's pair was measured
+    /// back to back, which is what keeps a ratio steady when the machine is not).
+    pub fn ratio(&self, num: Setup, den: Setup) -> Option<f64> {
+        let (a, b) = (self.ns.get(&num)?, self.ns.get(&den)?);
+        let ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
+        median(&ratios)
+    }
+
+    /// A markdown table: setup, programs, median BPF ns per call (min-max), wall ns.
+    pub fn table(&self, setups: &[Setup]) -> String {
+        let mut out = String::from(
+            "| op | setup | programs that ran | BPF ns per call, median (min-max) | wall ns per call, median (min-max) |\n|---|---|---|---|---|\n",
+        );
+        for &setup in setups {
+            let cell = |values: Option<&Vec<f64>>| match values {
+                Some(v) if !v.is_empty() => {
+                    let (lo, hi) = v
+                        .iter()
+                        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+                            (lo.min(*x), hi.max(*x))
+                        });
+                    format!("{:.0} ({lo:.0}-{hi:.0})", median(v).unwrap_or(f64::NAN))
+                }
+                _ => "-".to_owned(),
+            };
+            let programs = match self.unavailable.get(&setup) {
+                Some(why) => format!("not measured: {why}"),
+                None => self.programs.get(&setup).cloned().unwrap_or_default(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                setup.op(),
+                setup.label(),
+                programs,
+                cell(self.ns.get(&setup)),
+                cell(self.wall.get(&setup)),
+            );
+        }
+        out
+    }
+
+    /// One line: the sidecar's BPF ns per call and its ratio to each floor (medians).
+    pub fn summary(&self) -> String {
+        let ns = |setup: Setup| {
+            self.ns
+                .get(&setup)
+                .and_then(|v| median(v))
+                .map_or("-".to_owned(), |v| format!("{v:.0} ns"))
+        };
+        let ratio = |num: Setup, den: Setup| {
+            self.ratio(num, den)
+                .map_or("-".to_owned(), |r| format!("{r:.2}x"))
+        };
+        let mut line = format!(
+            "fadvise {} = {} two empty classic tracepoints ({}), {} one empty fexit ({})",
+            ns(Setup::FadviseSidecar),
+            ratio(Setup::FadviseSidecar, Setup::FadviseFloorTracepoints),
+            ns(Setup::FadviseFloorTracepoints),
+            ratio(Setup::FadviseSidecar, Setup::FadviseFloorFexit),
+            ns(Setup::FadviseFloorFexit),
+        );
+        if self.ns.contains_key(&Setup::FadviseBpftrace) {
+            let _ = write!(
+                line,
+                ", {} bpftrace ({})",
+                ratio(Setup::FadviseSidecar, Setup::FadviseBpftrace),
+                ns(Setup::FadviseBpftrace)
+            );
+        }
+        let _ = write!(
+            line,
+            "; cached pread {} = {} an empty raw tracepoint ({}), {} an empty fexit ({})",
+            ns(Setup::PreadSidecar),
+            ratio(Setup::PreadSidecar, Setup::PreadFloorRawTracepoint),
+            ns(Setup::PreadFloorRawTracepoint),
+            ratio(Setup::PreadSidecar, Setup::PreadFloorFexit),
+            ns(Setup::PreadFloorFexit),
+        );
+        line
+    }
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    Some(if sorted.len().is_multiple_of(2) {
+        f64::midpoint(sorted[mid - 1], sorted[mid])
+    } else {
+        sorted[mid]
+    })
+}
+
+/// The floors, in the order each round runs them (the sidecar and bpftrace rounds are run
+/// by the caller, which starts and stops them).
+pub const FLOORS: [Setup; 4] = [
+    Setup::FadviseFloorTracepoints,
+    Setup::FadviseFloorFexit,
+    Setup::PreadFloorRawTracepoint,
+    Setup::PreadFloorFexit,
+];
+
+/// Every setup, in table order.
+pub const ALL: [Setup; 7] = [
+    Setup::FadviseFloorTracepoints,
+    Setup::FadviseFloorFexit,
+    Setup::FadviseBpftrace,
+    Setup::FadviseSidecar,
+    Setup::PreadFloorRawTracepoint,
+    Setup::PreadFloorFexit,
+    Setup::PreadSidecar,
+];
+
+/// A file on a disk filesystem for the pread loop (tmpfs bypasses the read path).
+pub fn pread_file(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("bpf-cost-pread");
+    std::fs::write(&path, vec![1u8; 4096])?;
+    Ok(path)
+}
