@@ -90,7 +90,7 @@ pub(crate) fn filemap_get_pages_sized(ctx: RawTracePointContext) -> u32 {
     let mapping: u64 = ctx.arg(0);
     let index: u64 = ctx.arg(1);
     let last_index: u64 = ctx.arg(2);
-    on_sized_request(&ctx, mapping, index, last_index);
+    on_sized_request::<_, false>(&ctx, mapping, index, last_index);
     0
 }
 
@@ -108,23 +108,11 @@ pub(crate) fn read_iter_exit(ctx: FExitContext) -> u32 {
     let iter: u64 = ctx.arg(1);
     let already_read: i64 = ctx.arg(2);
     let ret: i64 = ctx.arg(3);
-    let fields = kernel_read::<i64>(iocb, hook.kiocb_pos)
-        .map_err(|_| hook.kiocb_pos)
-        .and_then(|pos| {
-            let remaining =
-                kernel_read::<u64>(iter, hook.iter_count).map_err(|_| hook.iter_count)?;
-            let file = kernel_read::<u64>(iocb, hook.kiocb_filp).map_err(|_| hook.kiocb_filp)?;
-            let mapping =
-                kernel_read::<u64>(file, hook.file_mapping).map_err(|_| hook.file_mapping)?;
-            Ok((pos, remaining, mapping))
-        });
-    let (pos, remaining, mapping) = match fields {
-        Ok(fields) => fields,
-        Err(offset) => {
-            report_field_error(&ctx, offset);
-            return 0;
-        }
-    };
+    // The arguments are typed (BTF): plain loads, no helper call each.
+    let pos = typed_read::<i64>(iocb, hook.kiocb_pos);
+    let remaining = typed_read::<u64>(iter, hook.iter_count);
+    let file = typed_read::<u64>(iocb, hook.kiocb_filp);
+    let mapping = typed_read::<u64>(file, hook.file_mapping);
     let copied = if ret > already_read && already_read >= 0 {
         (ret - already_read) as u64
     } else {
@@ -136,7 +124,7 @@ pub(crate) fn read_iter_exit(ctx: FExitContext) -> u32 {
         return 0;
     }
     let shift = INODE_LAYOUT.load().page_shift & 31;
-    on_sized_request(&ctx, mapping, start >> shift, (start + count - 1) >> shift);
+    on_sized_request::<_, true>(&ctx, mapping, start >> shift, (start + count - 1) >> shift);
     0
 }
 
@@ -249,19 +237,31 @@ fn on_read_exit(ctx: &TracePointContext) {
     }
     let shift = INODE_LAYOUT.load().page_shift & 31;
     let last = request.pos.saturating_add(request.count - 1);
-    on_sized_request(ctx, request.mapping, request.pos >> shift, last >> shift);
+    on_sized_request::<_, false>(ctx, request.mapping, request.pos >> shift, last >> shift);
 }
 
 /// A read of `index..=last_index` of the file of `mapping` (a `struct address_space *`),
 /// cut at the end of the file (userspace found where the size is in the kernel's BTF), so
 /// that a 4 KiB file read through a 128 KiB buffer counts one page requested, not 32.
+/// `TYPED`: `mapping` came from an fexit program's arguments, so the verifier knows its BTF
+/// type and the fields behind it are plain loads (see `typed_read`); otherwise each is a
+/// `bpf_probe_read_kernel` call.
 #[inline(always)]
-fn on_sized_request<C: EbpfContext>(ctx: &C, mapping: u64, index: u64, last_index: u64) {
+fn on_sized_request<C: EbpfContext, const TYPED: bool>(
+    ctx: &C,
+    mapping: u64,
+    index: u64,
+    last_index: u64,
+) {
     let layout = INODE_LAYOUT.load();
     let pid_tgid = bpf_get_current_pid_tgid();
     let state = READ_STATE.get_ptr_mut(&pid_tgid);
     let read = |base: u64, offset: u32| -> Result<u64, u32> {
-        kernel_read::<u64>(base, offset).map_err(|_| offset)
+        if TYPED {
+            Ok(typed_read::<u64>(base, offset))
+        } else {
+            kernel_read::<u64>(base, offset).map_err(|_| offset)
+        }
     };
     // The size can change between reads; the file's identity cannot while its mapping
     // lives, so a thread reading the same file again (the common case) reads two fields,
@@ -277,7 +277,11 @@ fn on_sized_request<C: EbpfContext>(ctx: &C, mapping: u64, index: u64, last_inde
             Some(identity) => identity,
             None => {
                 let sb = read(host, layout.inode_sb)?;
-                let dev = kernel_read::<u32>(sb, layout.sb_dev).map_err(|_| layout.sb_dev)?;
+                let dev = if TYPED {
+                    typed_read::<u32>(sb, layout.sb_dev)
+                } else {
+                    kernel_read::<u32>(sb, layout.sb_dev).map_err(|_| layout.sb_dev)?
+                };
                 (read(host, layout.inode_ino)?, dev)
             }
         };
@@ -311,6 +315,16 @@ fn on_sized_request<C: EbpfContext>(ctx: &C, mapping: u64, index: u64, last_inde
         requested,
     };
     on_get_pages(pid_tgid, state, &request);
+}
+
+/// A field of a kernel object reached from an fexit program's typed arguments: a plain load,
+/// which the verifier checks against the object's BTF type (the offset is a constant of
+/// `.rodata`, set from the same BTF) and turns into a fault-tolerant one (a bad address
+/// reads 0). Only for pointers that came from the arguments or from such loads.
+#[inline(always)]
+fn typed_read<T: Copy>(base: u64, offset: u32) -> T {
+    // SAFETY: see above; the kernel's exception table covers the load.
+    unsafe { core::ptr::read_volatile((base + u64::from(offset)) as *const T) }
 }
 
 #[inline(always)]
