@@ -51,6 +51,9 @@ pub enum Hook {
     RawTracepoint,
     /// fexit on the kernel function `event` (BTF; its arguments and return value).
     FExit,
+    /// A BTF-typed raw tracepoint (`tp_btf`): the raw tracepoint's arguments with their
+    /// kernel types, so fields behind them are plain loads. No BPF trampoline needed.
+    BtfTracepoint,
 }
 
 impl Hook {
@@ -59,6 +62,7 @@ impl Hook {
             Hook::Tracepoint => "tracepoint",
             Hook::RawTracepoint => "raw_tracepoint",
             Hook::FExit => "fexit",
+            Hook::BtfTracepoint => "tp_btf",
         }
     }
 }
@@ -90,6 +94,15 @@ impl ProgramSpec {
             category,
             event,
             hook: Hook::RawTracepoint,
+        }
+    }
+
+    pub const fn btf(program: &'static str, category: &'static str, event: &'static str) -> Self {
+        ProgramSpec {
+            program,
+            category,
+            event,
+            hook: Hook::BtfTracepoint,
         }
     }
 
@@ -166,6 +179,14 @@ pub const PAGE_CACHE_SIZED_PROGRAMS: [ProgramSpec; 3] = [
     PAGE_CACHE_PROGRAMS[2],
 ];
 
+/// The same with the tracepoint BTF-typed (`tp_btf`): the fields behind its `mapping` are
+/// plain loads. Preferred to the raw tracepoint where the kernel loads it.
+pub const PAGE_CACHE_TYPED_PROGRAMS: [ProgramSpec; 3] = [
+    ProgramSpec::btf("filemap_get_pages_typed", "filemap", "mm_filemap_get_pages"),
+    PAGE_CACHE_PROGRAMS[1],
+    PAGE_CACHE_PROGRAMS[2],
+];
+
 /// The read functions the page cache's fexit hook can attach to, in order of preference:
 /// `filemap_read` (5.12+) and its predecessor `generic_file_buffered_read` (5.10). Both
 /// are `ssize_t (struct kiocb *, struct iov_iter *, ssize_t already_read)`.
@@ -209,16 +230,18 @@ pub const VMSCAN_PROGRAMS: [ProgramSpec; 6] = [
 
 /// Empty programs, one per attach type, for measuring the floor (`sidecar-load bpf-cost`);
 /// the sidecar never loads them. Each attaches wherever the measurement says.
-pub const FLOOR_PROGRAMS: [ProgramSpec; 3] = [
+pub const FLOOR_PROGRAMS: [ProgramSpec; 4] = [
     ProgramSpec::new("floor_tracepoint", "syscalls", "sys_enter_fadvise64"),
     ProgramSpec::raw("floor_raw_tracepoint", "filemap", "mm_filemap_get_pages"),
     ProgramSpec::fexit("floor_fexit", FADVISE_SYSCALL_FUNCTION),
+    ProgramSpec::btf("floor_btf_tracepoint", "filemap", "mm_filemap_get_pages"),
 ];
 
 /// Every program the object must have, each with the hook type it is built for (the read
 /// path's fexit program once, under its preferred function).
-pub const ALL_PROGRAMS: [&[ProgramSpec]; 9] = [
+pub const ALL_PROGRAMS: [&[ProgramSpec]; 10] = [
     &FLOOR_PROGRAMS,
+    &PAGE_CACHE_TYPED_PROGRAMS,
     &PROCESS_PROGRAMS,
     &FADVISE_PROGRAMS,
     &FADVISE_FEXIT_PROGRAMS,

@@ -19,8 +19,8 @@ use aya_ebpf::{
     EbpfContext,
     bindings::BPF_ANY,
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
-    macros::{fexit, raw_tracepoint, tracepoint},
-    programs::{FExitContext, RawTracePointContext, TracePointContext},
+    macros::{btf_tracepoint, fexit, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, FExitContext, RawTracePointContext, TracePointContext},
 };
 use sidecar_common::{
     ABSENT_FIELD, FilemapLayout, HostCounter, InodeLayout, ProcessKey, ReadHookLayout,
@@ -91,6 +91,18 @@ pub(crate) fn filemap_get_pages_sized(ctx: RawTracePointContext) -> u32 {
     let index: u64 = ctx.arg(1);
     let last_index: u64 = ctx.arg(2);
     on_sized_request::<_, false>(&ctx, mapping, index, last_index);
+    0
+}
+
+/// The same as a BTF-typed raw tracepoint (`tp_btf`): `mapping` has its kernel type, so the
+/// file's identity and size are plain loads instead of helper calls. Like the raw
+/// tracepoint it needs no BPF trampoline.
+#[btf_tracepoint(function = "mm_filemap_get_pages")]
+pub(crate) fn filemap_get_pages_typed(ctx: BtfTracePointContext) -> i32 {
+    let mapping: u64 = ctx.arg(0);
+    let index: u64 = ctx.arg(1);
+    let last_index: u64 = ctx.arg(2);
+    on_sized_request::<_, true>(&ctx, mapping, index, last_index);
     0
 }
 

@@ -4,8 +4,8 @@
 //! docs/BENCHMARKS.md).
 
 use aya_ebpf::{
-    macros::{fexit, raw_tracepoint, tracepoint},
-    programs::{FExitContext, RawTracePointContext, TracePointContext},
+    macros::{btf_tracepoint, fexit, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, FExitContext, RawTracePointContext, TracePointContext},
 };
 
 #[tracepoint(category = "syscalls", name = "sys_enter_fadvise64")]
@@ -20,5 +20,10 @@ pub(crate) fn floor_raw_tracepoint(_ctx: RawTracePointContext) -> u32 {
 
 #[fexit(function = "ksys_fadvise64_64")]
 pub(crate) fn floor_fexit(_ctx: FExitContext) -> u32 {
+    0
+}
+
+#[btf_tracepoint(function = "mm_filemap_get_pages")]
+pub(crate) fn floor_btf_tracepoint(_ctx: BtfTracePointContext) -> i32 {
     0
 }

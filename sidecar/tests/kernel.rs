@@ -118,6 +118,7 @@ fn page_cache_cold_and_warm_reads() {
         &[
             "fexit filemap_read",
             "tracepoint filemap:mm_filemap_get_pages",
+            "tp_btf filemap:mm_filemap_get_pages",
         ],
     );
 }
@@ -237,6 +238,7 @@ fn page_cache_misses_survive_metadata_reads_on_ext4_1k() {
             &[
                 "fexit filemap_read",
                 "tracepoint filemap:mm_filemap_get_pages",
+                "tp_btf filemap:mm_filemap_get_pages",
             ][..],
         ),
         (

@@ -31,6 +31,8 @@ pub enum Setup {
     FadviseBpftrace,
     /// One empty raw tracepoint program on mm_filemap_get_pages.
     PreadFloorRawTracepoint,
+    /// One empty BTF-typed raw tracepoint (tp_btf) on mm_filemap_get_pages.
+    PreadFloorBtfTracepoint,
     /// One empty fexit program on filemap_read.
     PreadFloorFexit,
     /// The sidecar's page-cache programs on a cached 4 KiB pread.
@@ -47,6 +49,7 @@ impl Setup {
             Setup::FadviseSidecar => "sidecar",
             Setup::FadviseBpftrace => "bpftrace, same job",
             Setup::PreadFloorRawTracepoint => "1 empty raw tracepoint (mm_filemap_get_pages)",
+            Setup::PreadFloorBtfTracepoint => "1 empty tp_btf (mm_filemap_get_pages)",
             Setup::PreadFloorFexit => "1 empty fexit (filemap_read)",
             Setup::PreadSidecar => "sidecar",
         }
@@ -70,6 +73,7 @@ impl Setup {
             ],
             Setup::FadviseFloorFexit => &["fexit:ksys_fadvise64_64"],
             Setup::PreadFloorRawTracepoint => &["raw_tracepoint:mm_filemap_get_pages"],
+            Setup::PreadFloorBtfTracepoint => &["tp_btf:mm_filemap_get_pages"],
             Setup::PreadFloorFexit => &["fexit:filemap_read"],
             _ => &[],
         }
@@ -240,10 +244,12 @@ impl Results {
         }
         let _ = write!(
             line,
-            "; cached pread {} = {} an empty raw tracepoint ({}), {} an empty fexit ({})",
+            "; cached pread {} = {} an empty raw tracepoint ({}), {} an empty tp_btf ({}), {} an empty fexit ({})",
             ns(Setup::PreadSidecar),
             ratio(Setup::PreadSidecar, Setup::PreadFloorRawTracepoint),
             ns(Setup::PreadFloorRawTracepoint),
+            ratio(Setup::PreadSidecar, Setup::PreadFloorBtfTracepoint),
+            ns(Setup::PreadFloorBtfTracepoint),
             ratio(Setup::PreadSidecar, Setup::PreadFloorFexit),
             ns(Setup::PreadFloorFexit),
         );
@@ -267,20 +273,22 @@ fn median(values: &[f64]) -> Option<f64> {
 
 /// The floors, in the order each round runs them (the sidecar and bpftrace rounds are run
 /// by the caller, which starts and stops them).
-pub const FLOORS: [Setup; 4] = [
+pub const FLOORS: [Setup; 5] = [
     Setup::FadviseFloorTracepoints,
     Setup::FadviseFloorFexit,
     Setup::PreadFloorRawTracepoint,
+    Setup::PreadFloorBtfTracepoint,
     Setup::PreadFloorFexit,
 ];
 
 /// Every setup, in table order.
-pub const ALL: [Setup; 7] = [
+pub const ALL: [Setup; 8] = [
     Setup::FadviseFloorTracepoints,
     Setup::FadviseFloorFexit,
     Setup::FadviseBpftrace,
     Setup::FadviseSidecar,
     Setup::PreadFloorRawTracepoint,
+    Setup::PreadFloorBtfTracepoint,
     Setup::PreadFloorFexit,
     Setup::PreadSidecar,
 ];

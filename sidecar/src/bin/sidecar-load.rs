@@ -141,7 +141,8 @@ enum Mode {
         op: bpf_cost::Op,
         #[arg(long, default_value_t = 300_000)]
         calls: u64,
-        /// tracepoint:CATEGORY:EVENT, raw_tracepoint:EVENT or fexit:FUNCTION (repeatable).
+        /// tracepoint:CATEGORY:EVENT, raw_tracepoint:EVENT, tp_btf:EVENT or fexit:FUNCTION
+        /// (repeatable).
         #[arg(long, value_parser = bpf_cost::parse_floor)]
         floor: Vec<bpf_cost::Floor>,
         /// Measure the programs this process holds instead (the sidecar, bpftrace).

@@ -19,7 +19,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, ArrayOfMaps, Map, MapData},
-    programs::{FExit, ProgramError, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, FExit, ProgramError, RawTracePoint, TracePoint},
 };
 use sidecar_common::{
     FadviseLayout, FilemapLayout, InodeLayout, PidNamespace, ProcessLayout, ReadHookLayout,
@@ -520,6 +520,14 @@ fn start_programs(ebpf: &mut Ebpf, programs: &[ProgramSpec], attach: bool) -> Re
                         program.attach()?;
                     }
                 }
+                Hook::BtfTracepoint => {
+                    let program: &mut BtfTracePoint = program.try_into()?;
+                    let btf = aya::Btf::from_sys_fs()?;
+                    program.load(spec.event, &btf)?;
+                    if attach {
+                        program.attach()?;
+                    }
+                }
             }
             Ok(())
         })();
@@ -556,7 +564,9 @@ fn unload(program: &mut aya::programs::Program) {
         let _ = program.unload();
     } else if let Ok(program) = <&mut RawTracePoint>::try_from(&mut *program) {
         let _ = program.unload();
-    } else if let Ok(program) = <&mut FExit>::try_from(program) {
+    } else if let Ok(program) = <&mut FExit>::try_from(&mut *program) {
+        let _ = program.unload();
+    } else if let Ok(program) = <&mut BtfTracePoint>::try_from(program) {
         let _ = program.unload();
     }
 }

@@ -2,8 +2,8 @@
 
 pub use sidecar_common::programs::{
     FADVISE_FEXIT_PROGRAMS, FADVISE_IO_URING_FUNCTION, FADVISE_PROGRAMS, FADVISE_SYSCALL_FUNCTION,
-    Hook, Module, PAGE_CACHE_PROGRAMS, PAGE_CACHE_SIZED_PROGRAMS, PROCESS_PROGRAMS, ProgramSpec,
-    READ_FEXIT_PROGRAM, READ_FUNCTIONS, SYSCALL_READ_PROGRAMS,
+    Hook, Module, PAGE_CACHE_PROGRAMS, PAGE_CACHE_SIZED_PROGRAMS, PAGE_CACHE_TYPED_PROGRAMS,
+    PROCESS_PROGRAMS, ProgramSpec, READ_FEXIT_PROGRAM, READ_FUNCTIONS, SYSCALL_READ_PROGRAMS,
 };
 use sidecar_common::{
     ABSENT_FIELD, FadviseLayout, FilemapLayout, InodeLayout, ProcessLayout, ReadHookLayout,
@@ -217,8 +217,8 @@ pub fn read_fallback(btf: &Btf) -> Result<(Vec<&'static str>, ReadHookLayout), S
 /// Where the page-cache module learns the pages a read asks for, on this kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReadHook {
-    /// The raw tracepoint mm_filemap_get_pages, with the range cut at the end of the file
-    /// (BTF locates the file's size).
+    /// The tracepoint mm_filemap_get_pages BTF-typed (tp_btf), else raw, with the range cut
+    /// at the end of the file (BTF locates the file's size).
     RawTracepoint,
     /// The tracepoint mm_filemap_get_pages (no BTF: reads past the end count as asked).
     Tracepoint,
@@ -259,10 +259,16 @@ impl ReadHook {
             Candidate { programs, hook }
         };
         match self {
-            ReadHook::RawTracepoint => vec![with_add_delete(
-                &PAGE_CACHE_SIZED_PROGRAMS[..1],
-                "raw_tracepoint filemap:mm_filemap_get_pages".to_owned(),
-            )],
+            ReadHook::RawTracepoint => vec![
+                with_add_delete(
+                    &PAGE_CACHE_TYPED_PROGRAMS[..1],
+                    "tp_btf filemap:mm_filemap_get_pages".to_owned(),
+                ),
+                with_add_delete(
+                    &PAGE_CACHE_SIZED_PROGRAMS[..1],
+                    "raw_tracepoint filemap:mm_filemap_get_pages".to_owned(),
+                ),
+            ],
             ReadHook::Tracepoint => vec![with_add_delete(
                 &PAGE_CACHE_PROGRAMS[..1],
                 "tracepoint filemap:mm_filemap_get_pages".to_owned(),

@@ -27,6 +27,7 @@ fn every_program_of_the_spec_is_in_the_object_with_its_hook() {
             Hook::Tracepoint => matches!(program.section, ProgramSection::TracePoint),
             Hook::RawTracepoint => matches!(program.section, ProgramSection::RawTracePoint),
             Hook::FExit => matches!(program.section, ProgramSection::FExit { .. }),
+            Hook::BtfTracepoint => matches!(program.section, ProgramSection::BtfTracePoint),
         };
         if !fits {
             missing.push(format!(

@@ -103,7 +103,7 @@ pub fn bench_bpf(root: &Path, args: &BenchBpfArgs) -> Result<()> {
          page-cache hook of this kernel. Where this host refuses BPF trampolines, the fexit \
          rows are not measured and the sidecar runs its tracepoint fallbacks: the matrix \
          kernels (5.10, 6.1, 6.12; `cargo xtask vm-test`, check `bpf_cost` in \
-         [kernels.md](../kernels.md)) measure the fexit programs, under software emulation, \
+         docs/kernels.md) measure the fexit programs, under software emulation, \
          where each round's ratio holds but absolute figures are no real machine's.\n",
     );
     let out = args

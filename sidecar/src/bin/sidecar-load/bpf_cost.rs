@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
-    programs::{FExit, RawTracePoint, TracePoint, loaded_programs},
+    programs::{BtfTracePoint, FExit, RawTracePoint, TracePoint, loaded_programs},
 };
 use clap::ValueEnum;
 use serde_json::json;
@@ -33,8 +33,8 @@ pub enum Op {
     Pread,
 }
 
-/// One empty program to attach: `tracepoint:CATEGORY:EVENT`, `raw_tracepoint:EVENT` or
-/// `fexit:FUNCTION`.
+/// One empty program to attach: `tracepoint:CATEGORY:EVENT`, `raw_tracepoint:EVENT`,
+/// `tp_btf:EVENT` or `fexit:FUNCTION`.
 #[derive(Clone, Debug)]
 pub struct Floor {
     hook: Hook,
@@ -48,10 +48,11 @@ pub fn parse_floor(text: &str) -> Result<Floor, String> {
     let hook = match kind {
         "tracepoint" if target.contains(':') => Hook::Tracepoint,
         "raw_tracepoint" => Hook::RawTracepoint,
+        "tp_btf" => Hook::BtfTracepoint,
         "fexit" => Hook::FExit,
         _ => {
             return Err(format!(
-                "{text:?}: expected tracepoint:CATEGORY:EVENT, raw_tracepoint:EVENT or fexit:FUNCTION"
+                "{text:?}: expected tracepoint:CATEGORY:EVENT, raw_tracepoint:EVENT, tp_btf:EVENT or fexit:FUNCTION"
             ));
         }
     };
@@ -117,6 +118,14 @@ fn attach_floors(floors: &[Floor]) -> Result<Ebpf> {
                 program
                     .attach(&floor.target)
                     .with_context(|| format!("attaching to {}", floor.target))?;
+            }
+            Hook::BtfTracepoint => {
+                let program: &mut BtfTracePoint = program.try_into()?;
+                let btf = aya::Btf::from_sys_fs()?;
+                program
+                    .load(&floor.target, &btf)
+                    .with_context(|| format!("loading tp_btf on {}", floor.target))?;
+                program.attach()?;
             }
             Hook::FExit => {
                 let program: &mut FExit = program.try_into()?;
