@@ -489,48 +489,58 @@ impl Kernel {
 
 /// Loads (verifies) and optionally attaches programs; on any failure, unloads the ones
 /// already done so that a module is all or nothing.
+/// Loads (verifies) one program for its hook and optionally attaches it. A program already
+/// loaded is attached again (one classic tracepoint program on several events).
+pub fn start_program(
+    ebpf: &mut Ebpf,
+    spec: &ProgramSpec,
+    attach: bool,
+) -> Result<(), ProgramError> {
+    let program = ebpf
+        .program_mut(spec.program)
+        .ok_or(ProgramError::UnexpectedProgramType)?;
+    match spec.hook {
+        Hook::Tracepoint => {
+            let program: &mut TracePoint = program.try_into()?;
+            if program.fd().is_err() {
+                program.load()?;
+            }
+            if attach {
+                program.attach(spec.category, spec.event)?;
+            }
+        }
+        Hook::RawTracepoint => {
+            let program: &mut RawTracePoint = program.try_into()?;
+            if program.fd().is_err() {
+                program.load()?;
+            }
+            if attach {
+                program.attach(spec.event)?;
+            }
+        }
+        Hook::FExit => {
+            let program: &mut FExit = program.try_into()?;
+            program.load(spec.event, &aya::Btf::from_sys_fs()?)?;
+            if attach {
+                program.attach()?;
+            }
+        }
+        Hook::BtfTracepoint => {
+            let program: &mut BtfTracePoint = program.try_into()?;
+            program.load(spec.event, &aya::Btf::from_sys_fs()?)?;
+            if attach {
+                program.attach()?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn start_programs(ebpf: &mut Ebpf, programs: &[ProgramSpec], attach: bool) -> Result<(), String> {
     let mut done: Vec<&'static str> = Vec::new();
     let mut result = Ok(());
     for spec in programs {
-        let step = (|| -> Result<(), ProgramError> {
-            let program = ebpf
-                .program_mut(spec.program)
-                .ok_or(ProgramError::UnexpectedProgramType)?;
-            match spec.hook {
-                Hook::Tracepoint => {
-                    let program: &mut TracePoint = program.try_into()?;
-                    program.load()?;
-                    if attach {
-                        program.attach(spec.category, spec.event)?;
-                    }
-                }
-                Hook::RawTracepoint => {
-                    let program: &mut RawTracePoint = program.try_into()?;
-                    program.load()?;
-                    if attach {
-                        program.attach(spec.event)?;
-                    }
-                }
-                Hook::FExit => {
-                    let program: &mut FExit = program.try_into()?;
-                    let btf = aya::Btf::from_sys_fs()?;
-                    program.load(spec.event, &btf)?;
-                    if attach {
-                        program.attach()?;
-                    }
-                }
-                Hook::BtfTracepoint => {
-                    let program: &mut BtfTracePoint = program.try_into()?;
-                    let btf = aya::Btf::from_sys_fs()?;
-                    program.load(spec.event, &btf)?;
-                    if attach {
-                        program.attach()?;
-                    }
-                }
-            }
-            Ok(())
-        })();
+        let step = start_program(ebpf, spec, attach);
         match step {
             Ok(()) => done.push(spec.program),
             Err(err) => {

@@ -17,13 +17,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use aya::{
-    Ebpf,
-    programs::{BtfTracePoint, FExit, RawTracePoint, TracePoint, loaded_programs},
-};
+use aya::{Ebpf, programs::loaded_programs};
 use clap::ValueEnum;
 use serde_json::json;
-use sidecar_common::programs::{FLOOR_PROGRAMS, Hook};
+use sidecar_common::programs::{FLOOR_PROGRAMS, Hook, ProgramSpec};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Op {
@@ -84,58 +81,29 @@ fn snapshot() -> Result<HashMap<u32, Sample>> {
     Ok(programs)
 }
 
-/// Loads the object and attaches each floor's empty program; returns the object (the
-/// programs stay attached while it lives).
+/// Loads the object and attaches each floor's empty program, the way the sidecar attaches
+/// its own (`sidecar::kernel::start_program`); returns the object (the programs stay
+/// attached while it lives).
 fn attach_floors(floors: &[Floor]) -> Result<Ebpf> {
     let mut ebpf = Ebpf::load(sidecar::kernel::ebpf_object()).context("loading the eBPF object")?;
-    let name = |hook: Hook| {
-        FLOOR_PROGRAMS
-            .iter()
-            .find(|spec| spec.hook == hook)
-            .map(|spec| spec.program)
-            .context("no floor program for this hook")
-    };
     for floor in floors {
-        let program = ebpf
-            .program_mut(name(floor.hook)?)
-            .context("floor program missing")?;
-        match floor.hook {
-            Hook::Tracepoint => {
-                let program: &mut TracePoint = program.try_into()?;
-                if program.fd().is_err() {
-                    program.load()?;
-                }
-                let (category, event) = floor.target.split_once(':').unwrap_or_default();
-                program
-                    .attach(category, event)
-                    .with_context(|| format!("attaching to {}", floor.target))?;
-            }
-            Hook::RawTracepoint => {
-                let program: &mut RawTracePoint = program.try_into()?;
-                if program.fd().is_err() {
-                    program.load()?;
-                }
-                program
-                    .attach(&floor.target)
-                    .with_context(|| format!("attaching to {}", floor.target))?;
-            }
-            Hook::BtfTracepoint => {
-                let program: &mut BtfTracePoint = program.try_into()?;
-                let btf = aya::Btf::from_sys_fs()?;
-                program
-                    .load(&floor.target, &btf)
-                    .with_context(|| format!("loading tp_btf on {}", floor.target))?;
-                program.attach()?;
-            }
-            Hook::FExit => {
-                let program: &mut FExit = program.try_into()?;
-                let btf = aya::Btf::from_sys_fs()?;
-                program
-                    .load(&floor.target, &btf)
-                    .with_context(|| format!("loading fexit on {}", floor.target))?;
-                program.attach()?;
-            }
-        }
+        let template = FLOOR_PROGRAMS
+            .iter()
+            .find(|spec| spec.hook == floor.hook)
+            .context("no floor program for this hook")?;
+        // A short-lived tool: the few target names it attaches to may live as long as it.
+        let target: &'static str = Box::leak(floor.target.clone().into_boxed_str());
+        let (category, event) = match floor.hook {
+            Hook::Tracepoint => target.split_once(':').unwrap_or(("", target)),
+            _ => ("", target),
+        };
+        let spec = ProgramSpec {
+            category,
+            event,
+            ..*template
+        };
+        sidecar::kernel::start_program(&mut ebpf, &spec, true)
+            .with_context(|| format!("{} on {}", spec.hook.label(), floor.target))?;
     }
     Ok(ebpf)
 }
