@@ -60,6 +60,11 @@ pub mod map_names {
     pub const READ_IN_FLIGHT: &str = "RD_INFLIGHT";
     pub const RECLAIM_IN_FLIGHT: &str = "RCL_INFLIGHT";
     pub const GAUGES: &str = "GAUGES";
+    /// Per-process file I/O counters (`IoKey` -> `IoCounts`), one map per epoch.
+    pub const IO_COUNTS: [&str; 2] = ["IO_CNT_0", "IO_CNT_1"];
+    pub const IO_OVERFLOW: [&str; 2] = ["IO_OVF_0", "IO_OVF_1"];
+    /// Each thread's read or sync syscall in progress (`IoInFlight`), by pid_tgid.
+    pub const IO_IN_FLIGHT: &str = "IO_INFLIGHT";
 }
 
 /// Names of the globals (`.rodata`) that userspace sets before loading.
@@ -72,6 +77,7 @@ pub mod global_names {
     pub const INODE_LAYOUT: &str = "INODE_LAYOUT";
     pub const READ_HOOK_LAYOUT: &str = "READ_HOOK_LAYOUT";
     pub const SYSCALL_READ_LAYOUT: &str = "SYSCALL_READ_LAYOUT";
+    pub const IO_LAYOUT: &str = "IO_LAYOUT";
 }
 
 /// `posix_fadvise` advice, as the `advice` label reports it.
@@ -277,6 +283,102 @@ pub const fn reclaim_overflow_slot(kind: ReclaimKind, bucket: u32) -> u32 {
 
 pub const RECLAIM_OVERFLOW_SLOTS: usize = ReclaimKind::COUNT * LATENCY_BUCKETS;
 
+/// What a file I/O event of the `io` module is.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IoOp {
+    /// read(2), pread64(2), readv(2), preadv(2): latency and bytes returned.
+    Read = 0,
+    /// fsync(2), fdatasync(2): latency.
+    Sync = 1,
+    /// Page-cache folios this process dirtied (writeback_dirty_folio / _page): pages. Never
+    /// bucketed (bucket 0).
+    Dirty = 2,
+}
+
+impl IoOp {
+    pub const COUNT: usize = 3;
+    pub const ALL: [IoOp; Self::COUNT] = [IoOp::Read, IoOp::Sync, IoOp::Dirty];
+
+    pub const fn from_raw(raw: u8) -> Option<IoOp> {
+        match raw {
+            0 => Some(IoOp::Read),
+            1 => Some(IoOp::Sync),
+            2 => Some(IoOp::Dirty),
+            _ => None,
+        }
+    }
+}
+
+/// Key of the per-process I/O map: sparse, one entry per (process, op, latency bucket) used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IoKey {
+    pub tgid: u32,
+    /// An [`IoOp`].
+    pub op: u8,
+    /// A latency bucket, see [`latency_bucket`] (0 for [`IoOp::Dirty`]).
+    pub bucket: u8,
+    pub _pad: [u8; 2],
+}
+
+counters! {
+    pub struct IoCounts {
+        /// Syscalls that returned (read, sync), or folios dirtied.
+        pub events: u64,
+        /// Their summed latency, in nanoseconds (read, sync).
+        pub ns: u64,
+        /// Bytes the reads returned.
+        pub bytes: u64,
+        /// Pages dirtied (a folio counts `1 << order` pages).
+        pub pages: u64,
+    }
+}
+
+/// Index into the I/O overflow array.
+#[inline(always)]
+pub const fn io_overflow_slot(op: IoOp, bucket: u32) -> u32 {
+    op as u32 * LATENCY_BUCKETS as u32 + bucket
+}
+
+pub const IO_OVERFLOW_SLOTS: usize = IoOp::COUNT * LATENCY_BUCKETS;
+
+/// A read or sync syscall between its enter and exit events (IO_INFLIGHT, by pid_tgid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoInFlight {
+    /// `bpf_ktime_get_ns` at entry; 0 when the slot is idle.
+    pub start_ns: u64,
+    /// An [`IoOp`].
+    pub op: u32,
+    pub _pad: u32,
+}
+
+/// Where the `io` programs find what they read: the syscall exit tracepoints' `ret` (format
+/// files; the same offset in every sys_exit_* event) and, for the BTF-typed
+/// writeback_dirty_folio program, a folio's size (BTF).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoLayout {
+    pub exit_ret: u32,
+    /// `struct folio` -> `flags` (an `unsigned long`, read whole).
+    pub folio_flags: u32,
+    /// The bit of `PG_head` in `flags` (enum pageflags): set on a folio of more than one page.
+    pub folio_head_bit: u32,
+    /// The byte holding a large folio's order: `_folio_order` (6.1) or the low byte of
+    /// `_flags_1` (later kernels).
+    pub folio_order: u32,
+}
+
+impl IoLayout {
+    pub const UNSET: IoLayout = IoLayout {
+        exit_ret: ABSENT_FIELD,
+        folio_flags: ABSENT_FIELD,
+        folio_head_bit: ABSENT_FIELD,
+        folio_order: ABSENT_FIELD,
+    };
+}
+
 /// Host-wide counters, one slot each in the per-epoch `HOST_*` per-CPU arrays.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -297,10 +399,11 @@ pub enum HostCounter {
     /// Every posix_fadvise call seen, whatever its process: the host total that the
     /// per-workload counts must add up to.
     FadviseCallsSeen = 8,
+    IoOverflowEvents = 9,
 }
 
 impl HostCounter {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     pub const ALL: [HostCounter; Self::COUNT] = [
         HostCounter::LruPagesScanned,
         HostCounter::LruPagesReclaimed,
@@ -311,6 +414,7 @@ impl HostCounter {
         HostCounter::ProcessOverflowEvents,
         HostCounter::FieldReadErrors,
         HostCounter::FadviseCallsSeen,
+        HostCounter::IoOverflowEvents,
     ];
 }
 
@@ -634,6 +738,10 @@ mod pod {
     unsafe impl aya::Pod for ReadHookLayout {}
     unsafe impl aya::Pod for SyscallReadLayout {}
     unsafe impl aya::Pod for ReadInFlight {}
+    unsafe impl aya::Pod for IoKey {}
+    unsafe impl aya::Pod for IoCounts {}
+    unsafe impl aya::Pod for IoInFlight {}
+    unsafe impl aya::Pod for IoLayout {}
 }
 
 #[cfg(test)]
@@ -701,6 +809,10 @@ mod tests {
         assert_eq!(size_of::<PidNamespace>(), 24);
         assert_eq!(size_of::<InodeLayout>(), 24);
         assert_eq!(size_of::<ProcessInfo>(), 24);
+        assert_eq!(size_of::<IoKey>(), 8);
+        assert_eq!(size_of::<IoCounts>(), 32);
+        assert_eq!(size_of::<IoInFlight>(), 16);
+        assert_eq!(size_of::<IoLayout>(), 16);
         assert!(align_of::<ReadState>() <= 8);
     }
 

@@ -11,10 +11,17 @@ pub enum Module {
     Fadvise,
     PageCache,
     Vmscan,
+    /// File I/O: read and sync latency, bytes read, pages dirtied.
+    Io,
 }
 
 impl Module {
-    pub const ALL: [Module; 3] = [Module::Fadvise, Module::PageCache, Module::Vmscan];
+    pub const ALL: [Module; 4] = [
+        Module::Fadvise,
+        Module::PageCache,
+        Module::Vmscan,
+        Module::Io,
+    ];
 
     /// The name used in configuration, status and the `module` filters.
     pub const fn name(self) -> &'static str {
@@ -22,6 +29,7 @@ impl Module {
             Module::Fadvise => "fadvise",
             Module::PageCache => "page_cache",
             Module::Vmscan => "vmscan",
+            Module::Io => "io",
         }
     }
 
@@ -32,6 +40,7 @@ impl Module {
             Module::Fadvise => &FADVISE_PROGRAMS,
             Module::PageCache => &PAGE_CACHE_PROGRAMS,
             Module::Vmscan => &VMSCAN_PROGRAMS,
+            Module::Io => &IO_PROGRAMS,
         }
     }
 }
@@ -228,6 +237,50 @@ pub const VMSCAN_PROGRAMS: [ProgramSpec; 6] = [
     ProgramSpec::new("vmscan_kswapd_wake", "vmscan", "mm_vmscan_kswapd_wake"),
 ];
 
+/// The `io` module's syscalls: one entry program per kind of call (it keeps the start time
+/// and the kind), one exit program for all of them (it counts). Each program is loaded once
+/// and attached to every event of its name.
+pub const IO_SYSCALL_PROGRAMS: [ProgramSpec; 12] = [
+    ProgramSpec::new("io_read_enter", "syscalls", "sys_enter_read"),
+    ProgramSpec::new("io_read_enter", "syscalls", "sys_enter_pread64"),
+    ProgramSpec::new("io_read_enter", "syscalls", "sys_enter_readv"),
+    ProgramSpec::new("io_read_enter", "syscalls", "sys_enter_preadv"),
+    ProgramSpec::new("io_sync_enter", "syscalls", "sys_enter_fsync"),
+    ProgramSpec::new("io_sync_enter", "syscalls", "sys_enter_fdatasync"),
+    ProgramSpec::new("io_exit", "syscalls", "sys_exit_read"),
+    ProgramSpec::new("io_exit", "syscalls", "sys_exit_pread64"),
+    ProgramSpec::new("io_exit", "syscalls", "sys_exit_readv"),
+    ProgramSpec::new("io_exit", "syscalls", "sys_exit_preadv"),
+    ProgramSpec::new("io_exit", "syscalls", "sys_exit_fsync"),
+    ProgramSpec::new("io_exit", "syscalls", "sys_exit_fdatasync"),
+];
+
+/// Pages dirtied, in order of preference: the BTF-typed tracepoint, which reads the folio's
+/// size; the classic tracepoint on folios (one page per event: exact only where files have
+/// no large folios); its predecessor on pages (before 5.17, one page each).
+pub const IO_DIRTY_PROGRAMS: [ProgramSpec; 3] = [
+    ProgramSpec::btf("io_dirty_folio_typed", "writeback", "writeback_dirty_folio"),
+    ProgramSpec::new("io_dirty", "writeback", "writeback_dirty_folio"),
+    ProgramSpec::new("io_dirty", "writeback", "writeback_dirty_page"),
+];
+
+/// The `io` module's classic-tracepoint set (see `Module::programs`).
+pub const IO_PROGRAMS: [ProgramSpec; 13] = [
+    IO_DIRTY_PROGRAMS[1],
+    IO_SYSCALL_PROGRAMS[0],
+    IO_SYSCALL_PROGRAMS[1],
+    IO_SYSCALL_PROGRAMS[2],
+    IO_SYSCALL_PROGRAMS[3],
+    IO_SYSCALL_PROGRAMS[4],
+    IO_SYSCALL_PROGRAMS[5],
+    IO_SYSCALL_PROGRAMS[6],
+    IO_SYSCALL_PROGRAMS[7],
+    IO_SYSCALL_PROGRAMS[8],
+    IO_SYSCALL_PROGRAMS[9],
+    IO_SYSCALL_PROGRAMS[10],
+    IO_SYSCALL_PROGRAMS[11],
+];
+
 /// Empty programs, one per attach type, for measuring the floor (`sidecar-load bpf-cost`);
 /// the sidecar never loads them. Each attaches wherever the measurement says.
 pub const FLOOR_PROGRAMS: [ProgramSpec; 4] = [
@@ -239,7 +292,9 @@ pub const FLOOR_PROGRAMS: [ProgramSpec; 4] = [
 
 /// Every program the object must have, each with the hook type it is built for (the read
 /// path's fexit program once, under its preferred function).
-pub const ALL_PROGRAMS: [&[ProgramSpec]; 10] = [
+pub const ALL_PROGRAMS: [&[ProgramSpec]; 12] = [
+    &IO_SYSCALL_PROGRAMS,
+    &IO_DIRTY_PROGRAMS,
     &FLOOR_PROGRAMS,
     &PAGE_CACHE_TYPED_PROGRAMS,
     &PROCESS_PROGRAMS,

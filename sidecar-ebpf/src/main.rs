@@ -12,6 +12,7 @@ mod counting;
 mod fadvise;
 mod filemap;
 mod floor;
+mod io;
 mod maps;
 mod process;
 mod vmscan;

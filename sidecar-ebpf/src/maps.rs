@@ -9,9 +9,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use sidecar_common::{
-    Advice, FadviseCounts, FadviseKey, GaugeSlot, HostCounter, PageCacheCounts, ProcessInfo,
-    ProcessKey, RECLAIM_OVERFLOW_SLOTS, ReadInFlight, ReadState, ReclaimCounts, ReclaimInFlightKey,
-    ReclaimKey,
+    Advice, FadviseCounts, FadviseKey, GaugeSlot, HostCounter, IO_OVERFLOW_SLOTS, IoCounts,
+    IoInFlight, IoKey, PageCacheCounts, ProcessInfo, ProcessKey, RECLAIM_OVERFLOW_SLOTS,
+    ReadInFlight, ReadState, ReclaimCounts, ReclaimInFlightKey, ReclaimKey,
 };
 
 const PROCESSES: usize = 8192;
@@ -58,6 +58,15 @@ pub(crate) static RCL_OVF_0: PerCpuArray<ReclaimCounts, RECLAIM_OVERFLOW_SLOTS> 
 pub(crate) static RCL_OVF_1: PerCpuArray<ReclaimCounts, RECLAIM_OVERFLOW_SLOTS> =
     PerCpuArray::new();
 
+#[btf_map(name = "IO_CNT_0")]
+pub(crate) static IO_CNT_0: PerCpuHashMap<IoKey, IoCounts, PROCESSES> = PerCpuHashMap::new();
+#[btf_map(name = "IO_CNT_1")]
+pub(crate) static IO_CNT_1: PerCpuHashMap<IoKey, IoCounts, PROCESSES> = PerCpuHashMap::new();
+#[btf_map(name = "IO_OVF_0")]
+pub(crate) static IO_OVF_0: PerCpuArray<IoCounts, IO_OVERFLOW_SLOTS> = PerCpuArray::new();
+#[btf_map(name = "IO_OVF_1")]
+pub(crate) static IO_OVF_1: PerCpuArray<IoCounts, IO_OVERFLOW_SLOTS> = PerCpuArray::new();
+
 #[btf_map(name = "HOST_0")]
 pub(crate) static HOST_0: PerCpuArray<u64, { HostCounter::COUNT }> = PerCpuArray::new();
 #[btf_map(name = "HOST_1")]
@@ -91,6 +100,10 @@ pub(crate) static RD_INFLIGHT: LruHashMap<u64, ReadInFlight, THREADS> = LruHashM
 #[btf_map(name = "RCL_INFLIGHT")]
 pub(crate) static RCL_INFLIGHT: HashMap<ReclaimInFlightKey, u64, THREADS> = HashMap::new();
 
+/// Start time and kind of each thread's read or sync syscall in progress.
+#[btf_map(name = "IO_INFLIGHT")]
+pub(crate) static IO_INFLIGHT: LruHashMap<u64, IoInFlight, THREADS> = LruHashMap::new();
+
 /// Never cleared: the sum over CPUs is the gauge.
 #[btf_map(name = "GAUGES")]
 pub(crate) static GAUGES: PerCpuArray<i64, { GaugeSlot::COUNT }> = PerCpuArray::new();
@@ -103,6 +116,8 @@ pub(crate) struct EpochMaps {
     pub(crate) page_cache_overflow: &'static PerCpuArray<PageCacheCounts, 1>,
     pub(crate) reclaim: &'static PerCpuHashMap<ReclaimKey, ReclaimCounts, PROCESSES>,
     pub(crate) reclaim_overflow: &'static PerCpuArray<ReclaimCounts, RECLAIM_OVERFLOW_SLOTS>,
+    pub(crate) io: &'static PerCpuHashMap<IoKey, IoCounts, PROCESSES>,
+    pub(crate) io_overflow: &'static PerCpuArray<IoCounts, IO_OVERFLOW_SLOTS>,
     pub(crate) host: &'static PerCpuArray<u64, { HostCounter::COUNT }>,
     pub(crate) processes: &'static HashMap<ProcessKey, ProcessInfo, PROCESSES>,
 }
@@ -128,6 +143,8 @@ macro_rules! in_active_epoch {
                     page_cache_overflow: &$crate::maps::PC_OVF_0,
                     reclaim: &$crate::maps::RCL_CNT_0,
                     reclaim_overflow: &$crate::maps::RCL_OVF_0,
+                    io: &$crate::maps::IO_CNT_0,
+                    io_overflow: &$crate::maps::IO_OVF_0,
                     host: &$crate::maps::HOST_0,
                     processes: &$crate::maps::PROC_0,
                 };
@@ -141,6 +158,8 @@ macro_rules! in_active_epoch {
                     page_cache_overflow: &$crate::maps::PC_OVF_1,
                     reclaim: &$crate::maps::RCL_CNT_1,
                     reclaim_overflow: &$crate::maps::RCL_OVF_1,
+                    io: &$crate::maps::IO_CNT_1,
+                    io_overflow: &$crate::maps::IO_OVF_1,
                     host: &$crate::maps::HOST_1,
                     processes: &$crate::maps::PROC_1,
                 };

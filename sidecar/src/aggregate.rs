@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use sidecar_common::{Advice, HostCounter, LATENCY_BUCKETS, ProcessInfo, ReclaimKind};
+use sidecar_common::{Advice, HostCounter, IoOp, LATENCY_BUCKETS, ProcessInfo, ReclaimKind};
 
 use crate::{
     kernel::KernelDelta,
@@ -79,6 +79,18 @@ pub fn aggregate(
             counts.stalled_ns,
         );
     }
+    for (key, counts) in &delta.io {
+        let Some(op) = IoOp::from_raw(key.op) else {
+            continue;
+        };
+        let Some(workload) = workload_of(key.tgid) else {
+            dropped_events += counts.events;
+            continue;
+        };
+        interval.workloads[workload]
+            .io
+            .add_kernel(op, key.bucket as usize, counts);
+    }
     // Exited processes had their last counts classified just above: forget them now.
     for (key, info) in &delta.processes {
         if info.exited != 0 {
@@ -99,6 +111,7 @@ pub fn aggregate(
             page_cache: delta.host(HostCounter::PageCacheOverflowEvents),
             reclaim: delta.host(HostCounter::ReclaimOverflowEvents),
             processes: delta.host(HostCounter::ProcessOverflowEvents),
+            io: delta.host(HostCounter::IoOverflowEvents),
         },
         field_read_errors: delta.host(HostCounter::FieldReadErrors),
         fadvise_calls_seen: delta.host(HostCounter::FadviseCallsSeen),
@@ -125,6 +138,14 @@ fn add_overflow(other: &mut WorkloadCounts, delta: &KernelDelta) {
         let (kind, bucket) = (slot / LATENCY_BUCKETS, slot % LATENCY_BUCKETS);
         if let Some(histogram) = other.reclaim.get_mut(kind) {
             histogram.add_bucket(bucket, counts.episodes, counts.stalled_ns);
+        }
+    }
+    for (slot, counts) in delta.io_overflow.iter().enumerate() {
+        if counts.events == 0 {
+            continue;
+        }
+        if let Some(op) = IoOp::from_raw((slot / LATENCY_BUCKETS) as u8) {
+            other.io.add_kernel(op, slot % LATENCY_BUCKETS, counts);
         }
     }
     debug_assert_eq!(delta.fadvise_overflow.len(), Advice::COUNT);

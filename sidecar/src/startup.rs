@@ -32,6 +32,7 @@ pub fn module_enabled(config: &Config, module: Module) -> bool {
         Module::Fadvise => config.modules.fadvise.enabled,
         Module::PageCache => config.modules.page_cache.enabled,
         Module::Vmscan => config.modules.vmscan.enabled,
+        Module::Io => config.modules.io.enabled,
     }
 }
 

@@ -11,7 +11,8 @@ use std::{
 };
 
 use sidecar_common::{
-    Advice, FadviseCounts, LATENCY_BUCKETS, PageCacheCounts, ReclaimKind, latency_bucket,
+    Advice, FadviseCounts, IoCounts, IoOp, LATENCY_BUCKETS, PageCacheCounts, ReclaimKind,
+    latency_bucket,
 };
 
 use crate::{
@@ -94,6 +95,39 @@ fn bucket_bound_seconds(bucket: usize) -> f64 {
     ns as f64 / 1e9
 }
 
+/// What the io module counted for one workload.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IoWorkloadCounts {
+    /// read, pread64, readv, preadv: latency.
+    pub read: LatencyHistogram,
+    /// Bytes those reads returned.
+    pub read_bytes: u64,
+    /// fsync, fdatasync: latency.
+    pub sync: LatencyHistogram,
+    pub dirtied_pages: u64,
+}
+
+impl IoWorkloadCounts {
+    pub fn add(&mut self, other: &IoWorkloadCounts) {
+        self.read.add(&other.read);
+        self.read_bytes += other.read_bytes;
+        self.sync.add(&other.sync);
+        self.dirtied_pages += other.dirtied_pages;
+    }
+
+    /// Adds what the kernel counted for one op and latency bucket.
+    pub fn add_kernel(&mut self, op: IoOp, bucket: usize, counts: &IoCounts) {
+        match op {
+            IoOp::Read => {
+                self.read.add_bucket(bucket, counts.events, counts.ns);
+                self.read_bytes += counts.bytes;
+            }
+            IoOp::Sync => self.sync.add_bucket(bucket, counts.events, counts.ns),
+            IoOp::Dirty => self.dirtied_pages += counts.pages,
+        }
+    }
+}
+
 /// Everything counted for one workload.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkloadCounts {
@@ -102,6 +136,7 @@ pub struct WorkloadCounts {
     pub page_cache: PageCacheCounts,
     /// Indexed by `ReclaimKind`.
     pub reclaim: [LatencyHistogram; ReclaimKind::COUNT],
+    pub io: IoWorkloadCounts,
 }
 
 impl WorkloadCounts {
@@ -113,6 +148,7 @@ impl WorkloadCounts {
         for (mine, theirs) in self.reclaim.iter_mut().zip(other.reclaim.iter()) {
             mine.add(theirs);
         }
+        self.io.add(&other.io);
     }
 
     pub fn fadvise_totals(&self) -> FadviseCounts {
@@ -136,6 +172,7 @@ pub struct Overflow {
     pub page_cache: u64,
     pub reclaim: u64,
     pub processes: u64,
+    pub io: u64,
 }
 
 /// Host-wide counts.
@@ -161,6 +198,7 @@ impl HostCounts {
         self.overflow.page_cache += other.overflow.page_cache;
         self.overflow.reclaim += other.overflow.reclaim;
         self.overflow.processes += other.overflow.processes;
+        self.overflow.io += other.overflow.io;
         self.field_read_errors += other.field_read_errors;
         self.dropped_process_events += other.dropped_process_events;
         self.fadvise_calls_seen += other.fadvise_calls_seen;

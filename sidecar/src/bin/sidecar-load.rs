@@ -17,6 +17,8 @@ use anyhow::{Context as _, Result, bail};
 
 #[path = "sidecar-load/bpf_cost.rs"]
 mod bpf_cost;
+#[path = "sidecar-load/file_io.rs"]
+mod file_io;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -75,6 +77,27 @@ enum Mode {
         /// Read the file this many times.
         #[arg(long, default_value_t = 1)]
         passes: u32,
+    },
+    /// Exactly known reads, dirtied pages and syncs, from a forked child named
+    /// --child-comm that does nothing else (see file_io.rs): it writes --dirty-pages pages
+    /// into a new --file, calls fsync and fdatasync --syncs times each, then makes --reads
+    /// reads of --read-size bytes, in turn read, pread64, readv and preadv.
+    Io {
+        #[arg(long)]
+        child_comm: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value_t = 256)]
+        dirty_pages: u64,
+        /// Bytes per write call (large writes make large folios where the filesystem can).
+        #[arg(long, default_value_t = 64 << 10)]
+        write_size: usize,
+        #[arg(long, default_value_t = 1)]
+        syncs: u64,
+        #[arg(long, default_value_t = 1000)]
+        reads: u64,
+        #[arg(long, default_value_t = 4096)]
+        read_size: usize,
     },
     /// Writes a file of a given size and makes it cold: fsync, then POSIX_FADV_DONTNEED.
     MakeFile {
@@ -230,6 +253,23 @@ fn main() -> Result<()> {
             passes,
         } => read(&file, block_size, passes)?,
         Mode::MakeFile { file, mib } => make_file(&file, mib)?,
+        Mode::Io {
+            child_comm,
+            file,
+            dirty_pages,
+            write_size,
+            syncs,
+            reads,
+            read_size,
+        } => file_io::run(&file_io::Plan {
+            comm: &child_comm,
+            file: &file,
+            dirty_pages,
+            write_size,
+            syncs,
+            reads,
+            read_size,
+        })?,
         Mode::BpfCost {
             op,
             calls,

@@ -49,8 +49,8 @@ impl MeasureField {
                 .advice
                 .map_or(0, |advice| read(&counts.fadvise[advice as usize])),
             (Source::Workload(read), Scope::Workload(counts), _) => read(counts),
-            (Source::Latency(kind), Scope::Workload(counts), read) => {
-                let histogram: &LatencyHistogram = &counts.reclaim[kind as usize];
+            (Source::Latency(histogram), Scope::Workload(counts), read) => {
+                let histogram: &LatencyHistogram = histogram(counts);
                 match read {
                     Read::Episodes | Read::Count => histogram.count,
                     Read::StalledNs => histogram.sum_ns,

@@ -19,7 +19,10 @@ use crate::{
     kernel::{ModuleState, modules::Module},
     metrics::{LabelValue, Labels, Sample, Value},
     status::Status,
-    store::{DRAIN_DURATION_BUCKETS, HostCounts, Interval, Store, WorkloadCounts, rates},
+    store::{
+        DRAIN_DURATION_BUCKETS, HostCounts, Interval, LatencyHistogram, Store, WorkloadCounts,
+        rates,
+    },
 };
 
 /// The module name under which the daemon's own metrics are filtered.
@@ -60,8 +63,9 @@ pub enum Source {
     Advice(fn(&FadviseCounts) -> u64),
     /// Per workload (label `workload`): a count of the workload's counts.
     Workload(fn(&WorkloadCounts) -> u64),
-    /// Per workload: a stall-time histogram, present from the workload's first stall.
-    Latency(ReclaimKind),
+    /// Per workload: a latency histogram (reclaim stalls, reads, syncs), present from the
+    /// workload's first observation.
+    Latency(fn(&WorkloadCounts) -> &LatencyHistogram),
     /// Per workload: a rate over the last interval, absent when it had no events.
     Rate(fn(&WorkloadCounts) -> Option<f64>),
     /// Host-wide: a counter of the host totals.
@@ -109,9 +113,9 @@ impl std::fmt::Debug for Source {
 pub enum Read {
     /// The count itself (`Advice`, `Workload`, `Host` sources).
     Count,
-    /// A `Latency` source's episodes.
+    /// A `Latency` source's observations (episodes, calls).
     Episodes,
-    /// A `Latency` source's summed stall time, in nanoseconds.
+    /// A `Latency` source's summed time, in nanoseconds.
     StalledNs,
 }
 
@@ -156,6 +160,7 @@ impl FamilyDef {
 const FADVISE: &str = "fadvise";
 const PAGE_CACHE: &str = "page_cache";
 const VMSCAN: &str = "vmscan";
+const IO: &str = "io";
 
 const fn field(name: &'static str, order: u8) -> BanyanField {
     BanyanField {
@@ -283,13 +288,13 @@ families! {
     }
     DIRECT_RECLAIM_SECONDS {
         "ebpf_memory_direct_reclaim_seconds", Histogram, VMSCAN, unit: "seconds",
-        labels: WORKLOAD, Source::Latency(ReclaimKind::Direct),
+        labels: WORKLOAD, Source::Latency(|c| &c.reclaim[ReclaimKind::Direct as usize]),
         banyandb: &[latency("direct_reclaim_stall_ns", 1, Read::StalledNs)],
         "Time tasks stalled in direct reclaim."
     }
     MEMCG_RECLAIM_SECONDS {
         "ebpf_memory_memcg_reclaim_seconds", Histogram, VMSCAN, unit: "seconds",
-        labels: WORKLOAD, Source::Latency(ReclaimKind::Memcg),
+        labels: WORKLOAD, Source::Latency(|c| &c.reclaim[ReclaimKind::Memcg as usize]),
         banyandb: &[
             latency("memcg_reclaim_episodes", 2, Read::Episodes),
             latency("memcg_reclaim_stall_ns", 3, Read::StalledNs),
@@ -306,6 +311,34 @@ families! {
         Source::Store(|s| Some(number(s.last().map_or(0, |l| l.direct_reclaim_in_progress) as f64))),
         banyandb: &[],
         "Tasks in direct reclaim at the last drain."
+    }
+    IO_READ_SECONDS {
+        "ebpf_io_read_seconds", Histogram, IO, unit: "seconds", labels: WORKLOAD,
+        Source::Latency(|c| &c.io.read),
+        banyandb: &[
+            latency("read_calls", 0, Read::Episodes),
+            latency("read_ns", 1, Read::StalledNs),
+        ],
+        "Latency of read, pread64, readv and preadv calls."
+    }
+    IO_READ_BYTES {
+        "ebpf_io_read_bytes", Counter, IO, unit: "bytes", labels: WORKLOAD,
+        Source::Workload(|c| c.io.read_bytes), banyandb: &[field("read_bytes", 2)],
+        "Bytes returned by read, pread64, readv and preadv, from the page cache or the disk."
+    }
+    IO_SYNC_SECONDS {
+        "ebpf_io_fsync_seconds", Histogram, IO, unit: "seconds", labels: WORKLOAD,
+        Source::Latency(|c| &c.io.sync),
+        banyandb: &[
+            latency("fsync_calls", 3, Read::Episodes),
+            latency("fsync_ns", 4, Read::StalledNs),
+        ],
+        "Latency of fsync and fdatasync calls."
+    }
+    IO_DIRTIED_PAGES {
+        "ebpf_io_dirtied_pages", Counter, IO, unit: "pages", labels: WORKLOAD,
+        Source::Workload(|c| c.io.dirtied_pages), banyandb: &[field("dirtied_pages", 5)],
+        "Page-cache pages the workload dirtied (writes and writes through mappings)."
     }
     BUILD {
         "sidecar_build_info", Gauge, SELF_MODULE, unit: "", labels: &["version", "kernel"],
@@ -479,6 +512,7 @@ fn map_overflow(store: &Store) -> Vec<Sample> {
         ("page_cache", overflow.page_cache),
         ("reclaim", overflow.reclaim),
         ("processes", overflow.processes),
+        ("io", overflow.io),
     ]
     .into_iter()
     .map(|(map, value)| labelled([("map", map)], Value::Count(value)))

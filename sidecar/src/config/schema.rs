@@ -136,6 +136,7 @@ pub struct ModulesConfig {
     pub fadvise: ModuleConfig,
     pub page_cache: ModuleConfig,
     pub vmscan: ModuleConfig,
+    pub io: ModuleConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

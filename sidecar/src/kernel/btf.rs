@@ -42,6 +42,8 @@ pub enum BtfError {
     NoMember(String, String),
     #[error("BTF has no function {0}")]
     NoFunction(String),
+    #[error("BTF has no enumerator {0}")]
+    NoEnumerator(String),
 }
 
 #[derive(Clone, Debug)]
@@ -68,6 +70,8 @@ pub struct Btf {
     strings: Vec<u8>,
     structs: HashMap<String, u32>,
     functions: HashMap<String, u32>,
+    /// Every enumerator of every (32-bit) enum, by name; the first of a name wins.
+    enumerators: HashMap<String, i64>,
 }
 
 /// The type of a function parameter or return value, as far as the programs care.
@@ -151,6 +155,7 @@ impl Btf {
             members: Vec::new(),
             params: Vec::new(),
         }];
+        let mut enumerators: Vec<(u32, i32)> = Vec::new();
         let mut at = 0;
         while at < type_data.len() {
             let name_off = u32_at(type_data, at)?;
@@ -162,6 +167,12 @@ impl Btf {
             let kind_flag = info >> 31 == 1;
             let mut members = Vec::new();
             let mut params = Vec::new();
+            if kind == KIND_ENUM {
+                for i in 0..vlen {
+                    let value = u32_at(type_data, at + i * 8 + 4)?;
+                    enumerators.push((u32_at(type_data, at + i * 8)?, value as i32));
+                }
+            }
             let extra = match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
                 KIND_ARRAY => 12,
@@ -206,6 +217,7 @@ impl Btf {
             strings,
             structs: HashMap::new(),
             functions: HashMap::new(),
+            enumerators: HashMap::new(),
         };
         let named = |kind: u32| -> HashMap<String, u32> {
             let mut found = HashMap::new();
@@ -222,6 +234,13 @@ impl Btf {
         let (structs, functions) = (named(KIND_STRUCT), named(KIND_FUNC));
         btf.structs = structs;
         btf.functions = functions;
+        let mut by_name = HashMap::new();
+        for (name_off, value) in enumerators {
+            by_name
+                .entry(btf.name(name_off).to_owned())
+                .or_insert(i64::from(value));
+        }
+        btf.enumerators = by_name;
         Ok(btf)
     }
 
@@ -317,6 +336,15 @@ impl Btf {
             params: proto.params.iter().map(|&p| self.value_type(p)).collect(),
             ret: self.value_type(proto.size_or_type),
         })
+    }
+
+    /// The value of the enumerator `name` (e.g. `PG_head` of `enum pageflags`, whose values
+    /// depend on the kernel's configuration).
+    pub fn enumerator(&self, name: &str) -> Result<i64, BtfError> {
+        self.enumerators
+            .get(name)
+            .copied()
+            .ok_or_else(|| BtfError::NoEnumerator(name.to_owned()))
     }
 
     /// The place of `member` in `struct name`.

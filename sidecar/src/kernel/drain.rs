@@ -12,8 +12,9 @@ use aya::{
     maps::{Map, MapData},
 };
 use sidecar_common::{
-    Advice, FadviseCounts, FadviseKey, GaugeSlot, HostCounter, PageCacheCounts, ProcessInfo,
-    ProcessKey, RECLAIM_OVERFLOW_SLOTS, ReclaimCounts, ReclaimKey, map_names,
+    Advice, FadviseCounts, FadviseKey, GaugeSlot, HostCounter, IO_OVERFLOW_SLOTS, IoCounts, IoKey,
+    PageCacheCounts, ProcessInfo, ProcessKey, RECLAIM_OVERFLOW_SLOTS, ReclaimCounts, ReclaimKey,
+    map_names,
 };
 
 use super::{
@@ -32,6 +33,9 @@ pub struct KernelDelta {
     pub reclaim: Vec<(ReclaimKey, ReclaimCounts)>,
     /// Indexed by `reclaim_overflow_slot`.
     pub reclaim_overflow: Vec<ReclaimCounts>,
+    pub io: Vec<(IoKey, IoCounts)>,
+    /// Indexed by `io_overflow_slot`.
+    pub io_overflow: Vec<IoCounts>,
     /// Indexed by `HostCounter`.
     pub host: Vec<u64>,
     /// The comm the kernel saw for each process counted in the interval.
@@ -90,6 +94,12 @@ impl Accumulate for PageCacheCounts {
 }
 
 impl Accumulate for ReclaimCounts {
+    fn accumulate(&mut self, other: &Self) {
+        *self += other;
+    }
+}
+
+impl Accumulate for IoCounts {
     fn accumulate(&mut self, other: &Self) {
         *self += other;
     }
@@ -322,6 +332,8 @@ pub(crate) struct EpochMaps {
     page_cache_overflow: DrainableMap,
     reclaim: DrainableMap,
     reclaim_overflow: DrainableMap,
+    io: DrainableMap,
+    io_overflow: DrainableMap,
     host: DrainableMap,
     processes: DrainableMap,
 }
@@ -360,6 +372,8 @@ impl EpochMaps {
                 n::RECLAIM_OVERFLOW[epoch],
                 true,
             )?,
+            io: DrainableMap::take::<IoKey, IoCounts>(ebpf, n::IO_COUNTS[epoch], true)?,
+            io_overflow: DrainableMap::take::<u32, IoCounts>(ebpf, n::IO_OVERFLOW[epoch], true)?,
             host: DrainableMap::take::<u32, u64>(ebpf, n::HOST_COUNTERS[epoch], true)?,
             processes: DrainableMap::take::<ProcessKey, ProcessInfo>(
                 ebpf,
@@ -369,7 +383,7 @@ impl EpochMaps {
         })
     }
 
-    pub(crate) fn raw_fds(&self) -> [i32; 8] {
+    pub(crate) fn raw_fds(&self) -> [i32; 10] {
         [
             self.fadvise.raw_fd(),
             self.fadvise_overflow.raw_fd(),
@@ -377,6 +391,8 @@ impl EpochMaps {
             self.page_cache_overflow.raw_fd(),
             self.reclaim.raw_fd(),
             self.reclaim_overflow.raw_fd(),
+            self.io.raw_fd(),
+            self.io_overflow.raw_fd(),
             self.host.raw_fd(),
             self.processes.raw_fd(),
         ]
@@ -389,10 +405,12 @@ impl EpochMaps {
         fadvise: bool,
         page_cache: bool,
         vmscan: bool,
+        io: bool,
     ) -> Result<KernelDelta, KernelError> {
         let mut delta = KernelDelta {
             fadvise_overflow: vec![FadviseCounts::default(); Advice::COUNT],
             reclaim_overflow: vec![ReclaimCounts::default(); RECLAIM_OVERFLOW_SLOTS],
+            io_overflow: vec![IoCounts::default(); IO_OVERFLOW_SLOTS],
             ..KernelDelta::default()
         };
         if fadvise {
@@ -412,11 +430,16 @@ impl EpochMaps {
             delta.reclaim = self.reclaim.take_entries()?;
             delta.reclaim_overflow = self.reclaim_overflow.take_slots()?;
         }
+        if io {
+            delta.io = self.io.take_entries()?;
+            delta.io_overflow = self.io_overflow.take_slots()?;
+        }
         delta.host = self.host.take_slots()?;
         delta.processes = self.processes.take_entries()?;
         delta.entries = delta.fadvise.len()
             + delta.page_cache.len()
             + delta.reclaim.len()
+            + delta.io.len()
             + delta.processes.len();
         Ok(delta)
     }

@@ -22,8 +22,8 @@ use aya::{
     programs::{BtfTracePoint, FExit, ProgramError, RawTracePoint, TracePoint},
 };
 use sidecar_common::{
-    FadviseLayout, FilemapLayout, InodeLayout, PidNamespace, ProcessLayout, ReadHookLayout,
-    SyscallReadLayout, VmscanLayout, global_names, map_names,
+    FadviseLayout, FilemapLayout, InodeLayout, IoLayout, PidNamespace, ProcessLayout,
+    ReadHookLayout, SyscallReadLayout, VmscanLayout, global_names, map_names,
 };
 
 pub use self::drain::{KernelDelta, ProgramStats};
@@ -226,6 +226,7 @@ impl Kernel {
                 map_names::RECLAIM_COUNTS[epoch],
                 size_for(Module::Vmscan, processes),
             ));
+            sizes.push((map_names::IO_COUNTS[epoch], size_for(Module::Io, processes)));
             sizes.push((map_names::PROCESSES[epoch], processes));
         }
         sizes.push((map_names::PROCESSES_SEEN, processes));
@@ -254,6 +255,7 @@ impl Kernel {
             map_names::RECLAIM_IN_FLIGHT,
             size_for(Module::Vmscan, threads),
         ));
+        sizes.push((map_names::IO_IN_FLIGHT, size_for(Module::Io, threads)));
 
         let mut fadvise_layout = layouts
             .fadvise
@@ -282,6 +284,10 @@ impl Kernel {
             ),
             _ => (ReadHookLayout::UNSET, SyscallReadLayout::UNSET),
         };
+        let io_layout = layouts
+            .io
+            .as_ref()
+            .map_or(IoLayout::UNSET, |hook| hook.layout);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(global_names::FADVISE_LAYOUT, &fadvise_layout, true)
@@ -290,6 +296,7 @@ impl Kernel {
             .override_global(global_names::PROCESS_LAYOUT, &process_layout, true)
             .override_global(global_names::PID_NAMESPACE, &options.pid_namespace, true)
             .override_global(global_names::INODE_LAYOUT, &inode_layout, true)
+            .override_global(global_names::IO_LAYOUT, &io_layout, true)
             .override_global(global_names::READ_HOOK_LAYOUT, &read_hook_layout, true)
             .override_global(
                 global_names::SYSCALL_READ_LAYOUT,
@@ -330,6 +337,17 @@ impl Kernel {
                         layouts.read_hook.candidates()
                     }
                     Module::Fadvise => layouts.fadvise_hook.candidates(layouts.fadvise.is_ok()),
+                    Module::Io => {
+                        let hook = layouts.io.as_ref().map(|hook| {
+                            if let Some(why) = &hook.folio_error {
+                                tracing::warn!(
+                                    "io: a folio's size is not located through BTF ({why}); a large folio dirtied counts one page"
+                                );
+                            }
+                            hook.candidates()
+                        });
+                        hook.unwrap_or_default()
+                    }
                     _ => vec![Candidate {
                         programs: module.programs().to_vec(),
                         hook: "tracepoint".to_owned(),
@@ -458,6 +476,7 @@ impl Kernel {
             attached(Module::Fadvise),
             attached(Module::PageCache),
             attached(Module::Vmscan),
+            attached(Module::Io),
         )?;
         delta.direct_reclaim_in_progress = self.gauges.sum_gauge()?;
         // Without the exit tracepoint nothing removes a process from PROC_SEEN, and a PID

@@ -1,13 +1,14 @@
-//! The three observation modules: their programs, tracepoints and field layouts.
+//! The observation modules: their programs, tracepoints and field layouts.
 
 pub use sidecar_common::programs::{
     FADVISE_FEXIT_PROGRAMS, FADVISE_IO_URING_FUNCTION, FADVISE_PROGRAMS, FADVISE_SYSCALL_FUNCTION,
-    Hook, Module, PAGE_CACHE_PROGRAMS, PAGE_CACHE_SIZED_PROGRAMS, PAGE_CACHE_TYPED_PROGRAMS,
-    PROCESS_PROGRAMS, ProgramSpec, READ_FEXIT_PROGRAM, READ_FUNCTIONS, SYSCALL_READ_PROGRAMS,
+    Hook, IO_DIRTY_PROGRAMS, IO_SYSCALL_PROGRAMS, Module, PAGE_CACHE_PROGRAMS,
+    PAGE_CACHE_SIZED_PROGRAMS, PAGE_CACHE_TYPED_PROGRAMS, PROCESS_PROGRAMS, ProgramSpec,
+    READ_FEXIT_PROGRAM, READ_FUNCTIONS, SYSCALL_READ_PROGRAMS,
 };
 use sidecar_common::{
-    ABSENT_FIELD, FadviseLayout, FilemapLayout, InodeLayout, ProcessLayout, ReadHookLayout,
-    SyscallReadLayout, VmscanLayout,
+    ABSENT_FIELD, FadviseLayout, FilemapLayout, InodeLayout, IoLayout, ProcessLayout,
+    ReadHookLayout, SyscallReadLayout, VmscanLayout,
 };
 
 use super::{
@@ -389,6 +390,115 @@ pub struct Layouts {
     pub read_hook: ReadHook,
     /// Where a task's thread-group leader and comm are (BTF).
     pub leader_comm: Result<LeaderComm, String>,
+    /// The io module's syscall fields and the hooks it can count dirtied pages with.
+    pub io: Result<IoHook, LayoutError>,
+}
+
+/// How the io module runs on this kernel: the syscall exit's `ret`, where a folio's size is
+/// (when BTF says), and the pages-dirtied hooks to try, best first.
+#[derive(Clone, Debug)]
+pub struct IoHook {
+    pub layout: IoLayout,
+    pub dirty: Vec<ProgramSpec>,
+    /// Why the folio's size cannot be read (the typed hook is not tried), if it cannot.
+    pub folio_error: Option<String>,
+}
+
+impl IoHook {
+    fn resolve(tracefs: &Tracefs, btf: Result<&Btf, &String>) -> Result<IoHook, LayoutError> {
+        let formats = Formats::of(tracefs, &IO_SYSCALL_PROGRAMS)?;
+        // Every syscall exit event has the same layout; the one program reads all six.
+        let mut exit_ret = None;
+        for spec in IO_SYSCALL_PROGRAMS
+            .iter()
+            .filter(|s| s.program == "io_exit")
+        {
+            let offset = formats.offset(spec.event, "ret", 8)?;
+            if exit_ret.is_some_and(|first| first != offset) {
+                return Err(LayoutError::MissingField {
+                    event: spec.event.to_owned(),
+                    field: format!("ret at the offset of sys_exit_read's ({exit_ret:?})"),
+                });
+            }
+            exit_ret = Some(offset);
+        }
+        let mut layout = IoLayout {
+            exit_ret: exit_ret.unwrap_or(ABSENT_FIELD),
+            ..IoLayout::UNSET
+        };
+        let has = |spec: &ProgramSpec| tracefs.event_format(spec.category, spec.event);
+        let [typed, folio, page] = IO_DIRTY_PROGRAMS;
+        let mut dirty = Vec::new();
+        let mut folio_error = None;
+        match has(&folio) {
+            Ok(_) => {
+                match btf.map_err(Clone::clone).and_then(folio_size_layout) {
+                    Ok(size) => {
+                        layout.folio_flags = size.folio_flags;
+                        layout.folio_head_bit = size.folio_head_bit;
+                        layout.folio_order = size.folio_order;
+                        dirty.push(typed);
+                    }
+                    Err(err) => folio_error = Some(err),
+                }
+                dirty.push(folio);
+            }
+            Err(TracefsError::MissingEvent { .. }) => {
+                has(&page)?;
+                dirty.push(page);
+            }
+            Err(err) => return Err(err.into()),
+        }
+        Ok(IoHook {
+            layout,
+            dirty,
+            folio_error,
+        })
+    }
+
+    /// The io programs to try, in order: each pages-dirtied hook with the syscall
+    /// programs, the dirtied hook first (when the kernel refuses it, nothing else of the
+    /// set was loaded).
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.dirty
+            .iter()
+            .map(|spec| {
+                let mut programs = vec![*spec];
+                programs.extend_from_slice(&IO_SYSCALL_PROGRAMS);
+                let hook = match spec.hook {
+                    Hook::BtfTracepoint => {
+                        format!("tp_btf {} + syscall tracepoints", spec.target())
+                    }
+                    _ if spec.event == IO_DIRTY_PROGRAMS[1].event => format!(
+                        "tracepoint {} (one page per folio) + syscall tracepoints",
+                        spec.target()
+                    ),
+                    _ => format!("tracepoint {} + syscall tracepoints", spec.target()),
+                };
+                Candidate { programs, hook }
+            })
+            .collect()
+    }
+}
+
+/// Where a folio's flags, head bit and order are, from BTF: a large folio (`PG_head` set)
+/// holds `1 << order` pages. The order is `_folio_order` on 6.1 and the low byte of
+/// `_flags_1` from 6.9 or so (`folio_large_order`); little-endian only, like the object.
+pub fn folio_size_layout(btf: &Btf) -> Result<IoLayout, String> {
+    let head = btf.enumerator("PG_head").map_err(|e| e.to_string())?;
+    if !(0..64).contains(&head) {
+        return Err(format!("PG_head is bit {head} of a 64-bit word"));
+    }
+    let order = match btf.member("folio", "_folio_order") {
+        Ok(place) if place.size == 1 => place.offset,
+        _ => place(btf, "folio", "_flags_1", 8)?,
+    };
+    Ok(IoLayout {
+        folio_flags: place(btf, "folio", "flags", 8)?,
+        folio_head_bit: head as u32,
+        folio_order: order,
+        ..IoLayout::UNSET
+    })
 }
 
 /// `task_struct.group_leader` and `task_struct.comm`.
@@ -484,6 +594,7 @@ impl Layouts {
                 .as_ref()
                 .map_err(Clone::clone)
                 .and_then(LeaderComm::resolve),
+            io: IoHook::resolve(tracefs, btf.as_ref()),
         }
     }
 
@@ -505,6 +616,7 @@ impl Layouts {
             inode: Err("no tracefs".to_owned()),
             read_hook: ReadHook::Tracepoint,
             leader_comm: Err("no tracefs".to_owned()),
+            io: reason(err),
         }
     }
 
@@ -515,6 +627,7 @@ impl Layouts {
             Module::Fadvise => self.fadvise.as_ref().err(),
             Module::PageCache => self.filemap.as_ref().err(),
             Module::Vmscan => self.vmscan.as_ref().err(),
+            Module::Io => self.io.as_ref().err(),
         }
     }
 }

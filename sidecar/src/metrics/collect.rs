@@ -124,8 +124,8 @@ pub fn collect_part(store: &Store, status: &Status, filter: &Filter, part: Part)
             }
             // A workload's histogram appears with its first stall: ~30 buckets of zeros
             // for every workload that never stalled would make most of a large scrape.
-            Source::Latency(kind) => per_workload(&|id| {
-                let histogram = &store.totals(id).reclaim[kind as usize];
+            Source::Latency(histogram) => per_workload(&|id| {
+                let histogram = histogram(store.totals(id));
                 (histogram.count > 0).then(|| latency_value(histogram))
             }),
             Source::Rate(rate) => per_workload(&|id| rate(last?.workload(id)).map(Value::Number)),
