@@ -288,6 +288,83 @@ fn page_cache_misses_survive_metadata_reads_on_ext4_1k() {
     }
 }
 
+/// A process we control (a forked child that does nothing else) writes 2,048 pages into a
+/// new file on a journaled ext4 in 64 KiB writes, calls fsync and fdatasync three times each
+/// and reads 4,001 times 3,000 bytes through read, pread64, readv and preadv in turn: every
+/// call is in its latency histogram, every byte read is counted, and every page dirtied.
+/// The journal keeps metadata out of the writer's context (jbd2 dirties it), so the pages
+/// dirtied are exactly the file's, large folios included where the hook reads their size.
+#[test]
+fn io_reads_syncs_and_dirtied_pages_are_exact() {
+    let Some(_kernel) = kernel("io_reads_syncs_and_dirtied_pages_are_exact") else {
+        return;
+    };
+    let Some(fs) = support::LoopExt4::create(4096, 64) else {
+        return;
+    };
+    let child = unique("io");
+    let sidecar = Sidecar::start(&workload_config("100ms", &[(&child, &child)], ""));
+    let (status, body) = sidecar.get("/health/ready");
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let hook = health["modules"]["io"]["hook"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!("io hook: {hook}");
+
+    let file = fs.mount_point().join("written");
+    let report = load(
+        &unique("iop"),
+        &[
+            "io",
+            "--child-comm",
+            &child,
+            "--file",
+            file.to_str().unwrap(),
+            "--dirty-pages",
+            "2048",
+            "--write-size",
+            "65536",
+            "--syncs",
+            "3",
+            "--reads",
+            "4001",
+            "--read-size",
+            "3000",
+        ],
+    );
+    assert_eq!(report_u64(&report, "file_bytes"), 2048 * 4096, "{report}");
+    let metrics = sidecar.after_drains(2);
+    let value = |name: &str| metrics.value(name, &[("workload", &child)]);
+    let read_calls = value("ebpf_io_read_seconds_count");
+    let read_bytes = value("ebpf_io_read_bytes_total");
+    let syncs = value("ebpf_io_fsync_seconds_count");
+    let dirtied = value("ebpf_io_dirtied_pages_total");
+    eprintln!(
+        "io ({hook}): reads {read_calls}, bytes {read_bytes}, syncs {syncs}, dirtied {dirtied}"
+    );
+    assert_eq!(read_calls, 4001.0, "read calls");
+    assert_eq!(
+        metrics.value(
+            "ebpf_io_read_seconds_bucket",
+            &[("workload", &child), ("le", "+Inf")]
+        ),
+        4001.0,
+        "the histogram's last bucket holds every read"
+    );
+    assert_eq!(read_bytes, 4001.0 * 3000.0, "bytes read");
+    assert_eq!(syncs, 6.0, "fsync + fdatasync calls");
+    if hook.contains("one page per folio") {
+        // The classic tracepoint cannot see a folio's size: at most one event per page.
+        assert!(dirtied > 0.0 && dirtied <= 2048.0, "dirtied {dirtied}");
+    } else {
+        assert_eq!(dirtied, 2048.0, "pages dirtied ({hook})");
+    }
+    drop(sidecar);
+    drop(fs);
+}
+
 /// Forced memcg reclaim: our scanned/reclaimed totals against the kernel's own pgscan and
 /// pgsteal counters, and the reclaim stalls of the reading process in its histogram.
 #[test]
