@@ -37,6 +37,14 @@ pub enum Setup {
     PreadFloorFexit,
     /// The sidecar's page-cache programs on a cached 4 KiB pread.
     PreadSidecar,
+    /// Two empty classic tracepoint programs on sys_enter/exit_pread64 (the io module's).
+    IoReadFloorTracepoints,
+    /// The sidecar's io programs on the same pread (the page-cache loop's report).
+    IoReadSidecar,
+    /// One empty tp_btf on writeback_dirty_folio.
+    DirtyFloorBtfTracepoint,
+    /// The sidecar's pages-dirtied program on a 4 KiB pwrite that dirties one page.
+    DirtySidecar,
 }
 
 impl Setup {
@@ -51,7 +59,23 @@ impl Setup {
             Setup::PreadFloorRawTracepoint => "1 empty raw tracepoint (mm_filemap_get_pages)",
             Setup::PreadFloorBtfTracepoint => "1 empty tp_btf (mm_filemap_get_pages)",
             Setup::PreadFloorFexit => "1 empty fexit (filemap_read)",
-            Setup::PreadSidecar => "sidecar",
+            Setup::PreadSidecar => "sidecar (page_cache programs)",
+            Setup::IoReadFloorTracepoints => "2 empty classic tracepoints (sys_enter/exit_pread64)",
+            Setup::IoReadSidecar => "sidecar (io read programs)",
+            Setup::DirtyFloorBtfTracepoint => "1 empty tp_btf (writeback_dirty_folio)",
+            Setup::DirtySidecar => "sidecar (io pages-dirtied program)",
+        }
+    }
+
+    /// Whether a program that ran in this setup's loop is part of what it measures: the
+    /// page-cache and io programs both run on a pread, and are told apart by name (the
+    /// kernel keeps 15 bytes of it).
+    fn counts(self, program: &str) -> bool {
+        match self {
+            Setup::PreadSidecar => !program.starts_with("io_"),
+            Setup::IoReadSidecar => program.starts_with("io_read") || program == "io_exit",
+            Setup::DirtySidecar => program.starts_with("io_dirty"),
+            _ => true,
         }
     }
 
@@ -61,6 +85,7 @@ impl Setup {
             | Setup::FadviseFloorFexit
             | Setup::FadviseSidecar
             | Setup::FadviseBpftrace => "fadvise",
+            Setup::DirtyFloorBtfTracepoint | Setup::DirtySidecar => "write",
             _ => "pread",
         }
     }
@@ -75,6 +100,11 @@ impl Setup {
             Setup::PreadFloorRawTracepoint => &["raw_tracepoint:mm_filemap_get_pages"],
             Setup::PreadFloorBtfTracepoint => &["tp_btf:mm_filemap_get_pages"],
             Setup::PreadFloorFexit => &["fexit:filemap_read"],
+            Setup::IoReadFloorTracepoints => &[
+                "tracepoint:syscalls:sys_enter_pread64",
+                "tracepoint:syscalls:sys_exit_pread64",
+            ],
+            Setup::DirtyFloorBtfTracepoint => &["tp_btf:writeback_dirty_folio"],
             _ => &[],
         }
     }
@@ -113,7 +143,7 @@ pub fn measure(
     if let (true, Some(pid)) = (setup.floors().is_empty(), owner) {
         cmd.args(["--owner", &pid.to_string()]);
     }
-    if let Some(file) = file.filter(|_| setup.op() == "pread") {
+    if let Some(file) = file.filter(|_| setup.op() != "fadvise") {
         cmd.arg("--file").arg(file);
     }
     let output = cmd.output().context("running sidecar-load bpf-cost")?;
@@ -151,19 +181,22 @@ impl Results {
     pub fn record(&mut self, setup: Setup, report: Result<Value>) {
         match report {
             Ok(report) => {
-                let ns = report["bpf_ns_per_call"].as_f64().unwrap_or(f64::NAN);
-                let wall = report["wall_ns_per_call"].as_f64().unwrap_or(f64::NAN);
-                self.ns.entry(setup).or_default().push(ns);
-                self.wall.entry(setup).or_default().push(wall);
-                let programs = report["programs"]
+                let calls = report["calls"].as_f64().unwrap_or(f64::NAN);
+                let own: Vec<&Value> = report["programs"]
                     .as_array()
-                    .map(|ps| {
-                        ps.iter()
-                            .filter_map(|p| p["name"].as_str())
-                            .collect::<Vec<_>>()
-                            .join(" + ")
-                    })
-                    .unwrap_or_default();
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| setup.counts(p["name"].as_str().unwrap_or_default()))
+                    .collect();
+                let ns: f64 = own.iter().filter_map(|p| p["ns"].as_f64()).sum();
+                let wall = report["wall_ns_per_call"].as_f64().unwrap_or(f64::NAN);
+                self.ns.entry(setup).or_default().push(ns / calls);
+                self.wall.entry(setup).or_default().push(wall);
+                let programs = own
+                    .iter()
+                    .filter_map(|p| p["name"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(" + ");
                 self.programs.insert(setup, programs);
             }
             Err(err) => {
@@ -253,6 +286,16 @@ impl Results {
             ratio(Setup::PreadSidecar, Setup::PreadFloorFexit),
             ns(Setup::PreadFloorFexit),
         );
+        let _ = write!(
+            line,
+            "; io per read call {} = {} two empty classic tracepoints ({}); io per page dirtied {} = {} an empty tp_btf ({})",
+            ns(Setup::IoReadSidecar),
+            ratio(Setup::IoReadSidecar, Setup::IoReadFloorTracepoints),
+            ns(Setup::IoReadFloorTracepoints),
+            ns(Setup::DirtySidecar),
+            ratio(Setup::DirtySidecar, Setup::DirtyFloorBtfTracepoint),
+            ns(Setup::DirtyFloorBtfTracepoint),
+        );
         line
     }
 }
@@ -273,16 +316,26 @@ fn median(values: &[f64]) -> Option<f64> {
 
 /// The floors, in the order each round runs them (the sidecar and bpftrace rounds are run
 /// by the caller, which starts and stops them).
-pub const FLOORS: [Setup; 5] = [
+pub const FLOORS: [Setup; 7] = [
     Setup::FadviseFloorTracepoints,
     Setup::FadviseFloorFexit,
     Setup::PreadFloorRawTracepoint,
     Setup::PreadFloorBtfTracepoint,
     Setup::PreadFloorFexit,
+    Setup::IoReadFloorTracepoints,
+    Setup::DirtyFloorBtfTracepoint,
+];
+
+/// The sidecar's setups, each with the setups recorded from the same loop's report (the
+/// page-cache and io programs run on the same pread).
+pub const SIDECAR: [(Setup, &[Setup]); 3] = [
+    (Setup::FadviseSidecar, &[]),
+    (Setup::PreadSidecar, &[Setup::IoReadSidecar]),
+    (Setup::DirtySidecar, &[]),
 ];
 
 /// Every setup, in table order.
-pub const ALL: [Setup; 8] = [
+pub const ALL: [Setup; 12] = [
     Setup::FadviseFloorTracepoints,
     Setup::FadviseFloorFexit,
     Setup::FadviseBpftrace,
@@ -291,7 +344,38 @@ pub const ALL: [Setup; 8] = [
     Setup::PreadFloorBtfTracepoint,
     Setup::PreadFloorFexit,
     Setup::PreadSidecar,
+    Setup::IoReadFloorTracepoints,
+    Setup::IoReadSidecar,
+    Setup::DirtyFloorBtfTracepoint,
+    Setup::DirtySidecar,
 ];
+
+impl Results {
+    /// Measures one sidecar setup and records it with the setups read from the same loop.
+    pub fn measure_sidecar(
+        &mut self,
+        load: &Path,
+        (setup, also): (Setup, &[Setup]),
+        calls: u64,
+        sidecar: u32,
+        file: &Path,
+    ) {
+        match measure(load, setup, calls, Some(sidecar), Some(file)) {
+            Ok(report) => {
+                for &other in also {
+                    self.record(other, Ok(report.clone()));
+                }
+                self.record(setup, Ok(report));
+            }
+            Err(err) => {
+                for &other in also {
+                    self.record(other, Err(anyhow::anyhow!("{err:#}")));
+                }
+                self.record(setup, Err(err));
+            }
+        }
+    }
+}
 
 /// A file on a disk filesystem for the pread loop (tmpfs bypasses the read path).
 pub fn pread_file(dir: &Path) -> Result<PathBuf> {

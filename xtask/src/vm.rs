@@ -43,6 +43,12 @@ const FADVISE_CALLS: u64 = 20_000;
 const FADVISE_BAD_FD_CALLS: u64 = 3;
 const FADVISE_IO_URING_CALLS: u64 = 5_000;
 const FADVISE_IO_URING_INVALID_CALLS: u64 = 7;
+/// The io check: pages a child writes to /data (journaled ext4), its fsync and fdatasync
+/// calls, and its reads of IO_READ_SIZE bytes.
+const IO_DIRTY_PAGES: u64 = 2048;
+const IO_SYNCS: u64 = 3;
+const IO_READS: u64 = 4001;
+const IO_READ_SIZE: u64 = 3000;
 
 #[derive(clap::Args)]
 pub struct VmTestArgs {
@@ -644,6 +650,8 @@ workloads:
     comm: "^vmevict$"
   - name: vmreclaim
     comm: "^vmreclaim$"
+  - name: vmio
+    comm: "^vmio$"
 unmatched: other
 tracefs:
   mount: true
@@ -783,6 +791,13 @@ pub fn vm_guest() -> Result<()> {
         (None, Ok(cgroup)) => check_vmscan(&mut guest, cgroup),
     }
 
+    // io: a child's exact reads, syncs and dirtied pages.
+    if let Some(why) = unavailable("io") {
+        guest.unavailable("io", &why);
+    } else {
+        check_io(&mut guest);
+    }
+
     // BPF time per event against empty programs, from the kernel's statistics.
     check_bpf_cost(&mut guest, sidecar.id());
 
@@ -814,7 +829,7 @@ pub fn vm_guest() -> Result<()> {
     check_stop(&mut guest, &mut sidecar, &baseline);
 
     let mut module_rows = Vec::new();
-    for name in ["fadvise", "page_cache", "vmscan"] {
+    for name in ["fadvise", "page_cache", "vmscan", "io"] {
         let (state, error) = module_state(name).unwrap_or_else(|| ("?".into(), String::new()));
         let detail = if error.is_empty() {
             check_module_detail(name)
@@ -967,14 +982,14 @@ fn check_bpf_cost(guest: &mut Guest, sidecar: u32) {
     let file = Path::new("/data/small");
     let mut results = crate::bpf_cost::Results::default();
     for _ in 0..BPF_COST_ROUNDS {
-        for setup in crate::bpf_cost::FLOORS.into_iter().chain([
-            crate::bpf_cost::Setup::FadviseSidecar,
-            crate::bpf_cost::Setup::PreadSidecar,
-        ]) {
+        for setup in crate::bpf_cost::FLOORS {
             results.record(
                 setup,
                 crate::bpf_cost::measure(&load, setup, BPF_COST_CALLS, Some(sidecar), Some(file)),
             );
+        }
+        for setup in crate::bpf_cost::SIDECAR {
+            results.measure_sidecar(&load, setup, BPF_COST_CALLS, sidecar, file);
         }
     }
     for line in results.table(&crate::bpf_cost::ALL).lines() {
@@ -983,6 +998,8 @@ fn check_bpf_cost(guest: &mut Guest, sidecar: u32) {
     let measured = [
         crate::bpf_cost::Setup::FadviseSidecar,
         crate::bpf_cost::Setup::PreadSidecar,
+        crate::bpf_cost::Setup::IoReadSidecar,
+        crate::bpf_cost::Setup::DirtySidecar,
     ]
     .iter()
     .all(|s| !results.unavailable.contains_key(s));
@@ -1057,6 +1074,56 @@ fn check_page_cache(guest: &mut Guest) {
             );
         }
     }
+}
+
+/// A forked child (see sidecar-load's file_io.rs) writes IO_DIRTY_PAGES pages into a new
+/// file on the journaled ext4 of /data, syncs, and reads: every call, byte and page counted.
+fn check_io(guest: &mut Guest) {
+    let report = load(
+        "vmiop",
+        &[
+            "io",
+            "--child-comm",
+            "vmio",
+            "--file",
+            "/data/written",
+            "--dirty-pages",
+            &IO_DIRTY_PAGES.to_string(),
+            "--syncs",
+            &IO_SYNCS.to_string(),
+            "--reads",
+            &IO_READS.to_string(),
+            "--read-size",
+            &IO_READ_SIZE.to_string(),
+        ],
+    );
+    if let Err(err) = report {
+        return guest.record("io", false, format!("{err:#}"));
+    }
+    let labels = [("workload", "vmio")];
+    let want = (
+        IO_READS as f64,
+        (IO_READS * IO_READ_SIZE) as f64,
+        (2 * IO_SYNCS) as f64,
+        IO_DIRTY_PAGES as f64,
+    );
+    let got = wait_for(Duration::from_secs(10), || {
+        let got = (
+            scrape_value("ebpf_io_read_seconds_count", &labels),
+            scrape_value("ebpf_io_read_bytes_total", &labels),
+            scrape_value("ebpf_io_fsync_seconds_count", &labels),
+            scrape_value("ebpf_io_dirtied_pages_total", &labels),
+        );
+        (got, got == want)
+    });
+    guest.record(
+        "io",
+        got == want,
+        format!(
+            "reads {} of {}, bytes {} of {}, fsync+fdatasync {} of {}, pages dirtied {} of {}",
+            got.0, want.0, got.1, want.1, got.2, want.2, got.3, want.3
+        ),
+    );
 }
 
 fn check_vmscan(guest: &mut Guest, cgroup: &Hierarchy) {

@@ -15,7 +15,7 @@ use super::{
     },
 };
 use crate::{
-    bpf_cost::{ALL, BPFTRACE_FADVISE, FLOORS, Results, Setup, measure, pread_file},
+    bpf_cost::{ALL, BPFTRACE_FADVISE, FLOORS, Results, SIDECAR, Setup, measure, pread_file},
     load::release_binary,
 };
 
@@ -78,11 +78,8 @@ pub fn bench_bpf(root: &Path, args: &BenchBpfArgs) -> Result<()> {
         }
         let running = start_sidecar(&env, &config).context("starting the sidecar")?;
         let pid = running.child.id();
-        for setup in [Setup::FadviseSidecar, Setup::PreadSidecar] {
-            results.record(
-                setup,
-                measure(&load, setup, args.calls, Some(pid), Some(&file)),
-            );
+        for setup in SIDECAR {
+            results.measure_sidecar(&load, setup, args.calls, pid, &file);
         }
         stop_setup(running);
     }

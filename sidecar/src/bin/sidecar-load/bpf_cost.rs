@@ -28,6 +28,9 @@ pub enum Op {
     Fadvise,
     /// pread of 4 KiB of a cached file.
     Pread,
+    /// pwrite of 4 KiB at the start of a file, then fdatasync: one page dirtied per call
+    /// (the sync cleans it for the next call).
+    Write,
 }
 
 /// One empty program to attach: `tracepoint:CATEGORY:EVENT`, `raw_tracepoint:EVENT`,
@@ -112,13 +115,17 @@ fn attach_floors(floors: &[Floor]) -> Result<Ebpf> {
 /// created in `dir` (not tmpfs, whose reads bypass the page cache's read path), read once
 /// so that it is cached.
 fn target_file(op: Op, file: Option<&Path>) -> Result<(File, Option<tempfile::TempPath>)> {
-    if let Some(path) = file {
+    if let Some(path) = file.filter(|_| !matches!(op, Op::Write)) {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         return Ok((file, None));
     }
-    let dir = match op {
-        Op::Fadvise => std::env::temp_dir(),
-        Op::Pread => PathBuf::from("/var/tmp"),
+    let dir = match (op, file) {
+        (Op::Fadvise, _) => std::env::temp_dir(),
+        // Next to the given file: a disk filesystem whose pages are accounted dirty.
+        (Op::Write, Some(path)) => path
+            .parent()
+            .map_or_else(|| PathBuf::from("/var/tmp"), Path::to_owned),
+        (Op::Pread | Op::Write, _) => PathBuf::from("/var/tmp"),
     };
     let mut temp = tempfile::NamedTempFile::new_in(&dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
@@ -176,6 +183,10 @@ pub fn bpf_cost(
             Op::Pread => {
                 file.read_exact_at(&mut buffer, 0).context("pread")?;
             }
+            Op::Write => {
+                file.write_all_at(&buffer, 0).context("pwrite")?;
+                file.sync_data().context("fdatasync")?;
+            }
         }
         Ok(())
     };
@@ -221,7 +232,7 @@ pub fn bpf_cost(
         programs.push(json!({ "id": id, "name": now.name, "runs": runs, "ns": run_ns }));
     }
     Ok(json!({
-        "op": match op { Op::Fadvise => "fadvise", Op::Pread => "pread" },
+        "op": match op { Op::Fadvise => "fadvise", Op::Pread => "pread", Op::Write => "write" },
         "calls": calls,
         "floor": floors.iter().map(|f| format!("{:?} {}", f.hook, f.target)).collect::<Vec<_>>(),
         "programs": programs,
