@@ -65,6 +65,10 @@ pub mod map_names {
     pub const IO_OVERFLOW: [&str; 2] = ["IO_OVF_0", "IO_OVF_1"];
     /// Each thread's read or sync syscall in progress (`IoInFlight`), by pid_tgid.
     pub const IO_IN_FLIGHT: &str = "IO_INFLIGHT";
+    /// Page-cache and refault counts by owning memory cgroup or acting process
+    /// (`OwnerKey` -> `OwnerCounts`), one map per epoch.
+    pub const OWNER_COUNTS: [&str; 2] = ["OWN_CNT_0", "OWN_CNT_1"];
+    pub const OWNER_OVERFLOW: [&str; 2] = ["OWN_OVF_0", "OWN_OVF_1"];
 }
 
 /// Names of the globals (`.rodata`) that userspace sets before loading.
@@ -78,6 +82,7 @@ pub mod global_names {
     pub const READ_HOOK_LAYOUT: &str = "READ_HOOK_LAYOUT";
     pub const SYSCALL_READ_LAYOUT: &str = "SYSCALL_READ_LAYOUT";
     pub const IO_LAYOUT: &str = "IO_LAYOUT";
+    pub const OWNER_LAYOUT: &str = "OWNER_LAYOUT";
 }
 
 /// `posix_fadvise` advice, as the `advice` label reports it.
@@ -343,6 +348,88 @@ pub const fn io_overflow_slot(op: IoOp, bucket: u32) -> u32 {
 
 pub const IO_OVERFLOW_SLOTS: usize = IoOp::COUNT * LATENCY_BUCKETS;
 
+/// Who a page-cache or refault count of the `memcg` module is charged to.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OwnerBy {
+    /// The process that was running (refaults only: its additions and evictions are the
+    /// page_cache module's).
+    Process = 0,
+    /// The memory cgroup the page is charged to, by its cgroup id (the inode number of
+    /// its directory in the memory controller's hierarchy; 0 for a page charged to none).
+    MemoryCgroup = 1,
+}
+
+impl OwnerBy {
+    pub const COUNT: usize = 2;
+
+    pub const fn from_raw(raw: u32) -> Option<OwnerBy> {
+        match raw {
+            0 => Some(OwnerBy::Process),
+            1 => Some(OwnerBy::MemoryCgroup),
+            _ => None,
+        }
+    }
+}
+
+/// Key of the per-owner map: one entry per (owner, kind of owner) seen in an interval.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OwnerKey {
+    /// A process key (tgid) or a cgroup id, see `by`.
+    pub id: u64,
+    /// An [`OwnerBy`].
+    pub by: u32,
+    pub _pad: u32,
+}
+
+counters! {
+    pub struct OwnerCounts {
+        /// Pages added to the page cache.
+        pub adds: u64,
+        /// Pages removed from the page cache.
+        pub evictions: u64,
+        /// Pages of files read back in after their eviction (workingset_refault).
+        pub file_refaults: u64,
+        /// Anonymous pages swapped back in after their eviction.
+        pub anon_refaults: u64,
+    }
+}
+
+/// Where the `memcg` programs find a page's owner and size (BTF).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerLayout {
+    /// `folio.memcg_data` (an `unsigned long` whose low bits are flags) or, before folios,
+    /// `page.mem_cgroup`.
+    pub page_memcg: u32,
+    /// `mem_cgroup.css.cgroup`, from the start of the `struct mem_cgroup`.
+    pub memcg_cgroup: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id` (a `u64`): the cgroup id.
+    pub kn_id: u32,
+    /// The bit of `PG_swapbacked` in the page's `flags` (at offset 0): an anonymous page.
+    pub swapbacked_bit: u32,
+    /// A large folio's size, as in [`IoLayout`] (`ABSENT_FIELD` before folios: one page).
+    pub folio_head_bit: u32,
+    pub folio_order: u32,
+    pub _pad: u32,
+}
+
+impl OwnerLayout {
+    pub const UNSET: OwnerLayout = OwnerLayout {
+        page_memcg: ABSENT_FIELD,
+        memcg_cgroup: ABSENT_FIELD,
+        cgroup_kn: ABSENT_FIELD,
+        kn_id: ABSENT_FIELD,
+        swapbacked_bit: ABSENT_FIELD,
+        folio_head_bit: ABSENT_FIELD,
+        folio_order: ABSENT_FIELD,
+        _pad: 0,
+    };
+}
+
 /// A read or sync syscall between its enter and exit events (IO_INFLIGHT, by pid_tgid).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -400,10 +487,11 @@ pub enum HostCounter {
     /// per-workload counts must add up to.
     FadviseCallsSeen = 8,
     IoOverflowEvents = 9,
+    OwnerOverflowEvents = 10,
 }
 
 impl HostCounter {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     pub const ALL: [HostCounter; Self::COUNT] = [
         HostCounter::LruPagesScanned,
         HostCounter::LruPagesReclaimed,
@@ -415,6 +503,7 @@ impl HostCounter {
         HostCounter::FieldReadErrors,
         HostCounter::FadviseCallsSeen,
         HostCounter::IoOverflowEvents,
+        HostCounter::OwnerOverflowEvents,
     ];
 }
 
@@ -742,6 +831,9 @@ mod pod {
     unsafe impl aya::Pod for IoCounts {}
     unsafe impl aya::Pod for IoInFlight {}
     unsafe impl aya::Pod for IoLayout {}
+    unsafe impl aya::Pod for OwnerKey {}
+    unsafe impl aya::Pod for OwnerCounts {}
+    unsafe impl aya::Pod for OwnerLayout {}
 }
 
 #[cfg(test)]
@@ -813,6 +905,9 @@ mod tests {
         assert_eq!(size_of::<IoCounts>(), 32);
         assert_eq!(size_of::<IoInFlight>(), 16);
         assert_eq!(size_of::<IoLayout>(), 16);
+        assert_eq!(size_of::<OwnerKey>(), 16);
+        assert_eq!(size_of::<OwnerCounts>(), 32);
+        assert_eq!(size_of::<OwnerLayout>(), 32);
         assert!(align_of::<ReadState>() <= 8);
     }
 

@@ -13,14 +13,18 @@ pub enum Module {
     Vmscan,
     /// File I/O: read and sync latency, bytes read, pages dirtied.
     Io,
+    /// Page-cache additions, evictions and refaults by the memory cgroup that owns the
+    /// page, and refaults by the acting process.
+    Memcg,
 }
 
 impl Module {
-    pub const ALL: [Module; 4] = [
+    pub const ALL: [Module; 5] = [
         Module::Fadvise,
         Module::PageCache,
         Module::Vmscan,
         Module::Io,
+        Module::Memcg,
     ];
 
     /// The name used in configuration, status and the `module` filters.
@@ -30,6 +34,7 @@ impl Module {
             Module::PageCache => "page_cache",
             Module::Vmscan => "vmscan",
             Module::Io => "io",
+            Module::Memcg => "memcg",
         }
     }
 
@@ -41,6 +46,7 @@ impl Module {
             Module::PageCache => &PAGE_CACHE_PROGRAMS,
             Module::Vmscan => &VMSCAN_PROGRAMS,
             Module::Io => &IO_PROGRAMS,
+            Module::Memcg => &MEMCG_PROGRAMS,
         }
     }
 }
@@ -281,6 +287,23 @@ pub const IO_PROGRAMS: [ProgramSpec; 13] = [
     IO_SYSCALL_PROGRAMS[11],
 ];
 
+/// The kernel function that counts a refault: `void workingset_refault(struct folio *,
+/// void *shadow)` (`struct page *` before folios).
+pub const REFAULT_FUNCTION: &str = "workingset_refault";
+
+/// The memcg module: BTF-typed page-cache tracepoints (their page or folio says which
+/// memory cgroup it is charged to) and, where BPF trampolines are allowed, fexit on the
+/// refault function.
+pub const MEMCG_PROGRAMS: [ProgramSpec; 3] = [
+    ProgramSpec::fexit("memcg_refault", REFAULT_FUNCTION),
+    ProgramSpec::btf("memcg_add", "filemap", "mm_filemap_add_to_page_cache"),
+    ProgramSpec::btf(
+        "memcg_delete",
+        "filemap",
+        "mm_filemap_delete_from_page_cache",
+    ),
+];
+
 /// Empty programs, one per attach type, for measuring the floor (`sidecar-load bpf-cost`);
 /// the sidecar never loads them. Each attaches wherever the measurement says.
 pub const FLOOR_PROGRAMS: [ProgramSpec; 4] = [
@@ -292,7 +315,8 @@ pub const FLOOR_PROGRAMS: [ProgramSpec; 4] = [
 
 /// Every program the object must have, each with the hook type it is built for (the read
 /// path's fexit program once, under its preferred function).
-pub const ALL_PROGRAMS: [&[ProgramSpec]; 12] = [
+pub const ALL_PROGRAMS: [&[ProgramSpec]; 13] = [
+    &MEMCG_PROGRAMS,
     &IO_SYSCALL_PROGRAMS,
     &IO_DIRTY_PROGRAMS,
     &FLOOR_PROGRAMS,

@@ -14,6 +14,7 @@ mod filemap;
 mod floor;
 mod io;
 mod maps;
+mod memcg;
 mod process;
 mod vmscan;
 

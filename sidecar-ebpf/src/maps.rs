@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 use sidecar_common::{
     Advice, FadviseCounts, FadviseKey, GaugeSlot, HostCounter, IO_OVERFLOW_SLOTS, IoCounts,
-    IoInFlight, IoKey, PageCacheCounts, ProcessInfo, ProcessKey, RECLAIM_OVERFLOW_SLOTS,
-    ReadInFlight, ReadState, ReclaimCounts, ReclaimInFlightKey, ReclaimKey,
+    IoInFlight, IoKey, OwnerBy, OwnerCounts, OwnerKey, PageCacheCounts, ProcessInfo, ProcessKey,
+    RECLAIM_OVERFLOW_SLOTS, ReadInFlight, ReadState, ReclaimCounts, ReclaimInFlightKey, ReclaimKey,
 };
 
 const PROCESSES: usize = 8192;
@@ -67,6 +67,15 @@ pub(crate) static IO_OVF_0: PerCpuArray<IoCounts, IO_OVERFLOW_SLOTS> = PerCpuArr
 #[btf_map(name = "IO_OVF_1")]
 pub(crate) static IO_OVF_1: PerCpuArray<IoCounts, IO_OVERFLOW_SLOTS> = PerCpuArray::new();
 
+#[btf_map(name = "OWN_CNT_0")]
+pub(crate) static OWN_CNT_0: PerCpuHashMap<OwnerKey, OwnerCounts, PROCESSES> = PerCpuHashMap::new();
+#[btf_map(name = "OWN_CNT_1")]
+pub(crate) static OWN_CNT_1: PerCpuHashMap<OwnerKey, OwnerCounts, PROCESSES> = PerCpuHashMap::new();
+#[btf_map(name = "OWN_OVF_0")]
+pub(crate) static OWN_OVF_0: PerCpuArray<OwnerCounts, { OwnerBy::COUNT }> = PerCpuArray::new();
+#[btf_map(name = "OWN_OVF_1")]
+pub(crate) static OWN_OVF_1: PerCpuArray<OwnerCounts, { OwnerBy::COUNT }> = PerCpuArray::new();
+
 #[btf_map(name = "HOST_0")]
 pub(crate) static HOST_0: PerCpuArray<u64, { HostCounter::COUNT }> = PerCpuArray::new();
 #[btf_map(name = "HOST_1")]
@@ -118,6 +127,8 @@ pub(crate) struct EpochMaps {
     pub(crate) reclaim_overflow: &'static PerCpuArray<ReclaimCounts, RECLAIM_OVERFLOW_SLOTS>,
     pub(crate) io: &'static PerCpuHashMap<IoKey, IoCounts, PROCESSES>,
     pub(crate) io_overflow: &'static PerCpuArray<IoCounts, IO_OVERFLOW_SLOTS>,
+    pub(crate) owner: &'static PerCpuHashMap<OwnerKey, OwnerCounts, PROCESSES>,
+    pub(crate) owner_overflow: &'static PerCpuArray<OwnerCounts, { OwnerBy::COUNT }>,
     pub(crate) host: &'static PerCpuArray<u64, { HostCounter::COUNT }>,
     pub(crate) processes: &'static HashMap<ProcessKey, ProcessInfo, PROCESSES>,
 }
@@ -145,6 +156,8 @@ macro_rules! in_active_epoch {
                     reclaim_overflow: &$crate::maps::RCL_OVF_0,
                     io: &$crate::maps::IO_CNT_0,
                     io_overflow: &$crate::maps::IO_OVF_0,
+                    owner: &$crate::maps::OWN_CNT_0,
+                    owner_overflow: &$crate::maps::OWN_OVF_0,
                     host: &$crate::maps::HOST_0,
                     processes: &$crate::maps::PROC_0,
                 };
@@ -160,6 +173,8 @@ macro_rules! in_active_epoch {
                     reclaim_overflow: &$crate::maps::RCL_OVF_1,
                     io: &$crate::maps::IO_CNT_1,
                     io_overflow: &$crate::maps::IO_OVF_1,
+                    owner: &$crate::maps::OWN_CNT_1,
+                    owner_overflow: &$crate::maps::OWN_OVF_1,
                     host: &$crate::maps::HOST_1,
                     processes: &$crate::maps::PROC_1,
                 };

@@ -118,6 +118,37 @@ impl MemoryCgroup {
         Ok(cgroup)
     }
 
+    /// A cgroup inside this one, without a limit of its own: its pages count against this
+    /// cgroup's limit, and this cgroup's reclaim takes them. Dropped before its parent.
+    pub fn child(&self, name: &str) -> io::Result<MemoryCgroup> {
+        if let Hierarchy::V2(_) = self.hierarchy {
+            fs::write(self.path.join("cgroup.subtree_control"), "+memory").map_err(|err| {
+                io::Error::new(
+                    err.kind(),
+                    format!("delegating memory below {}: {err}", self.path.display()),
+                )
+            })?;
+        }
+        let path = self.path.join(name);
+        fs::create_dir(&path).map_err(|err| {
+            io::Error::new(err.kind(), format!("creating {}: {err}", path.display()))
+        })?;
+        Ok(MemoryCgroup {
+            path,
+            hierarchy: self.hierarchy.clone(),
+        })
+    }
+
+    /// The path workloads' `cgroup` conditions and /proc/PID/cgroup use: relative to the
+    /// hierarchy's root, with a leading slash.
+    pub fn cgroup_path(&self) -> String {
+        let relative = self
+            .path
+            .strip_prefix(self.hierarchy.root())
+            .unwrap_or(&self.path);
+        format!("/{}", relative.display())
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use sidecar_common::{Advice, HostCounter, IoOp, LATENCY_BUCKETS, ProcessInfo, ReclaimKind};
+use sidecar_common::{
+    Advice, HostCounter, IoOp, LATENCY_BUCKETS, OwnerBy, ProcessInfo, ReclaimKind,
+};
 
 use crate::{
     kernel::KernelDelta,
@@ -91,10 +93,32 @@ pub fn aggregate(
             .io
             .add_kernel(op, key.bucket as usize, counts);
     }
+    for (key, counts) in &delta.owner {
+        if OwnerBy::from_raw(key.by) != Some(OwnerBy::Process) {
+            continue;
+        }
+        match u32::try_from(key.id).ok().and_then(&mut workload_of) {
+            Some(workload) => interval.workloads[workload].refaults += counts,
+            None => dropped_events += counts.file_refaults + counts.anon_refaults,
+        }
+    }
     // Exited processes had their last counts classified just above: forget them now.
     for (key, info) in &delta.processes {
         if info.exited != 0 {
             classifier.forget(key.tgid);
+        }
+    }
+    // Pages by the memory cgroup that owns them: no process involved.
+    for (key, counts) in &delta.owner {
+        if OwnerBy::from_raw(key.by) != Some(OwnerBy::MemoryCgroup) {
+            continue;
+        }
+        match classifier.classify_memcg(key.id) {
+            Assignment::Workload(id) => interval.workloads[id.0 as usize].memcg += counts,
+            Assignment::Dropped => {
+                dropped_events +=
+                    counts.adds + counts.evictions + counts.file_refaults + counts.anon_refaults;
+            }
         }
     }
     classifier.end_drain();
@@ -112,6 +136,7 @@ pub fn aggregate(
             reclaim: delta.host(HostCounter::ReclaimOverflowEvents),
             processes: delta.host(HostCounter::ProcessOverflowEvents),
             io: delta.host(HostCounter::IoOverflowEvents),
+            memcg: delta.host(HostCounter::OwnerOverflowEvents),
         },
         field_read_errors: delta.host(HostCounter::FieldReadErrors),
         fadvise_calls_seen: delta.host(HostCounter::FadviseCallsSeen),
@@ -147,6 +172,10 @@ fn add_overflow(other: &mut WorkloadCounts, delta: &KernelDelta) {
         if let Some(op) = IoOp::from_raw((slot / LATENCY_BUCKETS) as u8) {
             other.io.add_kernel(op, slot % LATENCY_BUCKETS, counts);
         }
+    }
+    if let [by_process, by_memcg] = delta.owner_overflow.as_slice() {
+        other.refaults += by_process;
+        other.memcg += by_memcg;
     }
     debug_assert_eq!(delta.fadvise_overflow.len(), Advice::COUNT);
 }

@@ -19,6 +19,7 @@ pub mod grpc;
 pub mod http;
 pub mod kernel;
 pub mod logging;
+pub mod memcg;
 pub mod metrics;
 pub mod privilege;
 pub mod query;

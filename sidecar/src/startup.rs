@@ -33,6 +33,7 @@ pub fn module_enabled(config: &Config, module: Module) -> bool {
         Module::PageCache => config.modules.page_cache.enabled,
         Module::Vmscan => config.modules.vmscan.enabled,
         Module::Io => config.modules.io.enabled,
+        Module::Memcg => config.modules.memcg.enabled,
     }
 }
 

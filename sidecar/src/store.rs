@@ -11,8 +11,8 @@ use std::{
 };
 
 use sidecar_common::{
-    Advice, FadviseCounts, IoCounts, IoOp, LATENCY_BUCKETS, PageCacheCounts, ReclaimKind,
-    latency_bucket,
+    Advice, FadviseCounts, IoCounts, IoOp, LATENCY_BUCKETS, OwnerCounts, PageCacheCounts,
+    ReclaimKind, latency_bucket,
 };
 
 use crate::{
@@ -137,6 +137,12 @@ pub struct WorkloadCounts {
     /// Indexed by `ReclaimKind`.
     pub reclaim: [LatencyHistogram; ReclaimKind::COUNT],
     pub io: IoWorkloadCounts,
+    /// Refaults by the processes that were running (their `adds` and `evictions` stay 0:
+    /// those are `page_cache`'s).
+    pub refaults: OwnerCounts,
+    /// Page-cache additions, evictions and refaults of the pages this workload's memory
+    /// cgroups own, whoever was running.
+    pub memcg: OwnerCounts,
 }
 
 impl WorkloadCounts {
@@ -149,6 +155,8 @@ impl WorkloadCounts {
             mine.add(theirs);
         }
         self.io.add(&other.io);
+        self.refaults += other.refaults;
+        self.memcg += other.memcg;
     }
 
     pub fn fadvise_totals(&self) -> FadviseCounts {
@@ -173,6 +181,7 @@ pub struct Overflow {
     pub reclaim: u64,
     pub processes: u64,
     pub io: u64,
+    pub memcg: u64,
 }
 
 /// Host-wide counts.
@@ -199,6 +208,7 @@ impl HostCounts {
         self.overflow.reclaim += other.overflow.reclaim;
         self.overflow.processes += other.overflow.processes;
         self.overflow.io += other.overflow.io;
+        self.overflow.memcg += other.overflow.memcg;
         self.field_read_errors += other.field_read_errors;
         self.dropped_process_events += other.dropped_process_events;
         self.fadvise_calls_seen += other.fadvise_calls_seen;

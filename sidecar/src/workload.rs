@@ -137,6 +137,8 @@ pub struct Classifier {
     cache: TgidMap<CacheEntry>,
     capacity: usize,
     drain: u64,
+    /// The workloads of memory cgroups, for counts the kernel keys by cgroup id.
+    owners: crate::memcg::MemcgOwners,
 }
 
 /// Drains an entry may go unseen before it is forgotten (so a reused PID is reclassified).
@@ -144,7 +146,9 @@ const FORGET_AFTER_DRAINS: u64 = 30;
 
 impl Classifier {
     pub fn new(config: &Config, names: &WorkloadNames) -> Classifier {
-        Classifier::with_proc_root(config, names, Path::new("/proc"))
+        let mut classifier = Classifier::with_proc_root(config, names, Path::new("/proc"));
+        classifier.owners = crate::memcg::MemcgOwners::new(config, names);
+        classifier
     }
 
     pub fn with_proc_root(config: &Config, names: &WorkloadNames, proc_root: &Path) -> Classifier {
@@ -156,6 +160,7 @@ impl Classifier {
             cache: TgidMap::default(),
             capacity: config.limits.max_tracked_processes.0 as usize,
             drain: 0,
+            owners: crate::memcg::MemcgOwners::with_root(config, names, None),
         }
     }
 
@@ -167,6 +172,12 @@ impl Classifier {
     /// Starts a drain: entries touched from now on count as seen in it.
     pub fn begin_drain(&mut self) {
         self.drain += 1;
+        self.owners.begin_drain();
+    }
+
+    /// The workload that owns the memory cgroup of cgroup id `id` (see `memcg.rs`).
+    pub fn classify_memcg(&mut self, id: u64) -> Assignment {
+        self.owners.assign(id)
     }
 
     /// Ends a drain: forgets stale entries and keeps the cache within its capacity.

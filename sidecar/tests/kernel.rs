@@ -365,6 +365,88 @@ fn io_reads_syncs_and_dirtied_pages_are_exact() {
     drop(fs);
 }
 
+/// A file read by a process in memory cgroup A, then evicted by the reclaim that a reader in
+/// a sibling cgroup R drives: both are inside B, whose limit is the one hit, so B's reclaim
+/// takes A's pages while R's reader runs. Under ownership (`ebpf_memcg_*`) the evictions
+/// land on A's workload, exactly the pages mincore no longer finds; under the acting task
+/// (`ebpf_page_cache_evictions_total`) on R's. The workloads are the cgroups' (both readers
+/// linger so that their /proc entry, not their comm, classifies them).
+#[test]
+fn evictions_land_on_the_owner_and_on_the_acting_task() {
+    let Some(_kernel) = kernel("evictions_land_on_the_owner_and_on_the_acting_task") else {
+        return;
+    };
+    use sidecar_testkit::cgroup::MemoryCgroup as Cgroup;
+    let parent = Cgroup::create(&format!("sidecar-own-{}", unique("b")), 96 << 20)
+        .expect("a cgroup v1 or v2 memory controller");
+    let owner = parent.child("a").expect("cgroup a");
+    let actor = parent.child("r").expect("cgroup r");
+    let config = format!(
+        "interval: 100ms\nworkloads:\n  - name: owner-a\n    cgroup: \"{}\"\n  - name: actor-r\n    cgroup: \"{}\"\n",
+        owner.cgroup_path(),
+        actor.cgroup_path()
+    );
+    let sidecar = Sidecar::start(&config);
+    let (status, body) = sidecar.get("/health/ready");
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    eprintln!("memcg hook: {}", health["modules"]["memcg"]["hook"]);
+    assert_eq!(health["modules"]["memcg"]["state"], "attached", "{body}");
+
+    let dir = scratch_dir();
+    let owned = dir.path().join("owned");
+    let other = dir.path().join("other");
+    for (file, mib) in [(&owned, "32"), (&other, "256")] {
+        load(
+            &unique("mk"),
+            &["make-file", "--file", file.to_str().unwrap(), "--mib", mib],
+        );
+    }
+    let read = |cgroup: &Cgroup, file: &std::path::Path| {
+        let args = ["--linger", "1s", "read", "--file", file.to_str().unwrap()];
+        let mut command = load_command(&unique("rd"), &args);
+        cgroup.enter(&mut command).expect("enter the cgroup");
+        parse_report(&command.output().expect("run the reader"), &args)
+    };
+    let first = read(&owner, &owned);
+    assert!(report_u64(&first, "resident_pages_before") < 64, "{first}");
+    read(&actor, &other);
+    let resident = load(
+        &unique("rs"),
+        &["resident", "--file", owned.to_str().unwrap()],
+    );
+    let pages = report_u64(&resident, "pages");
+    let evicted = (pages - report_u64(&resident, "resident_pages")) as f64;
+    let metrics = sidecar.after_drains(3);
+    let value = |name: &str, workload: &str| metrics.value(name, &[("workload", workload)]);
+    let owned_adds = value("ebpf_memcg_page_cache_adds_total", "owner-a");
+    let owned_evictions = value("ebpf_memcg_page_cache_evictions_total", "owner-a");
+    let acted_a = value("ebpf_page_cache_evictions_total", "owner-a");
+    let acted_r = value("ebpf_page_cache_evictions_total", "actor-r");
+    eprintln!(
+        "owned by a: adds {owned_adds}, evictions {owned_evictions} (mincore: {evicted} of {pages} gone); evictions by a's reader {acted_a}, by r's {acted_r}"
+    );
+    assert!(evicted > pages as f64 * 0.25, "too little of a's file evicted: {evicted}");
+    // The reader's pages, plus the few metadata blocks its read brought in.
+    assert!(
+        owned_adds >= pages as f64 && owned_adds <= pages as f64 + 64.0,
+        "adds owned by a: {owned_adds}"
+    );
+    assert!(
+        (owned_evictions - evicted).abs() <= 64.0,
+        "evictions owned by a: {owned_evictions}, pages mincore no longer finds: {evicted}"
+    );
+    assert!(acted_a < 64.0, "a's reader evicted {acted_a}");
+    assert!(
+        acted_r >= owned_evictions,
+        "r's reader evicted {acted_r}, a's pages alone are {owned_evictions}"
+    );
+    drop(sidecar);
+    drop(actor);
+    drop(owner);
+    drop(parent);
+}
+
 /// Forced memcg reclaim: our scanned/reclaimed totals against the kernel's own pgscan and
 /// pgsteal counters, and the reclaim stalls of the reading process in its histogram.
 #[test]

@@ -31,6 +31,10 @@ struct Cli {
     /// Process name (comm) to take before doing anything (15 bytes at most).
     #[arg(long, global = true, default_value = "sidecar-load")]
     comm: String,
+    /// Stay alive this long after reporting (e.g. 2s), so that the sidecar classifies the
+    /// process from its /proc entry (its cgroup) rather than from the comm it left.
+    #[arg(long, global = true, value_parser = sidecar_common::duration::parse)]
+    linger: Option<Duration>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -105,6 +109,11 @@ enum Mode {
         file: PathBuf,
         #[arg(long)]
         mib: u64,
+    },
+    /// Reports how many of a file's pages are in the page cache (mincore), touching none.
+    Resident {
+        #[arg(long)]
+        file: PathBuf,
     },
     /// Evicts a file from the page cache (fsync + POSIX_FADV_DONTNEED) and reports residency.
     Evict {
@@ -277,6 +286,9 @@ fn main() -> Result<()> {
             owner,
             file,
         } => bpf_cost::bpf_cost(op, calls, &floor, owner, file.as_deref())?,
+        Mode::Resident { file } => {
+            json!({ "pages": file_pages(&file)?, "resident_pages": resident_pages(&file)? })
+        }
         Mode::Evict { file } => {
             evict(&file)?;
             json!({ "resident_pages_after": resident_pages(&file)?, "pages": file_pages(&file)? })
@@ -306,6 +318,11 @@ fn main() -> Result<()> {
         } => sync_worker(&source, &output, page_size, over)?,
     };
     println!("{report}");
+    if let Some(linger) = cli.linger {
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
+        std::thread::sleep(linger);
+    }
     Ok(())
 }
 

@@ -161,6 +161,7 @@ const FADVISE: &str = "fadvise";
 const PAGE_CACHE: &str = "page_cache";
 const VMSCAN: &str = "vmscan";
 const IO: &str = "io";
+const MEMCG: &str = "memcg";
 
 const fn field(name: &'static str, order: u8) -> BanyanField {
     BanyanField {
@@ -340,6 +341,38 @@ families! {
         Source::Workload(|c| c.io.dirtied_pages), banyandb: &[field("dirtied_pages", 5)],
         "Page-cache pages the workload dirtied (writes and writes through mappings)."
     }
+    FILE_REFAULTS {
+        "ebpf_memory_file_refaults", Counter, MEMCG, unit: "pages", labels: WORKLOAD,
+        Source::Workload(|c| c.refaults.file_refaults), banyandb: &[field("file_refaults", 0)],
+        "File pages read back in after their eviction while the workload was running: its page cache is too small (the kernel's workingset_refault_file)."
+    }
+    ANON_REFAULTS {
+        "ebpf_memory_anon_refaults", Counter, MEMCG, unit: "pages", labels: WORKLOAD,
+        Source::Workload(|c| c.refaults.anon_refaults), banyandb: &[field("anon_refaults", 1)],
+        "Anonymous pages swapped back in after their eviction while the workload was running."
+    }
+    MEMCG_ADDS {
+        "ebpf_memcg_page_cache_adds", Counter, MEMCG, unit: "pages", labels: WORKLOAD,
+        Source::Workload(|c| c.memcg.adds), banyandb: &[field("owned_adds", 2)],
+        "Pages added to the page cache that the workload's memory cgroups own, whoever added them."
+    }
+    MEMCG_EVICTIONS {
+        "ebpf_memcg_page_cache_evictions", Counter, MEMCG, unit: "pages", labels: WORKLOAD,
+        Source::Workload(|c| c.memcg.evictions), banyandb: &[field("owned_evictions", 3)],
+        "Pages removed from the page cache that the workload's memory cgroups owned, whoever removed them (kswapd, another cgroup's reclaim)."
+    }
+    MEMCG_FILE_REFAULTS {
+        "ebpf_memcg_file_refaults", Counter, MEMCG, unit: "pages", labels: WORKLOAD,
+        Source::Workload(|c| c.memcg.file_refaults),
+        banyandb: &[field("owned_file_refaults", 4)],
+        "File refaults of pages the workload's memory cgroups own."
+    }
+    MEMCG_ANON_REFAULTS {
+        "ebpf_memcg_anon_refaults", Counter, MEMCG, unit: "pages", labels: WORKLOAD,
+        Source::Workload(|c| c.memcg.anon_refaults),
+        banyandb: &[field("owned_anon_refaults", 5)],
+        "Anonymous refaults of pages the workload's memory cgroups own."
+    }
     BUILD {
         "sidecar_build_info", Gauge, SELF_MODULE, unit: "", labels: &["version", "kernel"],
         Source::Status(build_info), banyandb: &[],
@@ -513,6 +546,7 @@ fn map_overflow(store: &Store) -> Vec<Sample> {
         ("reclaim", overflow.reclaim),
         ("processes", overflow.processes),
         ("io", overflow.io),
+        ("memcg", overflow.memcg),
     ]
     .into_iter()
     .map(|(map, value)| labelled([("map", map)], Value::Count(value)))

@@ -137,6 +137,7 @@ pub struct ModulesConfig {
     pub page_cache: ModuleConfig,
     pub vmscan: ModuleConfig,
     pub io: ModuleConfig,
+    pub memcg: ModuleConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

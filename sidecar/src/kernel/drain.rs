@@ -13,13 +13,14 @@ use aya::{
 };
 use sidecar_common::{
     Advice, FadviseCounts, FadviseKey, GaugeSlot, HostCounter, IO_OVERFLOW_SLOTS, IoCounts, IoKey,
-    PageCacheCounts, ProcessInfo, ProcessKey, RECLAIM_OVERFLOW_SLOTS, ReclaimCounts, ReclaimKey,
-    map_names,
+    OwnerBy, OwnerCounts, OwnerKey, PageCacheCounts, ProcessInfo, ProcessKey,
+    RECLAIM_OVERFLOW_SLOTS, ReclaimCounts, ReclaimKey, map_names,
 };
 
 use super::{
     KernelError,
     batch::{self, Entries, MapShape},
+    modules::Module,
 };
 
 /// One interval as the kernel counted it: per process (by tgid), summed over CPUs.
@@ -36,6 +37,9 @@ pub struct KernelDelta {
     pub io: Vec<(IoKey, IoCounts)>,
     /// Indexed by `io_overflow_slot`.
     pub io_overflow: Vec<IoCounts>,
+    pub owner: Vec<(OwnerKey, OwnerCounts)>,
+    /// Indexed by `OwnerBy`.
+    pub owner_overflow: Vec<OwnerCounts>,
     /// Indexed by `HostCounter`.
     pub host: Vec<u64>,
     /// The comm the kernel saw for each process counted in the interval.
@@ -100,6 +104,12 @@ impl Accumulate for ReclaimCounts {
 }
 
 impl Accumulate for IoCounts {
+    fn accumulate(&mut self, other: &Self) {
+        *self += other;
+    }
+}
+
+impl Accumulate for OwnerCounts {
     fn accumulate(&mut self, other: &Self) {
         *self += other;
     }
@@ -334,6 +344,8 @@ pub(crate) struct EpochMaps {
     reclaim_overflow: DrainableMap,
     io: DrainableMap,
     io_overflow: DrainableMap,
+    owner: DrainableMap,
+    owner_overflow: DrainableMap,
     host: DrainableMap,
     processes: DrainableMap,
 }
@@ -374,6 +386,12 @@ impl EpochMaps {
             )?,
             io: DrainableMap::take::<IoKey, IoCounts>(ebpf, n::IO_COUNTS[epoch], true)?,
             io_overflow: DrainableMap::take::<u32, IoCounts>(ebpf, n::IO_OVERFLOW[epoch], true)?,
+            owner: DrainableMap::take::<OwnerKey, OwnerCounts>(ebpf, n::OWNER_COUNTS[epoch], true)?,
+            owner_overflow: DrainableMap::take::<u32, OwnerCounts>(
+                ebpf,
+                n::OWNER_OVERFLOW[epoch],
+                true,
+            )?,
             host: DrainableMap::take::<u32, u64>(ebpf, n::HOST_COUNTERS[epoch], true)?,
             processes: DrainableMap::take::<ProcessKey, ProcessInfo>(
                 ebpf,
@@ -383,7 +401,7 @@ impl EpochMaps {
         })
     }
 
-    pub(crate) fn raw_fds(&self) -> [i32; 10] {
+    pub(crate) fn raw_fds(&self) -> [i32; 12] {
         [
             self.fadvise.raw_fd(),
             self.fadvise_overflow.raw_fd(),
@@ -393,6 +411,8 @@ impl EpochMaps {
             self.reclaim_overflow.raw_fd(),
             self.io.raw_fd(),
             self.io_overflow.raw_fd(),
+            self.owner.raw_fd(),
+            self.owner_overflow.raw_fd(),
             self.host.raw_fd(),
             self.processes.raw_fd(),
         ]
@@ -402,22 +422,20 @@ impl EpochMaps {
     /// are skipped.
     pub(crate) fn drain(
         &self,
-        fadvise: bool,
-        page_cache: bool,
-        vmscan: bool,
-        io: bool,
+        attached: impl Fn(Module) -> bool,
     ) -> Result<KernelDelta, KernelError> {
         let mut delta = KernelDelta {
             fadvise_overflow: vec![FadviseCounts::default(); Advice::COUNT],
             reclaim_overflow: vec![ReclaimCounts::default(); RECLAIM_OVERFLOW_SLOTS],
             io_overflow: vec![IoCounts::default(); IO_OVERFLOW_SLOTS],
+            owner_overflow: vec![OwnerCounts::default(); OwnerBy::COUNT],
             ..KernelDelta::default()
         };
-        if fadvise {
+        if attached(Module::Fadvise) {
             delta.fadvise = self.fadvise.take_entries()?;
             delta.fadvise_overflow = self.fadvise_overflow.take_slots()?;
         }
-        if page_cache {
+        if attached(Module::PageCache) {
             delta.page_cache = self.page_cache.take_entries()?;
             delta.page_cache_overflow = self
                 .page_cache_overflow
@@ -426,13 +444,17 @@ impl EpochMaps {
                 .copied()
                 .unwrap_or_default();
         }
-        if vmscan {
+        if attached(Module::Vmscan) {
             delta.reclaim = self.reclaim.take_entries()?;
             delta.reclaim_overflow = self.reclaim_overflow.take_slots()?;
         }
-        if io {
+        if attached(Module::Io) {
             delta.io = self.io.take_entries()?;
             delta.io_overflow = self.io_overflow.take_slots()?;
+        }
+        if attached(Module::Memcg) {
+            delta.owner = self.owner.take_entries()?;
+            delta.owner_overflow = self.owner_overflow.take_slots()?;
         }
         delta.host = self.host.take_slots()?;
         delta.processes = self.processes.take_entries()?;
@@ -440,6 +462,7 @@ impl EpochMaps {
             + delta.page_cache.len()
             + delta.reclaim.len()
             + delta.io.len()
+            + delta.owner.len()
             + delta.processes.len();
         Ok(delta)
     }

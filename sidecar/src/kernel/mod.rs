@@ -22,14 +22,16 @@ use aya::{
     programs::{BtfTracePoint, FExit, ProgramError, RawTracePoint, TracePoint},
 };
 use sidecar_common::{
-    FadviseLayout, FilemapLayout, InodeLayout, IoLayout, PidNamespace, ProcessLayout,
+    FadviseLayout, FilemapLayout, InodeLayout, IoLayout, OwnerLayout, PidNamespace, ProcessLayout,
     ReadHookLayout, SyscallReadLayout, VmscanLayout, global_names, map_names,
 };
 
 pub use self::drain::{KernelDelta, ProgramStats};
 use self::{
     drain::EpochMaps,
-    modules::{Candidate, Hook, Layouts, Module, PROCESS_PROGRAMS, ProgramSpec, ReadHook},
+    modules::{
+        Candidate, Hook, Layouts, MemcgHook, Module, PROCESS_PROGRAMS, ProgramSpec, ReadHook,
+    },
 };
 
 /// The eBPF object, built by `cargo xtask build-ebpf` and embedded by build.rs.
@@ -256,6 +258,12 @@ impl Kernel {
             size_for(Module::Vmscan, threads),
         ));
         sizes.push((map_names::IO_IN_FLIGHT, size_for(Module::Io, threads)));
+        for epoch in 0..2 {
+            sizes.push((
+                map_names::OWNER_COUNTS[epoch],
+                size_for(Module::Memcg, processes),
+            ));
+        }
 
         let mut fadvise_layout = layouts
             .fadvise
@@ -288,6 +296,10 @@ impl Kernel {
             .io
             .as_ref()
             .map_or(IoLayout::UNSET, |hook| hook.layout);
+        let owner_layout = layouts
+            .memcg
+            .as_ref()
+            .map_or(OwnerLayout::UNSET, |hook| hook.layout);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(global_names::FADVISE_LAYOUT, &fadvise_layout, true)
@@ -297,6 +309,7 @@ impl Kernel {
             .override_global(global_names::PID_NAMESPACE, &options.pid_namespace, true)
             .override_global(global_names::INODE_LAYOUT, &inode_layout, true)
             .override_global(global_names::IO_LAYOUT, &io_layout, true)
+            .override_global(global_names::OWNER_LAYOUT, &owner_layout, true)
             .override_global(global_names::READ_HOOK_LAYOUT, &read_hook_layout, true)
             .override_global(
                 global_names::SYSCALL_READ_LAYOUT,
@@ -348,6 +361,11 @@ impl Kernel {
                         });
                         hook.unwrap_or_default()
                     }
+                    Module::Memcg => layouts
+                        .memcg
+                        .as_ref()
+                        .map(MemcgHook::candidates)
+                        .unwrap_or_default(),
                     _ => vec![Candidate {
                         programs: module.programs().to_vec(),
                         hook: "tracepoint".to_owned(),
@@ -472,12 +490,7 @@ impl Kernel {
         let retired = self.epoch.switch()?;
         let switch_duration = started.elapsed();
         let attached = |module| self.modules.get(&module) == Some(&ModuleState::Attached);
-        let mut delta = self.epochs[retired].drain(
-            attached(Module::Fadvise),
-            attached(Module::PageCache),
-            attached(Module::Vmscan),
-            attached(Module::Io),
-        )?;
+        let mut delta = self.epochs[retired].drain(attached)?;
         delta.direct_reclaim_in_progress = self.gauges.sum_gauge()?;
         // Without the exit tracepoint nothing removes a process from PROC_SEEN, and a PID
         // reused by another program would never be recorded: then every interval records

@@ -2,12 +2,12 @@
 
 pub use sidecar_common::programs::{
     FADVISE_FEXIT_PROGRAMS, FADVISE_IO_URING_FUNCTION, FADVISE_PROGRAMS, FADVISE_SYSCALL_FUNCTION,
-    Hook, IO_DIRTY_PROGRAMS, IO_SYSCALL_PROGRAMS, Module, PAGE_CACHE_PROGRAMS,
+    Hook, IO_DIRTY_PROGRAMS, IO_SYSCALL_PROGRAMS, MEMCG_PROGRAMS, Module, PAGE_CACHE_PROGRAMS,
     PAGE_CACHE_SIZED_PROGRAMS, PAGE_CACHE_TYPED_PROGRAMS, PROCESS_PROGRAMS, ProgramSpec,
-    READ_FEXIT_PROGRAM, READ_FUNCTIONS, SYSCALL_READ_PROGRAMS,
+    READ_FEXIT_PROGRAM, READ_FUNCTIONS, REFAULT_FUNCTION, SYSCALL_READ_PROGRAMS,
 };
 use sidecar_common::{
-    ABSENT_FIELD, FadviseLayout, FilemapLayout, InodeLayout, IoLayout, ProcessLayout,
+    ABSENT_FIELD, FadviseLayout, FilemapLayout, InodeLayout, IoLayout, OwnerLayout, ProcessLayout,
     ReadHookLayout, SyscallReadLayout, VmscanLayout,
 };
 
@@ -364,6 +364,8 @@ pub enum LayoutError {
         tracepoint: TracefsError,
         fallback: String,
     },
+    #[error("{0}")]
+    Btf(String),
     #[error("tracepoint {event}: field {field} is {size} bytes, the program reads {expected}")]
     FieldSize {
         event: String,
@@ -392,6 +394,95 @@ pub struct Layouts {
     pub leader_comm: Result<LeaderComm, String>,
     /// The io module's syscall fields and the hooks it can count dirtied pages with.
     pub io: Result<IoHook, LayoutError>,
+    /// Where a page's memory cgroup is, and whether refaults can be seen.
+    pub memcg: Result<MemcgHook, LayoutError>,
+}
+
+/// How the memcg module runs on this kernel: where a page's owner and size are (BTF), and
+/// whether the refault function has the signature its fexit program reads.
+#[derive(Clone, Debug)]
+pub struct MemcgHook {
+    pub layout: OwnerLayout,
+    pub refault: Result<(), String>,
+}
+
+impl MemcgHook {
+    fn resolve(btf: Result<&Btf, &String>) -> Result<MemcgHook, LayoutError> {
+        let btf = btf.map_err(|err| LayoutError::Btf(format!("no kernel BTF: {err}")))?;
+        let layout = owner_layout(btf).map_err(LayoutError::Btf)?;
+        let page = if layout.folio_head_bit == ABSENT_FIELD {
+            "page"
+        } else {
+            "folio"
+        };
+        let refault = if std::env::var_os(FAULT_NO_FEXIT).is_some() {
+            Err(format!("fexit skipped ({FAULT_NO_FEXIT})"))
+        } else {
+            btf.function(REFAULT_FUNCTION)
+                .map_err(|err| err.to_string())
+                .and_then(|signature| {
+                    let fits = signature.params
+                        == [ValueType::PointerTo(page.to_owned()), ValueType::Pointer]
+                        && signature.ret == ValueType::Void;
+                    if fits {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{REFAULT_FUNCTION} has an unexpected signature ({:?}) -> {:?}",
+                            signature.params, signature.ret
+                        ))
+                    }
+                })
+        };
+        Ok(MemcgHook { layout, refault })
+    }
+
+    /// With refaults where fexit can run, else without them.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        let typed = "tp_btf filemap:mm_filemap_{add_to,delete_from}_page_cache";
+        let mut candidates = Vec::new();
+        if self.refault.is_ok() {
+            candidates.push(Candidate {
+                programs: MEMCG_PROGRAMS.to_vec(),
+                hook: format!("{typed} + fexit {REFAULT_FUNCTION}"),
+            });
+        }
+        candidates.push(Candidate {
+            programs: MEMCG_PROGRAMS[1..].to_vec(),
+            hook: format!("{typed} (refaults not seen)"),
+        });
+        candidates
+    }
+}
+
+/// A page's memory cgroup id (`memcg_data` or `mem_cgroup` -> `css.cgroup` -> `kn` ->
+/// `id`), its kind and, with folios, its size, from BTF.
+pub fn owner_layout(btf: &Btf) -> Result<OwnerLayout, String> {
+    let (page_memcg, size) = match btf.member("folio", "memcg_data") {
+        Ok(place) if place.size == 8 => (place.offset, Some(folio_size_layout(btf)?)),
+        _ => (place(btf, "page", "mem_cgroup", 8)?, None),
+    };
+    let css = btf
+        .member("mem_cgroup", "css")
+        .map_err(|err| err.to_string())?;
+    let swapbacked = btf
+        .enumerator("PG_swapbacked")
+        .map_err(|err| err.to_string())?;
+    if !(0..64).contains(&swapbacked) {
+        return Err(format!(
+            "PG_swapbacked is bit {swapbacked} of a 64-bit word"
+        ));
+    }
+    Ok(OwnerLayout {
+        page_memcg,
+        memcg_cgroup: css.offset + place(btf, "cgroup_subsys_state", "cgroup", 8)?,
+        cgroup_kn: place(btf, "cgroup", "kn", 8)?,
+        kn_id: place(btf, "kernfs_node", "id", 8)?,
+        swapbacked_bit: swapbacked as u32,
+        folio_head_bit: size.map_or(ABSENT_FIELD, |s| s.folio_head_bit),
+        folio_order: size.map_or(ABSENT_FIELD, |s| s.folio_order),
+        ..OwnerLayout::UNSET
+    })
 }
 
 /// How the io module runs on this kernel: the syscall exit's `ret`, where a folio's size is
@@ -595,6 +686,7 @@ impl Layouts {
                 .map_err(Clone::clone)
                 .and_then(LeaderComm::resolve),
             io: IoHook::resolve(tracefs, btf.as_ref()),
+            memcg: MemcgHook::resolve(btf.as_ref()),
         }
     }
 
@@ -617,6 +709,7 @@ impl Layouts {
             read_hook: ReadHook::Tracepoint,
             leader_comm: Err("no tracefs".to_owned()),
             io: reason(err),
+            memcg: reason(err),
         }
     }
 
@@ -628,6 +721,7 @@ impl Layouts {
             Module::PageCache => self.filemap.as_ref().err(),
             Module::Vmscan => self.vmscan.as_ref().err(),
             Module::Io => self.io.as_ref().err(),
+            Module::Memcg => self.memcg.as_ref().err(),
         }
     }
 }
