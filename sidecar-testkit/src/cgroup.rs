@@ -121,6 +121,11 @@ impl MemoryCgroup {
     /// A cgroup inside this one, without a limit of its own: its pages count against this
     /// cgroup's limit, and this cgroup's reclaim takes them. Dropped before its parent.
     pub fn child(&self, name: &str) -> io::Result<MemoryCgroup> {
+        if let Hierarchy::V1(_) = self.hierarchy {
+            // Before 5.11 a v1 child counts against its parent's limit only with this, set
+            // before the first child exists; later kernels always do it and accept the write.
+            let _ = fs::write(self.path.join("memory.use_hierarchy"), "1");
+        }
         if let Hierarchy::V2(_) = self.hierarchy {
             fs::write(self.path.join("cgroup.subtree_control"), "+memory").map_err(|err| {
                 io::Error::new(

@@ -426,7 +426,10 @@ fn evictions_land_on_the_owner_and_on_the_acting_task() {
     eprintln!(
         "owned by a: adds {owned_adds}, evictions {owned_evictions} (mincore: {evicted} of {pages} gone); evictions by a's reader {acted_a}, by r's {acted_r}"
     );
-    assert!(evicted > pages as f64 * 0.25, "too little of a's file evicted: {evicted}");
+    assert!(
+        evicted > pages as f64 * 0.25,
+        "too little of a's file evicted: {evicted}"
+    );
     // The reader's pages, plus the few metadata blocks its read brought in.
     assert!(
         owned_adds >= pages as f64 && owned_adds <= pages as f64 + 64.0,

@@ -652,6 +652,12 @@ workloads:
     comm: "^vmreclaim$"
   - name: vmio
     comm: "^vmio$"
+  - name: owner-a
+    cgroup: "/vmownb/a"
+  - name: actor-r
+    cgroup: "/vmownb/r"
+  - name: refaulter
+    cgroup: "/vmrefault"
 unmatched: other
 tracefs:
   mount: true
@@ -798,6 +804,16 @@ pub fn vm_guest() -> Result<()> {
         check_io(&mut guest);
     }
 
+    // memcg: evictions by owner and by acting task; refaults against /proc/vmstat.
+    match (unavailable("memcg"), &cgroup) {
+        (Some(why), _) => {
+            guest.unavailable("memcg.owner", &why);
+            guest.unavailable("memcg.refaults", &why);
+        }
+        (None, Err(err)) => guest.record("memcg.owner", false, format!("no memory cgroup: {err}")),
+        (None, Ok(cgroup)) => check_memcg(&mut guest, cgroup),
+    }
+
     // BPF time per event against empty programs, from the kernel's statistics.
     check_bpf_cost(&mut guest, sidecar.id());
 
@@ -829,7 +845,7 @@ pub fn vm_guest() -> Result<()> {
     check_stop(&mut guest, &mut sidecar, &baseline);
 
     let mut module_rows = Vec::new();
-    for name in ["fadvise", "page_cache", "vmscan", "io"] {
+    for name in ["fadvise", "page_cache", "vmscan", "io", "memcg"] {
         let (state, error) = module_state(name).unwrap_or_else(|| ("?".into(), String::new()));
         let detail = if error.is_empty() {
             check_module_detail(name)
@@ -929,6 +945,15 @@ fn check_fadvise(guest: &mut Guest) {
         ((c, s, o), (c, s, o) == want)
     });
     let (seen_calls, seen_successes, seen_other) = seen;
+    if (seen_calls, seen_successes) != (want.0, want.1)
+        && let Ok((200, text)) = http_get("/metrics")
+    {
+        for line in text.lines().filter(|l| {
+            l.starts_with("ebpf_fadvise_calls_total") || l.starts_with("sidecar_fadvise_calls_seen")
+        }) {
+            println!("VMTEST note fadvise: {line}");
+        }
+    }
     guest.record(
         "fadvise",
         (seen_calls, seen_successes) == (want.0, want.1),
@@ -1124,6 +1149,133 @@ fn check_io(guest: &mut Guest) {
             got.0, want.0, got.1, want.1, got.2, want.2, got.3, want.3
         ),
     );
+}
+
+/// Ownership: /data/small read (cold) in cgroup vmownb/a, then evicted by the reclaim of
+/// vmownb (48 MiB) that a reader of /data/big in its sibling vmownb/r drives. The evictions
+/// A owns must be the pages mincore no longer finds; the acting task's are r's. Refaults: a
+/// reader in a 32 MiB cgroup reads /data/big twice; the second pass refaults, counted by
+/// the kernel in /proc/vmstat's workingset_refault_file, by us for the acting process and
+/// for the owning cgroup.
+fn check_memcg(guest: &mut Guest, hierarchy: &Hierarchy) {
+    let hook = wait_ready(Duration::from_secs(5))
+        .ok()
+        .and_then(|health| {
+            health["modules"]["memcg"]["hook"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    println!(
+        "VMTEST note memcg: lru_gen {}",
+        fs::read_to_string("/sys/kernel/mm/lru_gen/enabled")
+            .unwrap_or_else(|_| "absent".into())
+            .trim()
+    );
+    // Cold: what earlier checks cached of /data/small goes.
+    let _ = Command::new("sync").status();
+    let _ = fs::write("/proc/sys/vm/drop_caches", "3");
+    let made = MemoryCgroup::create_in(hierarchy, "vmownb", 48 << 20).and_then(|parent| {
+        let owner = parent.child("a")?;
+        let actor = parent.child("r")?;
+        Ok((parent, owner, actor))
+    });
+    let (parent, owner, actor) = match made {
+        Ok(made) => made,
+        Err(err) => return guest.record("memcg.owner", false, format!("{err:#}")),
+    };
+    let read = |cgroup: &MemoryCgroup, comm: &str, file: &str, passes: &str| -> Result<Value> {
+        let mut command = Command::new("/bin/sidecar-load");
+        command.args([
+            "--comm", comm, "--linger", "1s", "read", "--file", file, "--passes", passes,
+        ]);
+        cgroup.enter(&mut command)?;
+        generator::report(&command.output()?).context("reader")
+    };
+    let owner_read = read(&owner, "vmowna", "/data/small", "1");
+    let actor_read = read(&actor, "vmownr", "/data/big", "1");
+    let resident = load("vmres", &["resident", "--file", "/data/small"]);
+    match (owner_read, actor_read, resident) {
+        (Ok(_), Ok(_), Ok(resident)) => {
+            let pages = resident["pages"].as_f64().unwrap_or(f64::NAN);
+            let evicted = pages - resident["resident_pages"].as_f64().unwrap_or(f64::NAN);
+            let value = |name: &str, workload: &str| scrape_value(name, &[("workload", workload)]);
+            let owned = wait_for(Duration::from_secs(10), || {
+                let owned = value("ebpf_memcg_page_cache_evictions_total", "owner-a");
+                (owned, (owned - evicted).abs() <= 64.0)
+            });
+            let acted_r = value("ebpf_page_cache_evictions_total", "actor-r");
+            let acted_a = value("ebpf_page_cache_evictions_total", "owner-a");
+            guest.record(
+                "memcg.owner",
+                evicted > pages * 0.25
+                    && (owned - evicted).abs() <= 64.0
+                    && acted_a < 64.0
+                    && acted_r >= owned,
+                format!(
+                    "{} limit 48 MiB: evictions owned by a {owned} (mincore: {evicted} of {pages} gone), by a's reader {acted_a}, by its sibling's {acted_r}",
+                    hierarchy.describe()
+                ),
+            );
+        }
+        (owner_read, actor_read, resident) => {
+            let why: Vec<String> = [owner_read.err(), actor_read.err(), resident.err()]
+                .into_iter()
+                .flatten()
+                .map(|err| format!("{err:#}"))
+                .collect();
+            guest.record("memcg.owner", false, why.join("; "));
+        }
+    }
+    drop((actor, owner, parent));
+
+    if !hook.contains("workingset_refault") {
+        return guest.unavailable("memcg.refaults", &format!("refaults not seen: hook {hook}"));
+    }
+    let limited = match MemoryCgroup::create_in(hierarchy, "vmrefault", CGROUP_LIMIT_MIB << 20) {
+        Ok(limited) => limited,
+        Err(err) => return guest.record("memcg.refaults", false, format!("{err:#}")),
+    };
+    // drop_caches also clears the shadow entries earlier reclaim left (vmscan's, the
+    // sibling's above): their cgroups are gone, and the kernel does not count a refault
+    // whose evicting cgroup is gone, while the refault function still runs for it.
+    let _ = fs::write("/proc/sys/vm/drop_caches", "3");
+    let before = vmstat_value("workingset_refault_file");
+    let twice = read(&limited, "vmrefault", "/data/big", "2");
+    let kernel = vmstat_value("workingset_refault_file") - before;
+    drop(limited);
+    if let Err(err) = twice {
+        return guest.record("memcg.refaults", false, format!("{err:#}"));
+    }
+    let close = |ours: f64| (ours - kernel).abs() <= kernel * 0.02 + 16.0;
+    let (acting, owned) = wait_for(Duration::from_secs(10), || {
+        let labels = [("workload", "refaulter")];
+        let acting = scrape_value("ebpf_memory_file_refaults_total", &labels);
+        let owned = scrape_value("ebpf_memcg_file_refaults_total", &labels);
+        ((acting, owned), close(acting) && close(owned))
+    });
+    guest.record(
+        "memcg.refaults",
+        kernel > (BIG_MIB << 20) as f64 / 4096.0 * 0.25 && close(acting) && close(owned),
+        format!(
+            "{BIG_MIB} MiB read twice under {CGROUP_LIMIT_MIB} MiB: file refaults by the reader {acting}, owned by its cgroup {owned}, /proc/vmstat workingset_refault_file {kernel} (within 2%)"
+        ),
+    );
+}
+
+/// One counter of /proc/vmstat.
+fn vmstat_value(name: &str) -> f64 {
+    fs::read_to_string("/proc/vmstat")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(f64::NAN)
 }
 
 fn check_vmscan(guest: &mut Guest, cgroup: &Hierarchy) {
