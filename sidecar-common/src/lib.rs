@@ -414,7 +414,10 @@ pub struct OwnerLayout {
     /// A large folio's size, as in [`IoLayout`] (`ABSENT_FIELD` before folios: one page).
     pub folio_head_bit: u32,
     pub folio_order: u32,
-    pub _pad: u32,
+    /// The flag bits of `memcg_data` (MEMCG_DATA_*); 0 when the field is a typed pointer
+    /// (`page.mem_cgroup`), which the verifier lets no program mask, so it is read with
+    /// `bpf_probe_read_kernel` as a plain number instead.
+    pub memcg_data_flags: u32,
 }
 
 impl OwnerLayout {
@@ -426,7 +429,7 @@ impl OwnerLayout {
         swapbacked_bit: ABSENT_FIELD,
         folio_head_bit: ABSENT_FIELD,
         folio_order: ABSENT_FIELD,
-        _pad: 0,
+        memcg_data_flags: 0,
     };
 }
 

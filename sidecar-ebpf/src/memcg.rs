@@ -22,10 +22,6 @@ use crate::{
 #[unsafe(no_mangle)]
 static OWNER_LAYOUT: aya_ebpf::Global<OwnerLayout> = aya_ebpf::Global::new(OwnerLayout::UNSET);
 
-/// The low bits of `memcg_data` are flags (MEMCG_DATA_*); a memory cgroup is aligned well
-/// beyond them.
-const MEMCG_DATA_FLAGS: u64 = 0x7;
-
 /// `TP_PROTO(struct folio *folio)` (`struct page *` before folios).
 #[btf_tracepoint(function = "mm_filemap_add_to_page_cache")]
 pub(crate) fn memcg_add(ctx: BtfTracePointContext) -> i32 {
@@ -99,11 +95,15 @@ impl Page {
             };
         }
         // SAFETY: see above; the offsets are constants from the same BTF.
-        let (flags, memcg_data) = unsafe {
-            (
-                core::ptr::read_volatile(page as *const u64),
-                core::ptr::read_volatile((page + u64::from(layout.page_memcg)) as *const u64),
-            )
+        let flags = unsafe { core::ptr::read_volatile(page as *const u64) };
+        let at = page + u64::from(layout.page_memcg);
+        let memcg = if layout.memcg_data_flags != 0 {
+            // SAFETY: as above: `folio.memcg_data`, an `unsigned long`.
+            let data = unsafe { core::ptr::read_volatile(at as *const u64) };
+            data & !u64::from(layout.memcg_data_flags)
+        } else {
+            // SAFETY: bpf_probe_read_kernel checks the address; a bad one reads as 0.
+            unsafe { bpf_probe_read_kernel(at as *const u64) }.unwrap_or(0)
         };
         let large = layout.folio_head_bit != ABSENT_FIELD
             && (flags >> (layout.folio_head_bit & 63)) & 1 == 1;
@@ -117,7 +117,7 @@ impl Page {
             1
         };
         Page {
-            memcg: memcg_data & !MEMCG_DATA_FLAGS,
+            memcg,
             pages,
             anonymous: (flags >> (layout.swapbacked_bit & 63)) & 1 == 1,
         }

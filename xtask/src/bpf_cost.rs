@@ -45,6 +45,11 @@ pub enum Setup {
     DirtyFloorBtfTracepoint,
     /// The sidecar's pages-dirtied program on a 4 KiB pwrite that dirties one page.
     DirtySidecar,
+    /// Two empty tp_btf programs on mm_filemap_add_to_page_cache and _delete_from_.
+    MemcgFloorBtfTracepoints,
+    /// The sidecar's memcg programs on a pread that adds a page and a DONTNEED that
+    /// removes it.
+    MemcgSidecar,
 }
 
 impl Setup {
@@ -64,6 +69,10 @@ impl Setup {
             Setup::IoReadSidecar => "sidecar (io read programs)",
             Setup::DirtyFloorBtfTracepoint => "1 empty tp_btf (writeback_dirty_folio)",
             Setup::DirtySidecar => "sidecar (io pages-dirtied program)",
+            Setup::MemcgFloorBtfTracepoints => {
+                "2 empty tp_btf (mm_filemap_add_to/delete_from_page_cache)"
+            }
+            Setup::MemcgSidecar => "sidecar (memcg add and delete programs)",
         }
     }
 
@@ -75,6 +84,7 @@ impl Setup {
             Setup::PreadSidecar => !program.starts_with("io_"),
             Setup::IoReadSidecar => program.starts_with("io_read") || program == "io_exit",
             Setup::DirtySidecar => program.starts_with("io_dirty"),
+            Setup::MemcgSidecar => program.starts_with("memcg_"),
             _ => true,
         }
     }
@@ -86,6 +96,7 @@ impl Setup {
             | Setup::FadviseSidecar
             | Setup::FadviseBpftrace => "fadvise",
             Setup::DirtyFloorBtfTracepoint | Setup::DirtySidecar => "write",
+            Setup::MemcgFloorBtfTracepoints | Setup::MemcgSidecar => "cycle",
             _ => "pread",
         }
     }
@@ -105,6 +116,10 @@ impl Setup {
                 "tracepoint:syscalls:sys_exit_pread64",
             ],
             Setup::DirtyFloorBtfTracepoint => &["tp_btf:writeback_dirty_folio"],
+            Setup::MemcgFloorBtfTracepoints => &[
+                "tp_btf:mm_filemap_add_to_page_cache",
+                "tp_btf:mm_filemap_delete_from_page_cache",
+            ],
             _ => &[],
         }
     }
@@ -129,8 +144,8 @@ pub fn measure(
     owner: Option<u32>,
     file: Option<&Path>,
 ) -> Result<Value> {
-    // A write is a pwrite and an fdatasync: a disk round trip, so fewer of them.
-    let calls = if setup.op() == "write" {
+    // A write is a pwrite and an fdatasync, a cycle a read from the disk: fewer of them.
+    let calls = if matches!(setup.op(), "write" | "cycle") {
         (calls / 20).max(500)
     } else {
         calls
@@ -302,6 +317,13 @@ impl Results {
             ratio(Setup::DirtySidecar, Setup::DirtyFloorBtfTracepoint),
             ns(Setup::DirtyFloorBtfTracepoint),
         );
+        let _ = write!(
+            line,
+            "; memcg per page added and removed {} = {} two empty tp_btf ({})",
+            ns(Setup::MemcgSidecar),
+            ratio(Setup::MemcgSidecar, Setup::MemcgFloorBtfTracepoints),
+            ns(Setup::MemcgFloorBtfTracepoints),
+        );
         line
     }
 }
@@ -322,7 +344,7 @@ fn median(values: &[f64]) -> Option<f64> {
 
 /// The floors, in the order each round runs them (the sidecar and bpftrace rounds are run
 /// by the caller, which starts and stops them).
-pub const FLOORS: [Setup; 7] = [
+pub const FLOORS: [Setup; 8] = [
     Setup::FadviseFloorTracepoints,
     Setup::FadviseFloorFexit,
     Setup::PreadFloorRawTracepoint,
@@ -330,18 +352,20 @@ pub const FLOORS: [Setup; 7] = [
     Setup::PreadFloorFexit,
     Setup::IoReadFloorTracepoints,
     Setup::DirtyFloorBtfTracepoint,
+    Setup::MemcgFloorBtfTracepoints,
 ];
 
 /// The sidecar's setups, each with the setups recorded from the same loop's report (the
 /// page-cache and io programs run on the same pread).
-pub const SIDECAR: [(Setup, &[Setup]); 3] = [
+pub const SIDECAR: [(Setup, &[Setup]); 4] = [
     (Setup::FadviseSidecar, &[]),
     (Setup::PreadSidecar, &[Setup::IoReadSidecar]),
     (Setup::DirtySidecar, &[]),
+    (Setup::MemcgSidecar, &[]),
 ];
 
 /// Every setup, in table order.
-pub const ALL: [Setup; 12] = [
+pub const ALL: [Setup; 14] = [
     Setup::FadviseFloorTracepoints,
     Setup::FadviseFloorFexit,
     Setup::FadviseBpftrace,
@@ -354,6 +378,8 @@ pub const ALL: [Setup; 12] = [
     Setup::IoReadSidecar,
     Setup::DirtyFloorBtfTracepoint,
     Setup::DirtySidecar,
+    Setup::MemcgFloorBtfTracepoints,
+    Setup::MemcgSidecar,
 ];
 
 impl Results {

@@ -1025,6 +1025,7 @@ fn check_bpf_cost(guest: &mut Guest, sidecar: u32) {
         crate::bpf_cost::Setup::PreadSidecar,
         crate::bpf_cost::Setup::IoReadSidecar,
         crate::bpf_cost::Setup::DirtySidecar,
+        crate::bpf_cost::Setup::MemcgSidecar,
     ]
     .iter()
     .all(|s| !results.unavailable.contains_key(s));

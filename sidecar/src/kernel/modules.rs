@@ -458,9 +458,16 @@ impl MemcgHook {
 /// A page's memory cgroup id (`memcg_data` or `mem_cgroup` -> `css.cgroup` -> `kn` ->
 /// `id`), its kind and, with folios, its size, from BTF.
 pub fn owner_layout(btf: &Btf) -> Result<OwnerLayout, String> {
-    let (page_memcg, size) = match btf.member("folio", "memcg_data") {
-        Ok(place) if place.size == 8 => (place.offset, Some(folio_size_layout(btf)?)),
-        _ => (place(btf, "page", "mem_cgroup", 8)?, None),
+    // The low bits of `memcg_data` are flags (MEMCG_DATA_*, two or three of them); a memory
+    // cgroup is aligned well beyond them.
+    const MEMCG_DATA_FLAGS: u32 = 0x7;
+    let (page_memcg, memcg_data_flags, size) = match btf.member("folio", "memcg_data") {
+        Ok(place) if place.size == 8 => (
+            place.offset,
+            MEMCG_DATA_FLAGS,
+            Some(folio_size_layout(btf)?),
+        ),
+        _ => (place(btf, "page", "mem_cgroup", 8)?, 0, None),
     };
     let css = btf
         .member("mem_cgroup", "css")
@@ -481,7 +488,7 @@ pub fn owner_layout(btf: &Btf) -> Result<OwnerLayout, String> {
         swapbacked_bit: swapbacked as u32,
         folio_head_bit: size.map_or(ABSENT_FIELD, |s| s.folio_head_bit),
         folio_order: size.map_or(ABSENT_FIELD, |s| s.folio_order),
-        ..OwnerLayout::UNSET
+        memcg_data_flags,
     })
 }
 
@@ -989,6 +996,27 @@ mod tests {
             let syscalls = syscall_read_layout(&tracefs, &btf).unwrap();
             assert_eq!(syscalls.enter_fd, 16);
             assert_ne!(syscalls.file_mapping, ABSENT_FIELD);
+        }
+    }
+
+    /// The memcg and io modules' BTF layouts on this kernel (the VM matrix loads them on
+    /// 5.10, 6.1 and 6.12): a folio kernel has `memcg_data` with flags and a folio order.
+    #[test]
+    fn owner_and_folio_layouts_resolve_on_the_running_kernel() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            eprintln!("no /sys/kernel/btf/vmlinux here: nothing to check");
+            return;
+        };
+        let owner = owner_layout(&btf).unwrap();
+        assert_ne!(owner.kn_id, ABSENT_FIELD);
+        assert_ne!(owner.swapbacked_bit, ABSENT_FIELD);
+        if btf.member("folio", "memcg_data").is_ok() {
+            assert_eq!(owner.memcg_data_flags, 0x7);
+            let folio = folio_size_layout(&btf).unwrap();
+            assert_eq!(folio.folio_head_bit, owner.folio_head_bit);
+            assert_eq!(folio.folio_order, owner.folio_order);
+            // The order byte lies past the head page's 64 bytes: in the second page.
+            assert!(folio.folio_order >= 64, "{folio:?}");
         }
     }
 

@@ -31,6 +31,9 @@ pub enum Op {
     /// pwrite of 4 KiB at the start of a file, then fdatasync: one page dirtied per call
     /// (the sync cleans it for the next call).
     Write,
+    /// pread of 4 KiB of a file, then POSIX_FADV_DONTNEED: one page added to the page cache
+    /// and one removed per call.
+    Cycle,
 }
 
 /// One empty program to attach: `tracepoint:CATEGORY:EVENT`, `raw_tracepoint:EVENT`,
@@ -115,17 +118,18 @@ fn attach_floors(floors: &[Floor]) -> Result<Ebpf> {
 /// created in `dir` (not tmpfs, whose reads bypass the page cache's read path), read once
 /// so that it is cached.
 fn target_file(op: Op, file: Option<&Path>) -> Result<(File, Option<tempfile::TempPath>)> {
-    if let Some(path) = file.filter(|_| !matches!(op, Op::Write)) {
+    if let Some(path) = file.filter(|_| !matches!(op, Op::Write | Op::Cycle)) {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         return Ok((file, None));
     }
     let dir = match (op, file) {
         (Op::Fadvise, _) => std::env::temp_dir(),
-        // Next to the given file: a disk filesystem whose pages are accounted dirty.
-        (Op::Write, Some(path)) => path
+        // Next to the given file: a disk filesystem, whose pages are accounted dirty and
+        // read through the page cache.
+        (Op::Write | Op::Cycle, Some(path)) => path
             .parent()
             .map_or_else(|| PathBuf::from("/var/tmp"), Path::to_owned),
-        (Op::Pread | Op::Write, _) => PathBuf::from("/var/tmp"),
+        (Op::Pread | Op::Write | Op::Cycle, _) => PathBuf::from("/var/tmp"),
     };
     let mut temp = tempfile::NamedTempFile::new_in(&dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
@@ -187,6 +191,14 @@ pub fn bpf_cost(
                 file.write_all_at(&buffer, 0).context("pwrite")?;
                 file.sync_data().context("fdatasync")?;
             }
+            Op::Cycle => {
+                file.read_exact_at(&mut buffer, 0).context("pread")?;
+                // SAFETY: a plain syscall on a descriptor we own.
+                let ret = unsafe { libc::posix_fadvise(fd, 0, 4096, libc::POSIX_FADV_DONTNEED) };
+                if ret != 0 {
+                    bail!("posix_fadvise: {}", std::io::Error::from_raw_os_error(ret));
+                }
+            }
         }
         Ok(())
     };
@@ -232,7 +244,12 @@ pub fn bpf_cost(
         programs.push(json!({ "id": id, "name": now.name, "runs": runs, "ns": run_ns }));
     }
     Ok(json!({
-        "op": match op { Op::Fadvise => "fadvise", Op::Pread => "pread", Op::Write => "write" },
+        "op": match op {
+            Op::Fadvise => "fadvise",
+            Op::Pread => "pread",
+            Op::Write => "write",
+            Op::Cycle => "cycle",
+        },
         "calls": calls,
         "floor": floors.iter().map(|f| format!("{:?} {}", f.hook, f.target)).collect::<Vec<_>>(),
         "programs": programs,
