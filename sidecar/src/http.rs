@@ -13,7 +13,7 @@ use axum::{
 use serde::Serialize;
 
 use crate::{
-    catalog::{self, SELF_MODULE},
+    catalog,
     kernel::modules::Module,
     metrics::{self, Filter},
     status::Status,
@@ -128,7 +128,8 @@ async fn metrics_handler(
         return (
             StatusCode::BAD_REQUEST,
             format!(
-                "unknown module {unknown:?}: expected one of fadvise, page_cache, vmscan, {SELF_MODULE}\n"
+                "unknown module {unknown:?}: expected one of {}\n",
+                catalog::module_names().collect::<Vec<_>>().join(", ")
             ),
         )
             .into_response();

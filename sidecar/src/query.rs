@@ -277,8 +277,12 @@ fn status_table(status: &pb::GetStatusResponse) -> String {
         (
             "overflow",
             format!(
-                "fadvise {}, page_cache {}, reclaim {}, processes {}",
-                overflow.fadvise, overflow.page_cache, overflow.reclaim, overflow.processes
+                "fadvise {}, page_cache {}, reclaim {}, processes {}, io {}",
+                overflow.fadvise,
+                overflow.page_cache,
+                overflow.reclaim,
+                overflow.processes,
+                overflow.io
             ),
         ),
         ("retained drains", status.retained_intervals.to_string()),
@@ -400,9 +404,7 @@ fn iostats_table(stats: &pb::IoStats) -> String {
             pc.evictions,
             direct.episodes,
             memcg.episodes,
-            memcg
-                .p99_seconds
-                .map_or_else(|| "-".to_owned(), |s| format!("{:.3}ms", s * 1e3)),
+            fmt_latency(memcg.p99_seconds),
         );
     }
     if let Some(host) = &stats.host {
@@ -417,5 +419,75 @@ fn iostats_table(stats: &pb::IoStats) -> String {
             host.direct_reclaim_in_progress
         );
     }
+    let _ = writeln!(
+        out,
+        "\n{:<16} {:>10} {:>12} {:>10} {:>8} {:>10} {:>13}",
+        "WORKLOAD", "READS", "READ BYTES", "READ p99", "FSYNCS", "FSYNC p99", "DIRTIED PAGES"
+    );
+    for workload in &stats.workloads {
+        let io = workload.io.unwrap_or_default();
+        let read = io.read.unwrap_or_default();
+        let fsync = io.fsync.unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<16} {:>10} {:>12} {:>10} {:>8} {:>10} {:>13}",
+            workload.workload,
+            read.calls,
+            fmt_bytes(io.read_bytes),
+            fmt_latency(read.p99_seconds),
+            fsync.calls,
+            fmt_latency(fsync.p99_seconds),
+            io.dirtied_pages,
+        );
+    }
     out
+}
+
+/// A latency, `-` when there was nothing to time. Reads served from the page cache take
+/// microseconds, which milliseconds would round to nothing.
+fn fmt_latency(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "-".to_owned(),
+        Some(s) if s < 1e-3 => format!("{:.1}µs", s * 1e6),
+        Some(s) => format!("{:.3}ms", s * 1e3),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iostats_table_shows_file_io_per_workload() {
+        let latency = |calls, p99_seconds| pb::LatencyStats {
+            calls,
+            p99_seconds,
+            ..pb::LatencyStats::default()
+        };
+        let stats = pb::IoStats {
+            workloads: vec![pb::WorkloadIoStats {
+                workload: "db".to_owned(),
+                io: Some(pb::FileIoStats {
+                    read: Some(latency(1000, Some(2.048e-6))),
+                    read_bytes: 4 << 20,
+                    fsync: Some(latency(0, None)),
+                    dirtied_pages: 256,
+                }),
+                ..pb::WorkloadIoStats::default()
+            }],
+            ..pb::IoStats::default()
+        };
+        let table = iostats_table(&stats);
+        let row = table
+            .lines()
+            .filter(|line| line.starts_with("db "))
+            .nth(1)
+            .expect("a file I/O row for db");
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            ["db", "1000", "4.0", "MiB", "2.0µs", "0", "-", "256"]
+        );
+        assert_eq!(fmt_latency(Some(0.0015)), "1.500ms");
+    }
 }

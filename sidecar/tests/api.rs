@@ -54,7 +54,8 @@ struct Fixture {
 }
 
 /// One interval in which workload `i` made `10 * (i + 1)` DONTNEED calls, read
-/// `100 * (i + 1)` pages and missed `i` of them.
+/// `100 * (i + 1)` pages and missed `i` of them, and read `4096 * (i + 1)` bytes in one call
+/// (counts times `scale`); `sync` also made one fsync and dirtied `8 * scale` pages.
 fn interval(names: &WorkloadNames, at: SystemTime, scale: u64) -> Interval {
     let mut interval = Interval::empty(names.len(), at);
     interval.length = Duration::from_secs(1);
@@ -66,6 +67,12 @@ fn interval(names: &WorkloadNames, at: SystemTime, scale: u64) -> Interval {
         counts.page_cache.read_attempts = 100 * (i + 1) * scale;
         counts.page_cache.misses = i * scale;
         counts.reclaim[ReclaimKind::Memcg as usize].record(2_000_000);
+        counts.io.read.record(50_000);
+        counts.io.read_bytes = 4096 * (i + 1) * scale;
+        if i == 1 {
+            counts.io.sync.record(3_000_000);
+            counts.io.dirtied_pages = 8 * scale;
+        }
     }
     interval.host.lru_pages_scanned = 1000 * scale;
     interval.host.lru_pages_reclaimed = 900 * scale;
@@ -104,6 +111,7 @@ async fn fixture_with(
             .map(|m| {
                 let hook = match m {
                     Module::PageCache => "fexit filemap_read",
+                    Module::Io => "tp_btf writeback:writeback_dirty_folio + syscall tracepoints",
                     _ => "tracepoint",
                 };
                 (m, hook.to_owned())
@@ -438,6 +446,14 @@ async fn io_stats_for_the_last_interval_and_a_window() {
     let memcg = sync.memcg_reclaim.as_ref().unwrap();
     assert_eq!(memcg.episodes, 1);
     assert!(memcg.p99_seconds.unwrap() >= 0.002);
+    let io = sync.io.unwrap();
+    let read = io.read.unwrap();
+    assert_eq!((read.calls, io.read_bytes), (1, 2 * 4096 * 5));
+    assert!(read.p99_seconds.unwrap() >= 50e-6);
+    let fsync = io.fsync.unwrap();
+    assert_eq!((fsync.calls, io.dirtied_pages), (1, 8 * 5));
+    assert!(fsync.p99_seconds.unwrap() >= 0.003);
+    assert_eq!(fsync.mean_seconds, Some(0.003));
     let host = last.host.unwrap();
     assert_eq!(host.efficiency_percent, Some(90.0));
 
@@ -460,6 +476,13 @@ async fn io_stats_for_the_last_interval_and_a_window() {
         .unwrap();
     let calls: u64 = jobs.fadvise.iter().map(|f| f.calls).sum();
     assert_eq!(calls, 10 * (3 + 4 + 5));
+    let io = jobs.io.unwrap();
+    let read = io.read.unwrap();
+    assert_eq!((read.calls, io.read_bytes), (3, 4096 * (3 + 4 + 5)));
+    // `jobs` never synced: no latency to summarise.
+    let fsync = io.fsync.unwrap();
+    assert_eq!(fsync.calls, 0);
+    assert_eq!((fsync.mean_seconds, fsync.p99_seconds), (None, None));
     let start = window.start.unwrap();
     let end = window.end.unwrap();
     assert_eq!(end.seconds - start.seconds, 3);
@@ -479,7 +502,7 @@ async fn status_reports_modules_and_drains() {
     assert!(status.ready);
     assert_eq!(status.drains, 5);
     assert_eq!(status.interval.unwrap().seconds, 1);
-    assert_eq!(status.modules.len(), 3);
+    assert_eq!(status.modules.len(), Module::ALL.len());
     assert!(status.modules.iter().all(|m| m.state == "attached"));
     let hooks: Vec<(&str, &str)> = status
         .modules
@@ -491,7 +514,11 @@ async fn status_reports_modules_and_drains() {
         [
             ("fadvise", "tracepoint"),
             ("page_cache", "fexit filemap_read"),
-            ("vmscan", "tracepoint")
+            ("vmscan", "tracepoint"),
+            (
+                "io",
+                "tp_btf writeback:writeback_dirty_folio + syscall tracepoints"
+            )
         ]
     );
     assert_eq!(status.process_tracking.unwrap().state, "starting");

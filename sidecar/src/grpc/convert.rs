@@ -7,7 +7,7 @@ use crate::{
     catalog::Kind,
     kernel::ModuleState,
     metrics::{Family, Sample, Value},
-    store::{LatencyHistogram, Period, Store},
+    store::{IoWorkloadCounts, LatencyHistogram, Period, Store},
     workload::WorkloadId,
 };
 
@@ -90,6 +90,26 @@ pub(super) fn reclaim_stats(histogram: &LatencyHistogram) -> pb::ReclaimStats {
     }
 }
 
+fn latency_stats(histogram: &LatencyHistogram) -> pb::LatencyStats {
+    pb::LatencyStats {
+        calls: histogram.count,
+        total_seconds: histogram.sum_ns as f64 / 1e9,
+        mean_seconds: histogram.mean_seconds(),
+        p50_seconds: histogram.quantile_seconds(0.5),
+        p99_seconds: histogram.quantile_seconds(0.99),
+        max_seconds: histogram.max_seconds(),
+    }
+}
+
+fn file_io_stats(io: &IoWorkloadCounts) -> pb::FileIoStats {
+    pb::FileIoStats {
+        read: Some(latency_stats(&io.read)),
+        read_bytes: io.read_bytes,
+        fsync: Some(latency_stats(&io.sync)),
+        dirtied_pages: io.dirtied_pages,
+    }
+}
+
 /// Per-workload statistics of a period, for the selected workloads (all reported ones when
 /// `selected` is empty).
 pub fn io_stats(store: &Store, period: &Period, selected: &[WorkloadId]) -> pb::IoStats {
@@ -130,6 +150,7 @@ pub fn io_stats(store: &Store, period: &Period, selected: &[WorkloadId]) -> pb::
                 memcg_reclaim: Some(reclaim_stats(
                     &counts.reclaim[sidecar_common::ReclaimKind::Memcg as usize],
                 )),
+                io: Some(file_io_stats(&counts.io)),
             }
         })
         .collect();

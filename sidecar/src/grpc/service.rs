@@ -264,6 +264,7 @@ impl SidecarService for Api {
                 page_cache: host.overflow.page_cache,
                 reclaim: host.overflow.reclaim,
                 processes: host.overflow.processes,
+                io: host.overflow.io,
             }),
             exporters: status
                 .exporters()

@@ -28,6 +28,10 @@ fn fixture() -> (Arc<RwLock<Store>>, Arc<Status>) {
     interval.workloads[0].page_cache.misses = 10;
     interval.workloads[0].reclaim[ReclaimKind::Memcg as usize].record(3_000_000);
     interval.workloads[0].reclaim[ReclaimKind::Direct as usize].record(40_000);
+    interval.workloads[0].io.read.record(20_000);
+    interval.workloads[0].io.read_bytes = 8192;
+    interval.workloads[0].io.sync.record(1_500_000);
+    interval.workloads[0].io.dirtied_pages = 3;
     interval.host.lru_pages_scanned = 10;
     interval.host.lru_pages_reclaimed = 5;
     let programs = vec![crate::kernel::ProgramStats {
@@ -43,7 +47,8 @@ fn fixture() -> (Arc<RwLock<Store>>, Arc<Status>) {
 }
 
 /// A store and status with fixed counts in every family: several workloads, every
-/// advice, both reclaim histograms, host counters, program statistics, an exporter.
+/// advice, both reclaim histograms, the io histograms and counts, host counters, program
+/// statistics, an exporter.
 fn golden_fixture() -> (Arc<RwLock<Store>>, Arc<Status>) {
     use std::sync::atomic::Ordering::Relaxed;
     let config = Config::parse(
@@ -82,6 +87,14 @@ fn golden_fixture() -> (Arc<RwLock<Store>>, Arc<Status>) {
             if w == 1 {
                 counts.reclaim[ReclaimKind::Memcg as usize].record(3_000_000 * round);
             }
+            for _ in 0..w {
+                counts.io.read.record(8_000 * w * round);
+            }
+            counts.io.read_bytes = 4096 * w * round;
+            if w == 2 {
+                counts.io.sync.record(1_000_000 * round);
+                counts.io.dirtied_pages = 64 * round;
+            }
         }
         interval.host.lru_pages_scanned = 1000 * round;
         interval.host.lru_pages_reclaimed = 300 * round;
@@ -90,6 +103,7 @@ fn golden_fixture() -> (Arc<RwLock<Store>>, Arc<Status>) {
         interval.host.overflow.page_cache = 2;
         interval.host.overflow.reclaim = 0;
         interval.host.overflow.processes = 1;
+        interval.host.overflow.io = round - 1;
         interval.host.field_read_errors = 0;
         interval.host.dropped_process_events = 7;
         interval.host.fadvise_calls_seen = 100 * round;
@@ -117,6 +131,7 @@ fn golden_fixture() -> (Arc<RwLock<Store>>, Arc<Status>) {
             (Module::Fadvise, ModuleState::Attached),
             (Module::PageCache, ModuleState::Attached),
             (Module::Vmscan, ModuleState::Failed("refused".to_owned())),
+            (Module::Io, ModuleState::Attached),
         ]
         .into_iter()
         .collect(),
@@ -196,6 +211,10 @@ fn openmetrics_has_the_contract_names() {
         "ebpf_memory_reclaim_efficiency_percent 50.0",
         "ebpf_memory_memcg_reclaim_seconds_count{workload=\"jobs\"} 1",
         "ebpf_memory_memcg_reclaim_seconds_bucket{le=\"+Inf\",workload=\"jobs\"} 1",
+        "ebpf_io_read_seconds_count{workload=\"jobs\"} 1",
+        "ebpf_io_read_bytes_total{workload=\"jobs\"} 8192",
+        "ebpf_io_fsync_seconds_sum{workload=\"jobs\"} 0.0015",
+        "ebpf_io_dirtied_pages_total{workload=\"jobs\"} 3",
         "sidecar_drains_total 1",
         "sidecar_build_info{version=",
     ] {
