@@ -518,7 +518,8 @@ async fn status_reports_modules_and_drains() {
             (
                 "io",
                 "tp_btf writeback:writeback_dirty_folio + syscall tracepoints"
-            )
+            ),
+            ("memcg", "tracepoint"),
         ]
     );
     assert_eq!(status.process_tracking.unwrap().state, "starting");

@@ -228,7 +228,13 @@ impl Kernel {
                 map_names::RECLAIM_COUNTS[epoch],
                 size_for(Module::Vmscan, processes),
             ));
-            sizes.push((map_names::IO_COUNTS[epoch], size_for(Module::Io, processes)));
+            sizes.push((
+                map_names::IO_COUNTS[epoch],
+                size_for(
+                    Module::Io,
+                    processes.saturating_mul(sizing::IO_ENTRIES_PER_PROCESS),
+                ),
+            ));
             sizes.push((map_names::PROCESSES[epoch], processes));
         }
         sizes.push((map_names::PROCESSES_SEEN, processes));

@@ -7,19 +7,29 @@
 
 use std::mem::size_of;
 
-use sidecar_common::{FadviseCounts, PageCacheCounts, ProcessInfo, ReclaimCounts};
+use sidecar_common::{
+    FadviseCounts, IoCounts, OwnerCounts, PageCacheCounts, ProcessInfo, ReclaimCounts,
+};
 
 /// Per-entry overhead of a preallocated BPF hash map (element header, key, per-CPU
 /// pointer), as measured from the maps' `memlock` on Linux 6.18.
 pub const HASH_ENTRY_OVERHEAD: u64 = 80;
 
-/// Kernel bytes one tracked process costs across both epochs: a fadvise, a page-cache and
-/// a reclaim entry with a value per CPU, and a process record.
+/// Entries of the io map per tracked process: its keys are (process, kind of call, latency
+/// bucket), and a process that reads and syncs fills a few buckets of each.
+pub const IO_ENTRIES_PER_PROCESS: u32 = 4;
+
+/// Kernel bytes one tracked process costs across both epochs: a fadvise, a page-cache, a
+/// reclaim and an owner entry and `IO_ENTRIES_PER_PROCESS` io entries, each with a value
+/// per CPU, and a process record.
 pub fn bytes_per_process(cpus: u64) -> u64 {
+    let io = u64::from(IO_ENTRIES_PER_PROCESS);
     let per_cpu_values = (size_of::<FadviseCounts>()
         + size_of::<PageCacheCounts>()
-        + size_of::<ReclaimCounts>()) as u64;
-    let per_epoch = 3 * HASH_ENTRY_OVERHEAD
+        + size_of::<ReclaimCounts>()
+        + size_of::<OwnerCounts>()) as u64
+        + io * size_of::<IoCounts>() as u64;
+    let per_epoch = (4 + io) * HASH_ENTRY_OVERHEAD
         + per_cpu_values * cpus
         + HASH_ENTRY_OVERHEAD
         + size_of::<ProcessInfo>() as u64;
@@ -41,7 +51,10 @@ mod tests {
 
     #[test]
     fn cost_grows_with_cpus() {
-        assert_eq!(bytes_per_process(2), 2 * (4 * 80 + 64 * 2 + 24));
+        assert_eq!(
+            bytes_per_process(2),
+            2 * (9 * 80 + (64 + 32 + 4 * 32) * 2 + 24)
+        );
         assert!(bytes_per_process(256) > 30 * 1024);
     }
 
