@@ -306,11 +306,16 @@ pub const MEMCG_PROGRAMS: [ProgramSpec; 3] = [
 
 /// Empty programs, one per attach type, for measuring the floor (`sidecar-load bpf-cost`);
 /// the sidecar never loads them. Each attaches wherever the measurement says.
-pub const FLOOR_PROGRAMS: [ProgramSpec; 4] = [
+pub const FLOOR_PROGRAMS: [ProgramSpec; 5] = [
     ProgramSpec::new("floor_tracepoint", "syscalls", "sys_enter_fadvise64"),
     ProgramSpec::raw("floor_raw_tracepoint", "filemap", "mm_filemap_get_pages"),
     ProgramSpec::fexit("floor_fexit", FADVISE_SYSCALL_FUNCTION),
     ProgramSpec::btf("floor_btf_tracepoint", "filemap", "mm_filemap_get_pages"),
+    ProgramSpec::btf(
+        "floor_btf_tracepoint_2",
+        "filemap",
+        "mm_filemap_delete_from_page_cache",
+    ),
 ];
 
 /// Every program the object must have, each with the hook type it is built for (the read

@@ -27,3 +27,10 @@ pub(crate) fn floor_fexit(_ctx: FExitContext) -> u32 {
 pub(crate) fn floor_btf_tracepoint(_ctx: BtfTracePointContext) -> i32 {
     0
 }
+
+/// A second empty tp_btf: a BTF-typed program is loaded for one tracepoint, so measuring
+/// two of them (page-cache additions and deletions) takes two programs.
+#[btf_tracepoint(function = "mm_filemap_delete_from_page_cache")]
+pub(crate) fn floor_btf_tracepoint_2(_ctx: BtfTracePointContext) -> i32 {
+    0
+}

@@ -92,11 +92,22 @@ fn snapshot() -> Result<HashMap<u32, Sample>> {
 /// attached while it lives).
 fn attach_floors(floors: &[Floor]) -> Result<Ebpf> {
     let mut ebpf = Ebpf::load(sidecar::kernel::ebpf_object()).context("loading the eBPF object")?;
-    for floor in floors {
+    for (index, floor) in floors.iter().enumerate() {
+        // Classic and raw tracepoints attach one program anywhere, as often as asked; a
+        // program typed by BTF loads for one target, so each floor of its kind takes the
+        // next one.
+        let nth = match floor.hook {
+            Hook::BtfTracepoint | Hook::FExit => floors[..index]
+                .iter()
+                .filter(|f| f.hook == floor.hook)
+                .count(),
+            Hook::Tracepoint | Hook::RawTracepoint => 0,
+        };
         let template = FLOOR_PROGRAMS
             .iter()
-            .find(|spec| spec.hook == floor.hook)
-            .context("no floor program for this hook")?;
+            .filter(|spec| spec.hook == floor.hook)
+            .nth(nth)
+            .context("no (more) floor program for this hook")?;
         // A short-lived tool: the few target names it attaches to may live as long as it.
         let target: &'static str = Box::leak(floor.target.clone().into_boxed_str());
         let (category, event) = match floor.hook {
