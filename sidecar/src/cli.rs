@@ -71,7 +71,7 @@ pub enum QueryCommand {
     Status,
     /// Cumulative metrics (every page).
     Metrics {
-        /// fadvise, page_cache, vmscan, io or self (repeatable).
+        /// fadvise, page_cache, vmscan, io, memcg or self (repeatable).
         #[arg(long)]
         module: Vec<String>,
         /// Metric name or pattern with `*` (repeatable).

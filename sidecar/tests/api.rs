@@ -44,6 +44,9 @@ workloads:
     comm: "^banyand"
 "#;
 
+const MEMCG_HOOK: &str =
+    "tp_btf filemap:mm_filemap_{add_to,delete_from}_page_cache + fexit workingset_refault";
+
 struct Fixture {
     grpc: SocketAddr,
     http: SocketAddr,
@@ -54,8 +57,12 @@ struct Fixture {
 }
 
 /// One interval in which workload `i` made `10 * (i + 1)` DONTNEED calls, read
-/// `100 * (i + 1)` pages and missed `i` of them, and read `4096 * (i + 1)` bytes in one call
-/// (counts times `scale`); `sync` also made one fsync and dirtied `8 * scale` pages.
+/// `100 * (i + 1)` pages and missed `i` of them, read `4096 * (i + 1)` bytes in one call,
+/// refaulted `2 * (i + 1)` file pages, and its memory cgroups' pages saw `64 * (i + 1)`
+/// additions, `16 * (i + 1)` evictions and `4 * (i + 1)` file refaults (counts times
+/// `scale`); `sync` also made one fsync, dirtied `8 * scale` pages, refaulted `scale`
+/// anonymous pages and its cgroups' pages `2 * scale`. The memcg map overflowed `scale`
+/// times.
 fn interval(names: &WorkloadNames, at: SystemTime, scale: u64) -> Interval {
     let mut interval = Interval::empty(names.len(), at);
     interval.length = Duration::from_secs(1);
@@ -69,13 +76,20 @@ fn interval(names: &WorkloadNames, at: SystemTime, scale: u64) -> Interval {
         counts.reclaim[ReclaimKind::Memcg as usize].record(2_000_000);
         counts.io.read.record(50_000);
         counts.io.read_bytes = 4096 * (i + 1) * scale;
+        counts.refaults.file_refaults = 2 * (i + 1) * scale;
+        counts.memcg.adds = 64 * (i + 1) * scale;
+        counts.memcg.evictions = 16 * (i + 1) * scale;
+        counts.memcg.file_refaults = 4 * (i + 1) * scale;
         if i == 1 {
             counts.io.sync.record(3_000_000);
             counts.io.dirtied_pages = 8 * scale;
+            counts.refaults.anon_refaults = scale;
+            counts.memcg.anon_refaults = 2 * scale;
         }
     }
     interval.host.lru_pages_scanned = 1000 * scale;
     interval.host.lru_pages_reclaimed = 900 * scale;
+    interval.host.overflow.memcg = scale;
     interval
 }
 
@@ -112,6 +126,7 @@ async fn fixture_with(
                 let hook = match m {
                     Module::PageCache => "fexit filemap_read",
                     Module::Io => "tp_btf writeback:writeback_dirty_folio + syscall tracepoints",
+                    Module::Memcg => MEMCG_HOOK,
                     _ => "tracepoint",
                 };
                 (m, hook.to_owned())
@@ -454,6 +469,22 @@ async fn io_stats_for_the_last_interval_and_a_window() {
     assert_eq!((fsync.calls, io.dirtied_pages), (1, 8 * 5));
     assert!(fsync.p99_seconds.unwrap() >= 0.003);
     assert_eq!(fsync.mean_seconds, Some(0.003));
+    let memcg = sync.memcg.unwrap();
+    assert_eq!(
+        (memcg.file_refaults, memcg.anon_refaults),
+        (2 * 2 * 5, 5),
+        "refaults by running process"
+    );
+    assert_eq!(
+        (
+            memcg.owned_adds,
+            memcg.owned_evictions,
+            memcg.owned_file_refaults,
+            memcg.owned_anon_refaults
+        ),
+        (64 * 2 * 5, 16 * 2 * 5, 4 * 2 * 5, 2 * 5),
+        "by owning memory cgroup"
+    );
     let host = last.host.unwrap();
     assert_eq!(host.efficiency_percent, Some(90.0));
 
@@ -483,6 +514,18 @@ async fn io_stats_for_the_last_interval_and_a_window() {
     let fsync = io.fsync.unwrap();
     assert_eq!(fsync.calls, 0);
     assert_eq!((fsync.mean_seconds, fsync.p99_seconds), (None, None));
+    let memcg = jobs.memcg.unwrap();
+    assert_eq!(
+        memcg,
+        pb::MemcgStats {
+            file_refaults: 2 * (3 + 4 + 5),
+            anon_refaults: 0,
+            owned_adds: 64 * (3 + 4 + 5),
+            owned_evictions: 16 * (3 + 4 + 5),
+            owned_file_refaults: 4 * (3 + 4 + 5),
+            owned_anon_refaults: 0,
+        }
+    );
     let start = window.start.unwrap();
     let end = window.end.unwrap();
     assert_eq!(end.seconds - start.seconds, 3);
@@ -519,9 +562,10 @@ async fn status_reports_modules_and_drains() {
                 "io",
                 "tp_btf writeback:writeback_dirty_folio + syscall tracepoints"
             ),
-            ("memcg", "tracepoint"),
+            ("memcg", MEMCG_HOOK),
         ]
     );
+    assert_eq!(status.overflow.unwrap().memcg, 1 + 2 + 3 + 4 + 5);
     assert_eq!(status.process_tracking.unwrap().state, "starting");
     assert_eq!(status.tracked_processes, 3);
     assert_eq!(status.retained_intervals, 100);

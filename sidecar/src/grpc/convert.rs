@@ -2,6 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use sidecar_common::OwnerCounts;
+
 use crate::{
     api::pb,
     catalog::Kind,
@@ -110,6 +112,19 @@ fn file_io_stats(io: &IoWorkloadCounts) -> pb::FileIoStats {
     }
 }
 
+/// `acting` holds the refaults by the running processes, `owned` what the workload's memory
+/// cgroups own.
+fn memcg_stats(acting: &OwnerCounts, owned: &OwnerCounts) -> pb::MemcgStats {
+    pb::MemcgStats {
+        file_refaults: acting.file_refaults,
+        anon_refaults: acting.anon_refaults,
+        owned_adds: owned.adds,
+        owned_evictions: owned.evictions,
+        owned_file_refaults: owned.file_refaults,
+        owned_anon_refaults: owned.anon_refaults,
+    }
+}
+
 /// Per-workload statistics of a period, for the selected workloads (all reported ones when
 /// `selected` is empty).
 pub fn io_stats(store: &Store, period: &Period, selected: &[WorkloadId]) -> pb::IoStats {
@@ -151,6 +166,7 @@ pub fn io_stats(store: &Store, period: &Period, selected: &[WorkloadId]) -> pb::
                     &counts.reclaim[sidecar_common::ReclaimKind::Memcg as usize],
                 )),
                 io: Some(file_io_stats(&counts.io)),
+                memcg: Some(memcg_stats(&counts.refaults, &counts.memcg)),
             }
         })
         .collect();

@@ -265,6 +265,7 @@ impl SidecarService for Api {
                 reclaim: host.overflow.reclaim,
                 processes: host.overflow.processes,
                 io: host.overflow.io,
+                memcg: host.overflow.memcg,
             }),
             exporters: status
                 .exporters()

@@ -32,6 +32,10 @@ fn fixture() -> (Arc<RwLock<Store>>, Arc<Status>) {
     interval.workloads[0].io.read_bytes = 8192;
     interval.workloads[0].io.sync.record(1_500_000);
     interval.workloads[0].io.dirtied_pages = 3;
+    interval.workloads[0].refaults.file_refaults = 6;
+    interval.workloads[0].memcg.adds = 40;
+    interval.workloads[0].memcg.evictions = 12;
+    interval.workloads[0].memcg.file_refaults = 2;
     interval.host.lru_pages_scanned = 10;
     interval.host.lru_pages_reclaimed = 5;
     let programs = vec![crate::kernel::ProgramStats {
@@ -47,8 +51,9 @@ fn fixture() -> (Arc<RwLock<Store>>, Arc<Status>) {
 }
 
 /// A store and status with fixed counts in every family: several workloads, every
-/// advice, both reclaim histograms, the io histograms and counts, host counters, program
-/// statistics, an exporter.
+/// advice, both reclaim histograms, the io histograms and counts, refaults by running
+/// process and counts by owning memory cgroup, host counters, program statistics, an
+/// exporter.
 fn golden_fixture() -> (Arc<RwLock<Store>>, Arc<Status>) {
     use std::sync::atomic::Ordering::Relaxed;
     let config = Config::parse(
@@ -95,6 +100,14 @@ fn golden_fixture() -> (Arc<RwLock<Store>>, Arc<Status>) {
                 counts.io.sync.record(1_000_000 * round);
                 counts.io.dirtied_pages = 64 * round;
             }
+            counts.refaults.file_refaults = 5 * w * round;
+            counts.memcg.adds = 150 * w;
+            counts.memcg.evictions = 40 * w * round;
+            counts.memcg.file_refaults = 6 * w * round;
+            if w == 1 {
+                counts.refaults.anon_refaults = round;
+                counts.memcg.anon_refaults = 2 * round;
+            }
         }
         interval.host.lru_pages_scanned = 1000 * round;
         interval.host.lru_pages_reclaimed = 300 * round;
@@ -104,6 +117,7 @@ fn golden_fixture() -> (Arc<RwLock<Store>>, Arc<Status>) {
         interval.host.overflow.reclaim = 0;
         interval.host.overflow.processes = 1;
         interval.host.overflow.io = round - 1;
+        interval.host.overflow.memcg = 3 * round;
         interval.host.field_read_errors = 0;
         interval.host.dropped_process_events = 7;
         interval.host.fadvise_calls_seen = 100 * round;
@@ -132,6 +146,7 @@ fn golden_fixture() -> (Arc<RwLock<Store>>, Arc<Status>) {
             (Module::PageCache, ModuleState::Attached),
             (Module::Vmscan, ModuleState::Failed("refused".to_owned())),
             (Module::Io, ModuleState::Attached),
+            (Module::Memcg, ModuleState::Attached),
         ]
         .into_iter()
         .collect(),
@@ -215,6 +230,10 @@ fn openmetrics_has_the_contract_names() {
         "ebpf_io_read_bytes_total{workload=\"jobs\"} 8192",
         "ebpf_io_fsync_seconds_sum{workload=\"jobs\"} 0.0015",
         "ebpf_io_dirtied_pages_total{workload=\"jobs\"} 3",
+        "ebpf_memory_file_refaults_total{workload=\"jobs\"} 6",
+        "ebpf_memcg_page_cache_adds_total{workload=\"jobs\"} 40",
+        "ebpf_memcg_page_cache_evictions_total{workload=\"jobs\"} 12",
+        "ebpf_memcg_file_refaults_total{workload=\"jobs\"} 2",
         "sidecar_drains_total 1",
         "sidecar_build_info{version=",
     ] {
