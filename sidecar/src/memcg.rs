@@ -3,9 +3,11 @@
 //! a workload claims the cgroups whose path its `cgroup` condition matches.
 //!
 //! The path is relative to the hierarchy's mount, as /proc/PID/cgroup shows it, so one
-//! `cgroup` condition means the same thing for a process and for the pages it owns. A
-//! workload's other conditions (comm, cmdline, pids) are about processes: they say nothing
-//! about a page, and a workload without a `cgroup` condition owns no memory cgroup.
+//! `cgroup` condition means the same thing for a process and for the pages it owns. Only a
+//! workload whose one condition is `cgroup` owns memory cgroups: comm, cmdline and pids are
+//! about processes and say nothing about a page, and a workload that adds them to a broad
+//! `cgroup` ("kubepods" and a comm, say) means some processes of those cgroups, not every
+//! page charged there.
 
 use std::{
     collections::HashMap,
@@ -117,14 +119,17 @@ impl MemcgOwners {
         }
     }
 
-    /// The first workload whose `cgroup` condition the path contains.
+    /// The first workload defined by its cgroup alone whose `cgroup` condition the path
+    /// contains.
     fn match_path(&self, path: &str) -> Assignment {
         self.workloads
             .iter()
             .position(|w| {
-                w.cgroup
-                    .as_deref()
-                    .is_some_and(|needle| path.contains(needle))
+                let by_cgroup_alone = w.comm.is_none() && w.cmdline.is_none() && w.pids.is_none();
+                by_cgroup_alone
+                    && w.cgroup
+                        .as_deref()
+                        .is_some_and(|needle| path.contains(needle))
             })
             .map_or_else(
                 || self.unmatched(),
@@ -170,7 +175,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cgroups_are_owned_by_the_first_workload_whose_cgroup_condition_matches() {
+    fn cgroups_are_owned_by_the_first_cgroup_only_workload_that_matches() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         fs::create_dir_all(root.join("kubepods/pod-a/inner")).unwrap();
@@ -181,6 +186,9 @@ mod tests {
 workloads:
   - name: by-comm
     comm: "^x$"
+  - name: comm-in-pods
+    comm: "^x$"
+    cgroup: "/kubepods/"
   - name: a
     cgroup: "/kubepods/pod-a"
   - name: pods
