@@ -299,17 +299,21 @@ pub enum IoOp {
     /// Page-cache folios this process dirtied (writeback_dirty_folio / _page): pages. Never
     /// bucketed (bucket 0).
     Dirty = 2,
+    /// Page-cache folios whose writeback this process started (fsync and the like; the
+    /// flusher's are a kworker's): pages. Never bucketed.
+    Writeback = 3,
 }
 
 impl IoOp {
-    pub const COUNT: usize = 3;
-    pub const ALL: [IoOp; Self::COUNT] = [IoOp::Read, IoOp::Sync, IoOp::Dirty];
+    pub const COUNT: usize = 4;
+    pub const ALL: [IoOp; Self::COUNT] = [IoOp::Read, IoOp::Sync, IoOp::Dirty, IoOp::Writeback];
 
     pub const fn from_raw(raw: u8) -> Option<IoOp> {
         match raw {
             0 => Some(IoOp::Read),
             1 => Some(IoOp::Sync),
             2 => Some(IoOp::Dirty),
+            3 => Some(IoOp::Writeback),
             _ => None,
         }
     }
@@ -458,6 +462,11 @@ pub struct IoLayout {
     /// The byte holding a large folio's order: `_folio_order` (6.1) or the low byte of
     /// `_flags_1` (later kernels).
     pub folio_order: u32,
+    /// The bits of the writeback function's return value that say the folio was already
+    /// under writeback (then it is not counted): 0xff for a `bool` (6.1), 0xffff_ffff for an
+    /// `int` (5.10), 0 for a function that returns nothing (6.12 on).
+    pub writeback_already_mask: u32,
+    pub _pad: u32,
 }
 
 impl IoLayout {
@@ -466,6 +475,8 @@ impl IoLayout {
         folio_flags: ABSENT_FIELD,
         folio_head_bit: ABSENT_FIELD,
         folio_order: ABSENT_FIELD,
+        writeback_already_mask: 0,
+        _pad: 0,
     };
 }
 
@@ -907,7 +918,7 @@ mod tests {
         assert_eq!(size_of::<IoKey>(), 8);
         assert_eq!(size_of::<IoCounts>(), 32);
         assert_eq!(size_of::<IoInFlight>(), 16);
-        assert_eq!(size_of::<IoLayout>(), 16);
+        assert_eq!(size_of::<IoLayout>(), 24);
         assert_eq!(size_of::<OwnerKey>(), 16);
         assert_eq!(size_of::<OwnerCounts>(), 32);
         assert_eq!(size_of::<OwnerLayout>(), 32);

@@ -270,6 +270,15 @@ pub const IO_DIRTY_PROGRAMS: [ProgramSpec; 3] = [
     ProgramSpec::new("io_dirty", "writeback", "writeback_dirty_page"),
 ];
 
+/// The functions that start a page-cache folio's writeback, in order of preference:
+/// `__folio_start_writeback(struct folio *, bool keep_write)` (returning `bool` on 6.1,
+/// nothing from 6.8 or so) and, before folios, `int __test_set_page_writeback(struct page
+/// *, bool keep_write)`.
+pub const WRITEBACK_FUNCTIONS: [&str; 2] = ["__folio_start_writeback", "__test_set_page_writeback"];
+
+/// The io module's fexit program on one of `WRITEBACK_FUNCTIONS`.
+pub const WRITEBACK_PROGRAM: &str = "io_writeback_start";
+
 /// The `io` module's classic-tracepoint set (see `Module::programs`).
 pub const IO_PROGRAMS: [ProgramSpec; 13] = [
     IO_DIRTY_PROGRAMS[1],
@@ -320,7 +329,11 @@ pub const FLOOR_PROGRAMS: [ProgramSpec; 5] = [
 
 /// Every program the object must have, each with the hook type it is built for (the read
 /// path's fexit program once, under its preferred function).
-pub const ALL_PROGRAMS: [&[ProgramSpec]; 13] = [
+pub const ALL_PROGRAMS: [&[ProgramSpec]; 14] = [
+    &[ProgramSpec::fexit(
+        WRITEBACK_PROGRAM,
+        WRITEBACK_FUNCTIONS[0],
+    )],
     &MEMCG_PROGRAMS,
     &IO_SYSCALL_PROGRAMS,
     &IO_DIRTY_PROGRAMS,

@@ -9,8 +9,8 @@ use aya_ebpf::{
     EbpfContext,
     bindings::BPF_ANY,
     helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
-    macros::{btf_tracepoint, tracepoint},
-    programs::{BtfTracePointContext, TracePointContext},
+    macros::{btf_tracepoint, fexit, tracepoint},
+    programs::{BtfTracePointContext, FExitContext, TracePointContext},
 };
 use sidecar_common::{
     ABSENT_FIELD, HostCounter, IoInFlight, IoKey, IoLayout, IoOp, io_overflow_slot, latency_bucket,
@@ -97,26 +97,7 @@ pub(crate) fn io_exit(ctx: TracePointContext) -> u32 {
 #[btf_tracepoint(function = "writeback_dirty_folio")]
 pub(crate) fn io_dirty_folio_typed(ctx: BtfTracePointContext) -> i32 {
     let folio: u64 = ctx.arg(0);
-    let layout = IO_LAYOUT.load();
-    let pages = if layout.folio_flags == ABSENT_FIELD || folio == 0 {
-        1
-    } else {
-        // SAFETY: `folio` is the tracepoint's typed argument; the verifier checks these
-        // loads against `struct folio` (the offsets are constants from the same BTF) and
-        // makes them fault-tolerant.
-        let flags = unsafe {
-            core::ptr::read_volatile((folio + u64::from(layout.folio_flags)) as *const u64)
-        };
-        if (flags >> (layout.folio_head_bit & 63)) & 1 == 0 {
-            1
-        } else {
-            // SAFETY: as above.
-            let order = unsafe {
-                core::ptr::read_volatile((folio + u64::from(layout.folio_order)) as *const u8)
-            };
-            1u64 << (order & 31)
-        }
-    };
+    let pages = folio_pages(folio, &IO_LAYOUT.load());
     count_dirty(&ctx, pages);
     0
 }
@@ -127,6 +108,49 @@ pub(crate) fn io_dirty_folio_typed(ctx: BtfTracePointContext) -> i32 {
 pub(crate) fn io_dirty(ctx: TracePointContext) -> u32 {
     count_dirty(&ctx, 1);
     0
+}
+
+/// Writeback started on a folio: fexit on `__folio_start_writeback` (or, before folios,
+/// `__test_set_page_writeback`), in the task that started it. Its first argument is the
+/// typed folio (or page); a function that returns whether the folio was already under
+/// writeback is counted only when it was not.
+#[fexit(function = "__folio_start_writeback")]
+pub(crate) fn io_writeback_start(ctx: FExitContext) -> i32 {
+    let layout = IO_LAYOUT.load();
+    if layout.writeback_already_mask != 0 {
+        let already: u64 = ctx.arg(2);
+        if already & u64::from(layout.writeback_already_mask) != 0 {
+            return 0;
+        }
+    }
+    let folio: u64 = ctx.arg(0);
+    let pages = folio_pages(folio, &layout);
+    count_io(bpf_get_current_pid_tgid(), IoOp::Writeback, 0, |counts| {
+        counts.events += 1;
+        counts.pages += pages;
+    });
+    0
+}
+
+/// Pages of a typed folio: `1 << order` when it is large (`PG_head`), else 1; 1 where BTF
+/// gave no folio layout (pages before folios).
+#[inline(always)]
+fn folio_pages(folio: u64, layout: &IoLayout) -> u64 {
+    if layout.folio_flags == ABSENT_FIELD || folio == 0 {
+        return 1;
+    }
+    // SAFETY: `folio` is a typed argument; the verifier checks these loads against
+    // `struct folio` (the offsets are constants from the same BTF) and makes them
+    // fault-tolerant.
+    let flags =
+        unsafe { core::ptr::read_volatile((folio + u64::from(layout.folio_flags)) as *const u64) };
+    if (flags >> (layout.folio_head_bit & 63)) & 1 == 0 {
+        return 1;
+    }
+    // SAFETY: as above.
+    let order =
+        unsafe { core::ptr::read_volatile((folio + u64::from(layout.folio_order)) as *const u8) };
+    1u64 << (order & 31)
 }
 
 #[inline(always)]

@@ -422,8 +422,15 @@ fn iostats_table(stats: &pb::IoStats) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<16} {:>10} {:>12} {:>10} {:>8} {:>10} {:>13}",
-        "WORKLOAD", "READS", "READ BYTES", "READ p99", "FSYNCS", "FSYNC p99", "DIRTIED PAGES"
+        "\n{:<16} {:>10} {:>12} {:>10} {:>8} {:>10} {:>13} {:>12}",
+        "WORKLOAD",
+        "READS",
+        "READ BYTES",
+        "READ p99",
+        "FSYNCS",
+        "FSYNC p99",
+        "DIRTIED PAGES",
+        "WRITTEN BACK"
     );
     for workload in &stats.workloads {
         let io = workload.io.unwrap_or_default();
@@ -431,7 +438,7 @@ fn iostats_table(stats: &pb::IoStats) -> String {
         let fsync = io.fsync.unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:<16} {:>10} {:>12} {:>10} {:>8} {:>10} {:>13}",
+            "{:<16} {:>10} {:>12} {:>10} {:>8} {:>10} {:>13} {:>12}",
             workload.workload,
             read.calls,
             fmt_bytes(io.read_bytes),
@@ -439,6 +446,7 @@ fn iostats_table(stats: &pb::IoStats) -> String {
             fsync.calls,
             fmt_latency(fsync.p99_seconds),
             io.dirtied_pages,
+            io.written_back_pages,
         );
     }
     // The first table's ADDS and EVICTED are by the running process; these are by the
@@ -504,6 +512,7 @@ mod tests {
                     read_bytes: 4 << 20,
                     fsync: Some(latency(0, None)),
                     dirtied_pages: 256,
+                    written_back_pages: 255,
                 }),
                 ..pb::WorkloadIoStats::default()
             }],
@@ -518,7 +527,7 @@ mod tests {
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(
             cells,
-            ["db", "1000", "4.0", "MiB", "2.0µs", "0", "-", "256"]
+            ["db", "1000", "4.0", "MiB", "2.0µs", "0", "-", "256", "255"]
         );
         assert_eq!(fmt_latency(Some(0.0015)), "1.500ms");
     }

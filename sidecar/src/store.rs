@@ -105,6 +105,8 @@ pub struct IoWorkloadCounts {
     /// fsync, fdatasync: latency.
     pub sync: LatencyHistogram,
     pub dirtied_pages: u64,
+    /// Pages whose writeback the workload's processes started.
+    pub written_back_pages: u64,
 }
 
 impl IoWorkloadCounts {
@@ -113,6 +115,7 @@ impl IoWorkloadCounts {
         self.read_bytes += other.read_bytes;
         self.sync.add(&other.sync);
         self.dirtied_pages += other.dirtied_pages;
+        self.written_back_pages += other.written_back_pages;
     }
 
     /// Adds what the kernel counted for one op and latency bucket.
@@ -124,6 +127,7 @@ impl IoWorkloadCounts {
             }
             IoOp::Sync => self.sync.add_bucket(bucket, counts.events, counts.ns),
             IoOp::Dirty => self.dirtied_pages += counts.pages,
+            IoOp::Writeback => self.written_back_pages += counts.pages,
         }
     }
 }

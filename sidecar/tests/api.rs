@@ -83,6 +83,7 @@ fn interval(names: &WorkloadNames, at: SystemTime, scale: u64) -> Interval {
         if i == 1 {
             counts.io.sync.record(3_000_000);
             counts.io.dirtied_pages = 8 * scale;
+            counts.io.written_back_pages = 6 * scale;
             counts.refaults.anon_refaults = scale;
             counts.memcg.anon_refaults = 2 * scale;
         }
@@ -467,6 +468,7 @@ async fn io_stats_for_the_last_interval_and_a_window() {
     assert!(read.p99_seconds.unwrap() >= 50e-6);
     let fsync = io.fsync.unwrap();
     assert_eq!((fsync.calls, io.dirtied_pages), (1, 8 * 5));
+    assert_eq!(io.written_back_pages, 6 * 5);
     assert!(fsync.p99_seconds.unwrap() >= 0.003);
     assert_eq!(fsync.mean_seconds, Some(0.003));
     let memcg = sync.memcg.unwrap();

@@ -293,7 +293,8 @@ fn page_cache_misses_survive_metadata_reads_on_ext4_1k() {
 /// and reads 4,001 times 3,000 bytes through read, pread64, readv and preadv in turn: every
 /// call is in its latency histogram, every byte read is counted, and every page dirtied.
 /// The journal keeps metadata out of the writer's context (jbd2 dirties it), so the pages
-/// dirtied are exactly the file's, large folios included where the hook reads their size.
+/// dirtied are exactly the file's, large folios included where the hook reads their size,
+/// and so are the pages whose writeback the child's fsync starts, where fexit can see them.
 #[test]
 fn io_reads_syncs_and_dirtied_pages_are_exact() {
     let Some(_kernel) = kernel("io_reads_syncs_and_dirtied_pages_are_exact") else {
@@ -355,6 +356,13 @@ fn io_reads_syncs_and_dirtied_pages_are_exact() {
     );
     assert_eq!(read_bytes, 4001.0 * 3000.0, "bytes read");
     assert_eq!(syncs, 6.0, "fsync + fdatasync calls");
+    let written_back = value("ebpf_io_written_back_pages_total");
+    if hook.contains("written back not seen") {
+        assert_eq!(written_back, 0.0, "written back without a hook for it");
+    } else {
+        // The child's fsync starts the writeback of every page it dirtied.
+        assert_eq!(written_back, 2048.0, "pages written back ({hook})");
+    }
     if hook.contains("one page per folio") {
         // The classic tracepoint cannot see a folio's size: at most one event per page.
         assert!(dirtied > 0.0 && dirtied <= 2048.0, "dirtied {dirtied}");

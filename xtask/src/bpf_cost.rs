@@ -45,6 +45,9 @@ pub enum Setup {
     DirtyFloorBtfTracepoint,
     /// The sidecar's pages-dirtied program on a 4 KiB pwrite that dirties one page.
     DirtySidecar,
+    /// The sidecar's written-back program (fexit) on the fdatasync after that pwrite, which
+    /// starts the writeback of that page (the same loop's report).
+    WritebackSidecar,
     /// Two empty tp_btf programs on mm_filemap_add_to_page_cache and _delete_from_.
     MemcgFloorBtfTracepoints,
     /// The sidecar's memcg programs on a pread that adds a page and a DONTNEED that
@@ -69,6 +72,7 @@ impl Setup {
             Setup::IoReadSidecar => "sidecar (io read programs)",
             Setup::DirtyFloorBtfTracepoint => "1 empty tp_btf (writeback_dirty_folio)",
             Setup::DirtySidecar => "sidecar (io pages-dirtied program)",
+            Setup::WritebackSidecar => "sidecar (io written-back program, fexit)",
             Setup::MemcgFloorBtfTracepoints => {
                 "2 empty tp_btf (mm_filemap_add_to/delete_from_page_cache)"
             }
@@ -84,6 +88,7 @@ impl Setup {
             Setup::PreadSidecar => !program.starts_with("io_"),
             Setup::IoReadSidecar => program.starts_with("io_read") || program == "io_exit",
             Setup::DirtySidecar => program.starts_with("io_dirty"),
+            Setup::WritebackSidecar => program.starts_with("io_writeback"),
             Setup::MemcgSidecar => program.starts_with("memcg_"),
             _ => true,
         }
@@ -95,7 +100,9 @@ impl Setup {
             | Setup::FadviseFloorFexit
             | Setup::FadviseSidecar
             | Setup::FadviseBpftrace => "fadvise",
-            Setup::DirtyFloorBtfTracepoint | Setup::DirtySidecar => "write",
+            Setup::DirtyFloorBtfTracepoint | Setup::DirtySidecar | Setup::WritebackSidecar => {
+                "write"
+            }
             Setup::MemcgFloorBtfTracepoints | Setup::MemcgSidecar => "cycle",
             _ => "pread",
         }
@@ -309,13 +316,14 @@ impl Results {
         );
         let _ = write!(
             line,
-            "; io per read call {} = {} two empty classic tracepoints ({}); io per page dirtied {} = {} an empty tp_btf ({})",
+            "; io per read call {} = {} two empty classic tracepoints ({}); io per page dirtied {} = {} an empty tp_btf ({}); io per page written back {}",
             ns(Setup::IoReadSidecar),
             ratio(Setup::IoReadSidecar, Setup::IoReadFloorTracepoints),
             ns(Setup::IoReadFloorTracepoints),
             ns(Setup::DirtySidecar),
             ratio(Setup::DirtySidecar, Setup::DirtyFloorBtfTracepoint),
             ns(Setup::DirtyFloorBtfTracepoint),
+            ns(Setup::WritebackSidecar),
         );
         let _ = write!(
             line,
@@ -360,12 +368,12 @@ pub const FLOORS: [Setup; 8] = [
 pub const SIDECAR: [(Setup, &[Setup]); 4] = [
     (Setup::FadviseSidecar, &[]),
     (Setup::PreadSidecar, &[Setup::IoReadSidecar]),
-    (Setup::DirtySidecar, &[]),
+    (Setup::DirtySidecar, &[Setup::WritebackSidecar]),
     (Setup::MemcgSidecar, &[]),
 ];
 
 /// Every setup, in table order.
-pub const ALL: [Setup; 14] = [
+pub const ALL: [Setup; 15] = [
     Setup::FadviseFloorTracepoints,
     Setup::FadviseFloorFexit,
     Setup::FadviseBpftrace,
@@ -378,6 +386,7 @@ pub const ALL: [Setup; 14] = [
     Setup::IoReadSidecar,
     Setup::DirtyFloorBtfTracepoint,
     Setup::DirtySidecar,
+    Setup::WritebackSidecar,
     Setup::MemcgFloorBtfTracepoints,
     Setup::MemcgSidecar,
 ];

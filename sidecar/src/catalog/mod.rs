@@ -341,6 +341,12 @@ families! {
         Source::Workload(|c| c.io.dirtied_pages), banyandb: &[field("dirtied_pages", 5)],
         "Page-cache pages the workload dirtied (writes and writes through mappings)."
     }
+    IO_WRITTEN_BACK_PAGES {
+        "ebpf_io_written_back_pages", Counter, IO, unit: "pages", labels: WORKLOAD,
+        Source::Workload(|c| c.io.written_back_pages),
+        banyandb: &[field("written_back_pages", 6)],
+        "Page-cache pages whose writeback the workload started (fsync, fdatasync, sync_file_range); the flusher's background writeback counts under other."
+    }
     FILE_REFAULTS {
         "ebpf_memory_file_refaults", Counter, MEMCG, unit: "pages", labels: WORKLOAD,
         Source::Workload(|c| c.refaults.file_refaults), banyandb: &[field("file_refaults", 0)],

@@ -109,6 +109,7 @@ fn file_io_stats(io: &IoWorkloadCounts) -> pb::FileIoStats {
         read_bytes: io.read_bytes,
         fsync: Some(latency_stats(&io.sync)),
         dirtied_pages: io.dirtied_pages,
+        written_back_pages: io.written_back_pages,
     }
 }
 

@@ -5,6 +5,7 @@ pub use sidecar_common::programs::{
     Hook, IO_DIRTY_PROGRAMS, IO_SYSCALL_PROGRAMS, MEMCG_PROGRAMS, Module, PAGE_CACHE_PROGRAMS,
     PAGE_CACHE_SIZED_PROGRAMS, PAGE_CACHE_TYPED_PROGRAMS, PROCESS_PROGRAMS, ProgramSpec,
     READ_FEXIT_PROGRAM, READ_FUNCTIONS, REFAULT_FUNCTION, SYSCALL_READ_PROGRAMS,
+    WRITEBACK_FUNCTIONS, WRITEBACK_PROGRAM,
 };
 use sidecar_common::{
     ABSENT_FIELD, FadviseLayout, FilemapLayout, InodeLayout, IoLayout, OwnerLayout, ProcessLayout,
@@ -500,6 +501,8 @@ pub struct IoHook {
     pub dirty: Vec<ProgramSpec>,
     /// Why the folio's size cannot be read (the typed hook is not tried), if it cannot.
     pub folio_error: Option<String>,
+    /// The function whose fexit program counts writeback started, or why there is none.
+    pub writeback: Result<&'static str, String>,
 }
 
 impl IoHook {
@@ -547,10 +550,19 @@ impl IoHook {
             }
             Err(err) => return Err(err.into()),
         }
+        let writeback = if std::env::var_os(FAULT_NO_FEXIT).is_some() {
+            Err(format!("fexit skipped ({FAULT_NO_FEXIT})"))
+        } else {
+            btf.map_err(Clone::clone).and_then(writeback_function)
+        };
+        if let Ok((_, mask)) = &writeback {
+            layout.writeback_already_mask = *mask;
+        }
         Ok(IoHook {
             layout,
             dirty,
             folio_error,
+            writeback: writeback.map(|(function, _)| function),
         })
     }
 
@@ -558,25 +570,60 @@ impl IoHook {
     /// programs, the dirtied hook first (when the kernel refuses it, nothing else of the
     /// set was loaded).
     pub fn candidates(&self) -> Vec<Candidate> {
-        self.dirty
-            .iter()
-            .map(|spec| {
-                let mut programs = vec![*spec];
-                programs.extend_from_slice(&IO_SYSCALL_PROGRAMS);
-                let hook = match spec.hook {
-                    Hook::BtfTracepoint => {
-                        format!("tp_btf {} + syscall tracepoints", spec.target())
-                    }
-                    _ if spec.event == IO_DIRTY_PROGRAMS[1].event => format!(
-                        "tracepoint {} (one page per folio) + syscall tracepoints",
-                        spec.target()
-                    ),
-                    _ => format!("tracepoint {} + syscall tracepoints", spec.target()),
-                };
-                Candidate { programs, hook }
-            })
-            .collect()
+        let mut candidates = Vec::new();
+        for spec in &self.dirty {
+            let dirty = match spec.hook {
+                Hook::BtfTracepoint => format!("tp_btf {}", spec.target()),
+                _ if spec.event == IO_DIRTY_PROGRAMS[1].event => {
+                    format!("tracepoint {} (one page per folio)", spec.target())
+                }
+                _ => format!("tracepoint {}", spec.target()),
+            };
+            let mut programs = vec![*spec];
+            programs.extend_from_slice(&IO_SYSCALL_PROGRAMS);
+            // Writeback first: where the kernel refuses fexit, the same set without it.
+            if let Ok(function) = self.writeback {
+                let mut with_writeback = vec![ProgramSpec::fexit(WRITEBACK_PROGRAM, function)];
+                with_writeback.extend_from_slice(&programs);
+                candidates.push(Candidate {
+                    programs: with_writeback,
+                    hook: format!("{dirty} + syscall tracepoints + fexit {function}"),
+                });
+            }
+            candidates.push(Candidate {
+                programs,
+                hook: format!("{dirty} + syscall tracepoints (written back not seen)"),
+            });
+        }
+        candidates
     }
+}
+
+/// The first of `WRITEBACK_FUNCTIONS` with a signature the writeback program reads, and the
+/// bits of its return value that say the folio was already under writeback.
+fn writeback_function(btf: &Btf) -> Result<(&'static str, u32), String> {
+    let mut why = Vec::new();
+    for (function, page) in WRITEBACK_FUNCTIONS.into_iter().zip(["folio", "page"]) {
+        match btf.function(function) {
+            Ok(signature)
+                if signature.params
+                    == [ValueType::PointerTo(page.to_owned()), ValueType::Int(1)] =>
+            {
+                match signature.ret {
+                    ValueType::Void => return Ok((function, 0)),
+                    ValueType::Int(1) => return Ok((function, 0xff)),
+                    ValueType::Int(4) => return Ok((function, 0xffff_ffff)),
+                    ret => why.push(format!("{function} returns {ret:?}")),
+                }
+            }
+            Ok(signature) => why.push(format!(
+                "{function} has an unexpected signature ({:?})",
+                signature.params
+            )),
+            Err(err) => why.push(err.to_string()),
+        }
+    }
+    Err(why.join("; "))
 }
 
 /// Where a folio's flags, head bit and order are, from BTF: a large folio (`PG_head` set)
