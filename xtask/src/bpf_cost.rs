@@ -216,6 +216,13 @@ impl Results {
                     .flatten()
                     .filter(|p| setup.counts(p["name"].as_str().unwrap_or_default()))
                     .collect();
+                if own.is_empty() {
+                    self.unavailable.insert(
+                        setup,
+                        "none of its programs ran (not attached on this kernel)".to_owned(),
+                    );
+                    return;
+                }
                 let ns: f64 = own.iter().filter_map(|p| p["ns"].as_f64()).sum();
                 let wall = report["wall_ns_per_call"].as_f64().unwrap_or(f64::NAN);
                 self.ns.entry(setup).or_default().push(ns / calls);
