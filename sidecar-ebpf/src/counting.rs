@@ -214,3 +214,17 @@ pub(crate) use field_or_return;
 pub(crate) fn tgid_of(pid_tgid: u64) -> u32 {
     (pid_tgid >> 32) as u32
 }
+
+/// Pages of a typed folio whose `flags` word has been read: `1 << order` when it is large
+/// (`PG_head` set at `head_bit`), else 1. `ABSENT_FIELD` for `head_bit` (pages before
+/// folios) means one page. `folio` must be a BTF-typed argument: the order byte is a plain
+/// load, which the verifier checks against `struct folio` and makes fault-tolerant.
+#[inline(always)]
+pub(crate) fn folio_pages(folio: u64, flags: u64, head_bit: u32, order_offset: u32) -> u64 {
+    if head_bit == ABSENT_FIELD || (flags >> (head_bit & 63)) & 1 == 0 {
+        return 1;
+    }
+    // SAFETY: see above; the offset is a constant from the same BTF.
+    let order = unsafe { core::ptr::read_volatile((folio + u64::from(order_offset)) as *const u8) };
+    1u64 << (order & 31)
+}

@@ -17,7 +17,7 @@ use sidecar_common::{
 };
 
 use crate::{
-    counting::{Caller, count, field_or_return},
+    counting::{self, Caller, count, field_or_return},
     maps::{IO_INFLIGHT, in_active_epoch},
 };
 
@@ -132,25 +132,18 @@ pub(crate) fn io_writeback_start(ctx: FExitContext) -> i32 {
     0
 }
 
-/// Pages of a typed folio: `1 << order` when it is large (`PG_head`), else 1; 1 where BTF
-/// gave no folio layout (pages before folios).
+/// Pages of a typed folio, where BTF gave a folio layout (one page before folios).
 #[inline(always)]
 fn folio_pages(folio: u64, layout: &IoLayout) -> u64 {
     if layout.folio_flags == ABSENT_FIELD || folio == 0 {
         return 1;
     }
-    // SAFETY: `folio` is a typed argument; the verifier checks these loads against
-    // `struct folio` (the offsets are constants from the same BTF) and makes them
+    // SAFETY: `folio` is a typed argument; the verifier checks this load against
+    // `struct folio` (the offset is a constant from the same BTF) and makes it
     // fault-tolerant.
     let flags =
         unsafe { core::ptr::read_volatile((folio + u64::from(layout.folio_flags)) as *const u64) };
-    if (flags >> (layout.folio_head_bit & 63)) & 1 == 0 {
-        return 1;
-    }
-    // SAFETY: as above.
-    let order =
-        unsafe { core::ptr::read_volatile((folio + u64::from(layout.folio_order)) as *const u8) };
-    1u64 << (order & 31)
+    counting::folio_pages(folio, flags, layout.folio_head_bit, layout.folio_order)
 }
 
 #[inline(always)]

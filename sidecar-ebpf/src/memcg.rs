@@ -15,7 +15,7 @@ use aya_ebpf::{
 use sidecar_common::{ABSENT_FIELD, HostCounter, OwnerBy, OwnerCounts, OwnerKey, OwnerLayout};
 
 use crate::{
-    counting::{Caller, Slot, bump_host, count, slot},
+    counting::{Caller, Slot, bump_host, count, folio_pages, slot},
     maps::{EpochMaps, in_active_epoch},
 };
 
@@ -105,20 +105,9 @@ impl Page {
             // SAFETY: bpf_probe_read_kernel checks the address; a bad one reads as 0.
             unsafe { bpf_probe_read_kernel(at as *const u64) }.unwrap_or(0)
         };
-        let large = layout.folio_head_bit != ABSENT_FIELD
-            && (flags >> (layout.folio_head_bit & 63)) & 1 == 1;
-        let pages = if large {
-            // SAFETY: as above.
-            let order = unsafe {
-                core::ptr::read_volatile((page + u64::from(layout.folio_order)) as *const u8)
-            };
-            1u64 << (order & 31)
-        } else {
-            1
-        };
         Page {
             memcg,
-            pages,
+            pages: folio_pages(page, flags, layout.folio_head_bit, layout.folio_order),
             anonymous: (flags >> (layout.swapbacked_bit & 63)) & 1 == 1,
         }
     }
