@@ -1143,7 +1143,9 @@ fn check_io(guest: &mut Guest) {
 fn check_io_load(guest: &mut Guest) {
     // Writeback the child does not start (ext4's journal thread writes ordered data when it
     // commits first: 2,004 of 2,048 by the child once on 6.1) is other's: with the flusher
-    // held off, the child's and other's together are the file's pages, each once.
+    // held off, the child's and other's together are the file's pages, plus the few blocks
+    // of file system metadata the journal thread writes back meanwhile (2 once on 6.1).
+    const METADATA_SLACK: f64 = 16.0;
     let other = [("workload", "other")];
     let other_before = scrape_value("ebpf_io_written_back_pages_total", &other);
     let report = load(
@@ -1184,6 +1186,17 @@ fn check_io_load(guest: &mut Guest) {
             0.0
         },
     );
+    let fits = |got: &(f64, f64, f64, f64, f64)| {
+        (got.0, got.1, got.2, got.3) == (want.0, want.1, want.2, want.3)
+            && got.4 >= want.4
+            && got.4
+                <= want.4
+                    + if written_back_seen {
+                        METADATA_SLACK
+                    } else {
+                        0.0
+                    }
+    };
     let got = wait_for(Duration::from_secs(10), || {
         let written_back = scrape_value("ebpf_io_written_back_pages_total", &labels)
             + scrape_value("ebpf_io_written_back_pages_total", &other)
@@ -1195,14 +1208,15 @@ fn check_io_load(guest: &mut Guest) {
             scrape_value("ebpf_io_dirtied_pages_total", &labels),
             written_back,
         );
-        (got, got == want)
+        let done = fits(&got);
+        (got, done)
     });
     let by_child = scrape_value("ebpf_io_written_back_pages_total", &labels);
     guest.record(
         "io",
-        got == want && (!written_back_seen || by_child >= want.4 / 2.0),
+        fits(&got) && (!written_back_seen || (by_child >= want.4 / 2.0 && by_child <= want.4)),
         format!(
-            "reads {} of {}, bytes {} of {}, fsync+fdatasync {} of {}, pages dirtied {} of {}, written back {} of {} ({by_child} by the child) ({hook})",
+            "reads {} of {}, bytes {} of {}, fsync+fdatasync {} of {}, pages dirtied {} of {}, written back {} of {} (+ at most 16 metadata; {by_child} by the child) ({hook})",
             got.0, want.0, got.1, want.1, got.2, want.2, got.3, want.3, got.4, want.4
         ),
     );
