@@ -1144,7 +1144,8 @@ fn check_io_load(guest: &mut Guest) {
     // Writeback the child does not start (ext4's journal thread writes ordered data when it
     // commits first: 2,004 of 2,048 by the child once on 6.1) is other's: with the flusher
     // held off, the child's and other's together are the file's pages, plus the few blocks
-    // of file system metadata the journal thread writes back meanwhile (2 once on 6.1).
+    // of file system metadata the journal thread writes back meanwhile (2 once on 6.1). How
+    // many the child starts itself is the kernel's timing: 2,048, 1,971 and 71 were seen.
     const METADATA_SLACK: f64 = 16.0;
     let other = [("workload", "other")];
     let other_before = scrape_value("ebpf_io_written_back_pages_total", &other);
@@ -1214,7 +1215,7 @@ fn check_io_load(guest: &mut Guest) {
     let by_child = scrape_value("ebpf_io_written_back_pages_total", &labels);
     guest.record(
         "io",
-        fits(&got) && (!written_back_seen || (by_child >= want.4 / 2.0 && by_child <= want.4)),
+        fits(&got) && by_child <= want.4,
         format!(
             "reads {} of {}, bytes {} of {}, fsync+fdatasync {} of {}, pages dirtied {} of {}, written back {} of {} (+ at most 16 metadata; {by_child} by the child) ({hook})",
             got.0, want.0, got.1, want.1, got.2, want.2, got.3, want.3, got.4, want.4
