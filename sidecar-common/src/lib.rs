@@ -625,6 +625,15 @@ pub struct FadviseLayout {
     pub io_uring_advice: u32,
     /// The request's result: `io_kiocb.cqe.res`.
     pub io_uring_result: u32,
+    /// The syscall's fourth argument (the advice) in `struct pt_regs` at the exit
+    /// tracepoint: `r10` on x86-64, `regs[3]` on arm64.
+    pub regs_advice: u32,
+    /// The syscall's return value in `struct pt_regs`: `ax` on x86-64, `regs[0]` on arm64.
+    pub regs_result: u32,
+    /// `task_struct.pid` and `.tgid`: the exit tracepoint has the task's BTF pointer, and
+    /// two loads cost less than the bpf_get_current_pid_tgid call.
+    pub task_pid: u32,
+    pub task_tgid: u32,
 }
 
 impl FadviseLayout {
@@ -633,6 +642,10 @@ impl FadviseLayout {
         exit_ret: ABSENT_FIELD,
         io_uring_advice: ABSENT_FIELD,
         io_uring_result: ABSENT_FIELD,
+        regs_advice: ABSENT_FIELD,
+        regs_result: ABSENT_FIELD,
+        task_pid: ABSENT_FIELD,
+        task_tgid: ABSENT_FIELD,
     };
 }
 
@@ -908,7 +921,7 @@ mod tests {
         assert_eq!(size_of::<SyscallReadLayout>(), 48);
         assert_eq!(size_of::<ReadInFlight>(), 24);
         assert_eq!(size_of::<ReclaimInFlightKey>(), 16);
-        assert_eq!(size_of::<FadviseLayout>(), 16);
+        assert_eq!(size_of::<FadviseLayout>(), 32);
         assert_eq!(size_of::<FilemapLayout>(), 32);
         assert_eq!(size_of::<VmscanLayout>(), 8);
         assert_eq!(size_of::<ProcessLayout>(), 24);

@@ -163,6 +163,15 @@ pub const FADVISE_PROGRAMS: [ProgramSpec; 2] = [
     ProgramSpec::new("fadvise_exit", "syscalls", "sys_exit_fadvise64"),
 ];
 
+/// One program per call on the syscall's exit tracepoint, where the kernel has
+/// `bpf_task_pt_regs` (5.15+) and BTF: the advice and the result are read from the calling
+/// task's saved registers, so no per-thread state is kept between entry and exit.
+pub const FADVISE_REGS_PROGRAMS: [ProgramSpec; 1] = [ProgramSpec::new(
+    "fadvise_exit_regs",
+    "syscalls",
+    "sys_exit_fadvise64",
+)];
+
 /// The kernel function every fadvise64 syscall goes through, a bad descriptor included:
 /// `int ksys_fadvise64_64(int fd, loff_t offset, loff_t len, int advice)`.
 pub const FADVISE_SYSCALL_FUNCTION: &str = "ksys_fadvise64_64";
@@ -329,7 +338,7 @@ pub const FLOOR_PROGRAMS: [ProgramSpec; 5] = [
 
 /// Every program the object must have, each with the hook type it is built for (the read
 /// path's fexit program once, under its preferred function).
-pub const ALL_PROGRAMS: [&[ProgramSpec]; 14] = [
+pub const ALL_PROGRAMS: [&[ProgramSpec]; 15] = [
     &[ProgramSpec::fexit(
         WRITEBACK_PROGRAM,
         WRITEBACK_FUNCTIONS[0],
@@ -342,6 +351,7 @@ pub const ALL_PROGRAMS: [&[ProgramSpec]; 14] = [
     &PROCESS_PROGRAMS,
     &FADVISE_PROGRAMS,
     &FADVISE_FEXIT_PROGRAMS,
+    &FADVISE_REGS_PROGRAMS,
     &PAGE_CACHE_PROGRAMS,
     &PAGE_CACHE_SIZED_PROGRAMS,
     &[ProgramSpec::fexit(READ_FEXIT_PROGRAM, READ_FUNCTIONS[0])],

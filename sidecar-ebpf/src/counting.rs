@@ -215,6 +215,16 @@ pub(crate) fn tgid_of(pid_tgid: u64) -> u32 {
     (pid_tgid >> 32) as u32
 }
 
+/// A field of a kernel object reached through a BTF-typed pointer (an fexit or tp_btf
+/// program's arguments, a helper returning one, or such loads): a plain load, which the
+/// verifier checks against the object's BTF type (the offset is a constant of `.rodata`,
+/// set from the same BTF) and turns into a fault-tolerant one (a bad address reads 0).
+#[inline(always)]
+pub(crate) fn typed_read<T: Copy>(base: u64, offset: u32) -> T {
+    // SAFETY: see above; the kernel's exception table covers the load.
+    unsafe { core::ptr::read_volatile((base + u64::from(offset)) as *const T) }
+}
+
 /// Pages of a typed folio whose `flags` word has been read: `1 << order` when it is large
 /// (`PG_head` set at `head_bit`), else 1. `ABSENT_FIELD` for `head_bit` (pages before
 /// folios) means one page. `folio` must be a BTF-typed argument: the order byte is a plain

@@ -7,8 +7,12 @@
 //! both at once, but readahead(2) and madvise(MADV_WILLNEED) call it too, and a bad
 //! descriptor never reaches it.
 //!
-//! Elsewhere the syscall tracepoints: the exit event carries only the return value, so the
-//! entry stores the advice per thread and the exit counts the call with it. A thread's slot
+//! Elsewhere the syscall's exit tracepoint, whose event carries only the return value. Where
+//! the kernel has `bpf_task_pt_regs` (5.15+) and BTF, `fadvise_exit_regs` alone counts the
+//! call: the calling task's saved user registers still hold the syscall's arguments and its
+//! return value there (the tracepoint fires before a tracer's exit stop could change them,
+//! and 32-bit compat calls fire no syscall tracepoint). Older kernels pair the tracepoints:
+//! the entry stores the advice per thread and the exit counts the call with it. A thread's slot
 //! stays in the map between calls (it goes when the thread exits, `process.rs`): the entry
 //! writes the advice into it and the exit marks it idle, both in place. Inserting and
 //! deleting an LRU-hash element per call costs bucket locks and free-list operations; a
@@ -16,14 +20,16 @@
 
 use aya_ebpf::{
     bindings::BPF_ANY,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs,
+    },
     macros::{fexit, tracepoint},
     programs::{FExitContext, TracePointContext},
 };
 use sidecar_common::{ABSENT_FIELD, Advice, FadviseKey, FadviseLayout, HostCounter};
 
 use crate::{
-    counting::{Caller, bump_host, count, field_or_return, report_field_error},
+    counting::{Caller, bump_host, count, field_or_return, report_field_error, typed_read},
     maps::{FADV_INFLIGHT, in_active_epoch},
 };
 
@@ -136,5 +142,34 @@ pub(crate) fn fadvise_exit(ctx: TracePointContext) -> u32 {
     }
     let ret = field_or_return!(ctx, i64, FADVISE_LAYOUT.load().exit_ret);
     count_call(pid_tgid, advice, ret == 0);
+    0
+}
+
+/// The syscall's exit alone: the arguments from the saved registers, the caller from the
+/// task (offsets from BTF). Every helper call costs a call and a return, which on CPUs with
+/// return-thunk mitigations is most of a program's time: this one makes two.
+#[tracepoint(category = "syscalls", name = "sys_exit_fadvise64")]
+pub(crate) fn fadvise_exit_regs(_ctx: TracePointContext) -> u32 {
+    let layout = FADVISE_LAYOUT.load();
+    if layout.regs_advice == ABSENT_FIELD
+        || layout.regs_result == ABSENT_FIELD
+        || layout.task_pid == ABSENT_FIELD
+        || layout.task_tgid == ABSENT_FIELD
+    {
+        return 0;
+    }
+    // SAFETY: both helpers return BTF-typed pointers the verifier checks every load through.
+    let task = unsafe { bpf_get_current_task_btf() };
+    let regs = unsafe { bpf_task_pt_regs(task) } as u64;
+    let task = task as u64;
+    let advice: u64 = typed_read(regs, layout.regs_advice);
+    let result: u64 = typed_read(regs, layout.regs_result);
+    let pid: u32 = typed_read(task, layout.task_pid);
+    let tgid: u32 = typed_read(task, layout.task_tgid);
+    count_call(
+        (u64::from(tgid) << 32) | u64::from(pid),
+        Advice::from_raw(advice) as u32,
+        result == 0,
+    );
     0
 }

@@ -28,7 +28,7 @@ use sidecar_common::{
 };
 
 use crate::{
-    counting::{Caller, count, field, field_or_return, report_field_error},
+    counting::{Caller, count, field, field_or_return, report_field_error, typed_read},
     maps::{RD_INFLIGHT, READ_STATE, in_active_epoch},
 };
 
@@ -327,16 +327,6 @@ fn on_sized_request<C: EbpfContext, const TYPED: bool>(
         requested,
     };
     on_get_pages(pid_tgid, state, &request);
-}
-
-/// A field of a kernel object reached from an fexit program's typed arguments: a plain load,
-/// which the verifier checks against the object's BTF type (the offset is a constant of
-/// `.rodata`, set from the same BTF) and turns into a fault-tolerant one (a bad address
-/// reads 0). Only for pointers that came from the arguments or from such loads.
-#[inline(always)]
-fn typed_read<T: Copy>(base: u64, offset: u32) -> T {
-    // SAFETY: see above; the kernel's exception table covers the load.
-    unsafe { core::ptr::read_volatile((base + u64::from(offset)) as *const T) }
 }
 
 #[inline(always)]

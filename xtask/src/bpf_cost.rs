@@ -27,6 +27,10 @@ pub enum Setup {
     FadviseFloorFexit,
     /// The sidecar's fadvise programs, whatever hook it chose.
     FadviseSidecar,
+    /// The sidecar's fadvise tracepoint pair (entry keeps the advice per thread), forced by
+    /// `SIDECAR_FAULT_NO_TASK_REGS`: where the kernel lacks `bpf_task_pt_regs`, and the hook
+    /// this host ran before the exit tracepoint read the registers.
+    FadviseSidecarPair,
     /// bpftrace doing the fadvise job (advice per thread at entry, count at exit).
     FadviseBpftrace,
     /// One empty raw tracepoint program on mm_filemap_get_pages.
@@ -63,6 +67,7 @@ impl Setup {
             }
             Setup::FadviseFloorFexit => "1 empty fexit (ksys_fadvise64_64)",
             Setup::FadviseSidecar => "sidecar",
+            Setup::FadviseSidecarPair => "sidecar, tracepoint pair forced",
             Setup::FadviseBpftrace => "bpftrace, same job",
             Setup::PreadFloorRawTracepoint => "1 empty raw tracepoint (mm_filemap_get_pages)",
             Setup::PreadFloorBtfTracepoint => "1 empty tp_btf (mm_filemap_get_pages)",
@@ -99,6 +104,7 @@ impl Setup {
             Setup::FadviseFloorTracepoints
             | Setup::FadviseFloorFexit
             | Setup::FadviseSidecar
+            | Setup::FadviseSidecarPair
             | Setup::FadviseBpftrace => "fadvise",
             Setup::DirtyFloorBtfTracepoint | Setup::DirtySidecar | Setup::WritebackSidecar => {
                 "write"
@@ -310,6 +316,22 @@ impl Results {
                 ns(Setup::FadviseBpftrace)
             );
         }
+        if self.ns.contains_key(&Setup::FadviseSidecarPair) {
+            let _ = write!(
+                line,
+                "; fadvise with the tracepoint pair forced {} = {} two empty classic tracepoints{}",
+                ns(Setup::FadviseSidecarPair),
+                ratio(Setup::FadviseSidecarPair, Setup::FadviseFloorTracepoints),
+                if self.ns.contains_key(&Setup::FadviseBpftrace) {
+                    format!(
+                        ", {} bpftrace",
+                        ratio(Setup::FadviseSidecarPair, Setup::FadviseBpftrace)
+                    )
+                } else {
+                    String::new()
+                },
+            );
+        }
         let _ = write!(
             line,
             "; cached pread {} = {} an empty raw tracepoint ({}), {} an empty tp_btf ({}), {} an empty fexit ({})",
@@ -380,10 +402,11 @@ pub const SIDECAR: [(Setup, &[Setup]); 4] = [
 ];
 
 /// Every setup, in table order.
-pub const ALL: [Setup; 15] = [
+pub const ALL: [Setup; 16] = [
     Setup::FadviseFloorTracepoints,
     Setup::FadviseFloorFexit,
     Setup::FadviseBpftrace,
+    Setup::FadviseSidecarPair,
     Setup::FadviseSidecar,
     Setup::PreadFloorRawTracepoint,
     Setup::PreadFloorBtfTracepoint,

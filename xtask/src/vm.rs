@@ -848,6 +848,10 @@ pub fn vm_guest() -> Result<()> {
     // A clean stop: exit status 0 and no program, map or link left behind.
     check_stop(&mut guest, &mut sidecar, &baseline);
 
+    // fadvise where trampolines are refused: the exit tracepoint alone (6.1, 6.12) or the
+    // tracepoint pair (5.10, no bpf_task_pt_regs), in a sidecar of its own.
+    check_fadvise_fallback(&mut guest);
+
     let mut module_rows = Vec::new();
     for name in ["fadvise", "page_cache", "vmscan", "io", "memcg"] {
         let (state, error) = module_state(name).unwrap_or_else(|| ("?".into(), String::new()));
@@ -995,6 +999,88 @@ fn check_fadvise(guest: &mut Guest) {
         )
     };
     guest.record("fadvise_io_uring", ok, detail);
+}
+
+/// The fadvise module alone with fexit refused (`SIDECAR_FAULT_NO_FEXIT`): the hook
+/// probing picks next, and its counts are exact.
+fn check_fadvise_fallback(guest: &mut Guest) {
+    const CONFIG: &str = r#"interval: 250ms
+server:
+  metrics_addr: 127.0.0.1:9464
+  grpc_addr: 127.0.0.1:50051
+modules:
+  fadvise: { enabled: true }
+  page_cache: { enabled: false }
+  vmscan: { enabled: false }
+  io: { enabled: false }
+  memcg: { enabled: false }
+workloads:
+  - name: vmfadv
+    comm: "^vmfadv$"
+unmatched: other
+tracefs:
+  mount: true
+"#;
+    let started = fs::write("/tmp/fallback.yaml", CONFIG)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| {
+            Ok(Command::new("/bin/sidecar")
+                .args(["run", "--config", "/tmp/fallback.yaml"])
+                .env("NO_COLOR", "1")
+                .env("SIDECAR_FAULT_NO_FEXIT", "1")
+                .stdout(fs::File::create("/tmp/fallback.log")?)
+                .stderr(fs::File::create("/tmp/fallback.err")?)
+                .spawn()?)
+        });
+    let mut child = match started {
+        Ok(child) => child,
+        Err(err) => return guest.record("fadvise.fallback", false, format!("{err:#}")),
+    };
+    let hook = wait_ready(Duration::from_secs(60)).map(|health| {
+        health["modules"]["fadvise"]["hook"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    let outcome = hook.and_then(|hook| {
+        let report = load(
+            "vmfadv",
+            &[
+                "fadvise",
+                "--calls",
+                &FADVISE_CALLS.to_string(),
+                "--threads",
+                "2",
+                "--bad-fd-calls",
+                &FADVISE_BAD_FD_CALLS.to_string(),
+            ],
+        )?;
+        let want = (
+            report["calls"].as_f64().unwrap_or(-1.0),
+            report["successes"].as_f64().unwrap_or(-1.0),
+        );
+        let labels = [("workload", "vmfadv"), ("advice", "dontneed")];
+        let seen = wait_for(Duration::from_secs(10), || {
+            let seen = (
+                scrape_value("ebpf_fadvise_calls_total", &labels),
+                scrape_value("ebpf_fadvise_success_total", &labels),
+            );
+            (seen, seen == want)
+        });
+        Ok((hook, want, seen))
+    });
+    let status = process::stop(&mut child, libc::SIGTERM, Duration::from_secs(30));
+    match outcome {
+        Err(err) => guest.record("fadvise.fallback", false, format!("{err:#}")),
+        Ok((hook, want, seen)) => guest.record(
+            "fadvise.fallback",
+            seen == want && !hook.contains("fexit") && status.is_some_and(|s| s.success()),
+            format!(
+                "calls {} of {}, successes {} of {} ({hook})",
+                seen.0, want.0, seen.1, want.1
+            ),
+        ),
+    }
 }
 
 /// Calls per `bpf-cost` loop: emulation makes each call ~20x slower than on the host.

@@ -1,10 +1,10 @@
 //! The observation modules: their programs, tracepoints and field layouts.
 
 pub use sidecar_common::programs::{
-    FADVISE_FEXIT_PROGRAMS, FADVISE_IO_URING_FUNCTION, FADVISE_PROGRAMS, FADVISE_SYSCALL_FUNCTION,
-    Hook, IO_DIRTY_PROGRAMS, IO_SYSCALL_PROGRAMS, MEMCG_PROGRAMS, Module, PAGE_CACHE_PROGRAMS,
-    PAGE_CACHE_SIZED_PROGRAMS, PAGE_CACHE_TYPED_PROGRAMS, PROCESS_PROGRAMS, ProgramSpec,
-    READ_FEXIT_PROGRAM, READ_FUNCTIONS, REFAULT_FUNCTION, SYSCALL_READ_PROGRAMS,
+    FADVISE_FEXIT_PROGRAMS, FADVISE_IO_URING_FUNCTION, FADVISE_PROGRAMS, FADVISE_REGS_PROGRAMS,
+    FADVISE_SYSCALL_FUNCTION, Hook, IO_DIRTY_PROGRAMS, IO_SYSCALL_PROGRAMS, MEMCG_PROGRAMS, Module,
+    PAGE_CACHE_PROGRAMS, PAGE_CACHE_SIZED_PROGRAMS, PAGE_CACHE_TYPED_PROGRAMS, PROCESS_PROGRAMS,
+    ProgramSpec, READ_FEXIT_PROGRAM, READ_FUNCTIONS, REFAULT_FUNCTION, SYSCALL_READ_PROGRAMS,
     WRITEBACK_FUNCTIONS, WRITEBACK_PROGRAM,
 };
 use sidecar_common::{
@@ -26,6 +26,16 @@ pub struct IoUringFadvise {
     pub result: u32,
 }
 
+/// Where a syscall's fourth argument and its return value sit in the calling task's saved
+/// registers (`struct pt_regs`), and the task's ids in `task_struct`, from BTF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallRegs {
+    pub fourth_argument: u32,
+    pub result: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+}
+
 /// How the fadvise module can see calls on this kernel, as far as BTF tells; the kernel's
 /// answer to loading decides between what is left (`candidates`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,28 +45,31 @@ pub struct FadviseHook {
     /// Where io_fadvise's requests keep advice and result, or why io_uring's calls cannot
     /// be counted.
     pub io_uring: Result<IoUringFadvise, String>,
+    /// Where the exit tracepoint alone finds the advice and the result, or why it cannot
+    /// (then the entry tracepoint keeps the advice per thread). Whether the kernel has
+    /// `bpf_task_pt_regs` (5.15+) is its answer to loading.
+    pub task_regs: Result<SyscallRegs, String>,
 }
 
 impl FadviseHook {
     pub fn resolve(btf: Result<&Btf, &String>) -> FadviseHook {
         let btf = match btf {
-            Ok(_) if std::env::var_os(FAULT_NO_FEXIT).is_some() => {
-                let why = format!("fexit skipped ({FAULT_NO_FEXIT})");
-                return FadviseHook {
-                    syscall_fexit: Err(why.clone()),
-                    io_uring: Err(why),
-                };
-            }
             Ok(btf) => btf,
-            Err(err) => {
-                let why = format!("no kernel BTF: {err}");
-                return FadviseHook {
-                    syscall_fexit: Err(why.clone()),
-                    io_uring: Err(why),
-                };
-            }
+            Err(err) => return FadviseHook::unavailable(&format!("no kernel BTF: {err}")),
         };
+        let task_regs = if std::env::var_os(FAULT_NO_TASK_REGS).is_some() {
+            Err(format!("registers skipped ({FAULT_NO_TASK_REGS})"))
+        } else {
+            syscall_regs(btf)
+        };
+        if std::env::var_os(FAULT_NO_FEXIT).is_some() {
+            return FadviseHook {
+                task_regs,
+                ..FadviseHook::unavailable(&format!("fexit skipped ({FAULT_NO_FEXIT})"))
+            };
+        }
         FadviseHook {
+            task_regs,
             syscall_fexit: fits(
                 btf,
                 FADVISE_SYSCALL_FUNCTION,
@@ -79,8 +92,18 @@ impl FadviseHook {
         }
     }
 
+    /// Nothing but the tracepoint pair, for `why`.
+    pub fn unavailable(why: &str) -> FadviseHook {
+        FadviseHook {
+            syscall_fexit: Err(why.to_owned()),
+            io_uring: Err(why.to_owned()),
+            task_regs: Err(why.to_owned()),
+        }
+    }
+
     /// The ways to run the module, best first: fexit on the syscall and io_uring, fexit on
-    /// the syscall alone, the syscall tracepoints (`tracepoint` is their layout).
+    /// the syscall alone, the exit tracepoint alone reading the task's registers, the
+    /// tracepoint pair (`tracepoint`: whether tracefs gave their layout).
     pub fn candidates(&self, tracepoint: bool) -> Vec<Candidate> {
         let mut candidates = Vec::new();
         if self.syscall_fexit.is_ok() {
@@ -96,9 +119,17 @@ impl FadviseHook {
             });
         }
         if tracepoint {
+            if self.task_regs.is_ok() {
+                candidates.push(Candidate {
+                    programs: FADVISE_REGS_PROGRAMS.to_vec(),
+                    hook: "tracepoint syscalls:sys_exit_fadvise64, arguments from pt_regs (io_uring not seen)"
+                        .to_owned(),
+                });
+            }
             candidates.push(Candidate {
                 programs: FADVISE_PROGRAMS.to_vec(),
-                hook: "tracepoint syscalls:sys_exit_fadvise64 (io_uring not seen)".to_owned(),
+                hook: "tracepoints syscalls:sys_enter_fadvise64 + sys_exit_fadvise64 (io_uring not seen)"
+                    .to_owned(),
             });
         }
         candidates
@@ -110,6 +141,46 @@ impl FadviseHook {
             layout.io_uring_advice = io_uring.advice;
             layout.io_uring_result = io_uring.result;
         }
+        if let Ok(regs) = &self.task_regs {
+            layout.regs_advice = regs.fourth_argument;
+            layout.regs_result = regs.result;
+            layout.task_pid = regs.task_pid;
+            layout.task_tgid = regs.task_tgid;
+        }
+    }
+}
+
+/// A syscall's fourth argument and return value in `struct pt_regs`, as the architecture's
+/// syscall convention puts them (x86-64: `r10` and `ax`; arm64: `regs[3]` and `regs[0]`).
+fn syscall_regs(btf: &Btf) -> Result<SyscallRegs, String> {
+    let register = |name: &str| place(btf, "pt_regs", name, 8);
+    let task_pid = place(btf, "task_struct", "pid", 4)?;
+    let task_tgid = place(btf, "task_struct", "tgid", 4)?;
+    if cfg!(target_arch = "x86_64") {
+        Ok(SyscallRegs {
+            fourth_argument: register("r10")?,
+            result: register("ax")?,
+            task_pid,
+            task_tgid,
+        })
+    } else if cfg!(target_arch = "aarch64") {
+        let regs = btf
+            .member("pt_regs", "regs")
+            .map_err(|err| err.to_string())?;
+        if regs.size < 4 * 8 {
+            return Err(format!("pt_regs.regs is {} bytes", regs.size));
+        }
+        Ok(SyscallRegs {
+            fourth_argument: regs.offset + 3 * 8,
+            result: regs.offset,
+            task_pid,
+            task_tgid,
+        })
+    } else {
+        Err(format!(
+            "syscall registers not known on {}",
+            std::env::consts::ARCH
+        ))
     }
 }
 
@@ -249,6 +320,10 @@ pub struct Candidate {
 /// Tests set this (to anything) to skip the fexit fallback, so that the syscall fallback
 /// can be checked on kernels that accept fexit.
 pub const FAULT_NO_FEXIT: &str = "SIDECAR_FAULT_NO_FEXIT";
+
+/// Tests set this (to anything) to skip the fadvise exit tracepoint that reads the task's
+/// registers, so that the tracepoint pair can be checked on kernels that have the helper.
+pub const FAULT_NO_TASK_REGS: &str = "SIDECAR_FAULT_NO_TASK_REGS";
 
 impl ReadHook {
     /// The page-cache programs to try, in order: the first set that loads is used. The
@@ -752,10 +827,7 @@ impl Layouts {
         let why = format!("no tracefs: {err}");
         Layouts {
             fadvise: reason(err),
-            fadvise_hook: FadviseHook {
-                syscall_fexit: Err(why.clone()),
-                io_uring: Err(why),
-            },
+            fadvise_hook: FadviseHook::unavailable(&why),
             filemap: reason(err),
             vmscan: reason(err),
             process: reason(err),
@@ -1044,6 +1116,36 @@ mod tests {
             assert_eq!(syscalls.enter_fd, 16);
             assert_ne!(syscalls.file_mapping, ABSENT_FIELD);
         }
+    }
+
+    /// The fadvise exit tracepoint's registers on this kernel: where the ptrace ABI
+    /// (`struct user_regs_struct`, which x86-64's `pt_regs` mirrors) puts r10 and rax.
+    #[test]
+    fn syscall_registers_resolve_on_the_running_kernel() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            eprintln!("no /sys/kernel/btf/vmlinux here: nothing to check");
+            return;
+        };
+        let regs = syscall_regs(&btf).unwrap();
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!((regs.fourth_argument, regs.result), (7 * 8, 10 * 8));
+        }
+        assert_ne!(regs.task_pid, regs.task_tgid);
+        let mut layout = FadviseLayout::UNSET;
+        FadviseHook {
+            task_regs: Ok(regs),
+            ..FadviseHook::unavailable("test")
+        }
+        .apply(&mut layout);
+        assert_eq!(layout.regs_advice, regs.fourth_argument);
+        let hooks: Vec<String> = FadviseHook::resolve(Ok(&btf))
+            .candidates(true)
+            .into_iter()
+            .map(|c| c.hook)
+            .collect();
+        let regs_hook = hooks.iter().position(|h| h.contains("pt_regs"));
+        let pair_hook = hooks.iter().position(|h| h.contains("sys_enter_fadvise64"));
+        assert!(regs_hook.is_some() && regs_hook < pair_hook, "{hooks:?}");
     }
 
     /// The memcg and io modules' BTF layouts on this kernel (the VM matrix loads them on

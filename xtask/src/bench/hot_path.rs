@@ -11,7 +11,8 @@ use clap::Args;
 use super::{
     report::utc_now,
     setups::{
-        Env, Setup as ProcessSetup, sidecar_config, start_printing_ready, start_sidecar, stop_setup,
+        Env, Setup as ProcessSetup, sidecar_config, start_printing_ready, start_sidecar,
+        start_sidecar_with, stop_setup,
     },
 };
 use crate::{
@@ -81,6 +82,18 @@ pub fn bench_bpf(root: &Path, args: &BenchBpfArgs) -> Result<()> {
         for setup in SIDECAR {
             results.measure_sidecar(&load, setup, args.calls, pid, &file);
         }
+        stop_setup(running);
+        // The fadvise fallback of kernels without the registers helper, A/B in this round.
+        let running = start_sidecar_with(&env, &config, &[("SIDECAR_FAULT_NO_TASK_REGS", "1")])
+            .context("starting the sidecar with the tracepoint pair")?;
+        let pid = running.child.id();
+        results.measure_sidecar(
+            &load,
+            (Setup::FadviseSidecarPair, &[]),
+            args.calls,
+            pid,
+            &file,
+        );
         stop_setup(running);
     }
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

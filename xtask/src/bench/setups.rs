@@ -118,10 +118,20 @@ pub(super) fn sidecar_config(
 }
 
 pub(super) fn start_sidecar(env: &Env, config: &Path) -> Result<Running> {
+    start_sidecar_with(env, config, &[])
+}
+
+/// The same, with `vars` in its environment (fault switches that pick another hook).
+pub(super) fn start_sidecar_with(
+    env: &Env,
+    config: &Path,
+    vars: &[(&str, &str)],
+) -> Result<Running> {
     let log = fs::File::create(env.work.join("sidecar.log"))?;
     let child = Command::new(&env.sidecar)
         .args(["run", "--config"])
         .arg(config)
+        .envs(vars.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
