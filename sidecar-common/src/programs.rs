@@ -324,7 +324,7 @@ pub const MEMCG_PROGRAMS: [ProgramSpec; 3] = [
 
 /// Empty programs, one per attach type, for measuring the floor (`sidecar-load bpf-cost`);
 /// the sidecar never loads them. Each attaches wherever the measurement says.
-pub const FLOOR_PROGRAMS: [ProgramSpec; 5] = [
+pub const FLOOR_PROGRAMS: [ProgramSpec; 6] = [
     ProgramSpec::new("floor_tracepoint", "syscalls", "sys_enter_fadvise64"),
     ProgramSpec::raw("floor_raw_tracepoint", "filemap", "mm_filemap_get_pages"),
     ProgramSpec::fexit("floor_fexit", FADVISE_SYSCALL_FUNCTION),
@@ -334,7 +334,11 @@ pub const FLOOR_PROGRAMS: [ProgramSpec; 5] = [
         "filemap",
         "mm_filemap_delete_from_page_cache",
     ),
+    ProgramSpec::new(FLOOR_ONE_CALL_PROGRAM, "syscalls", "sys_exit_fadvise64"),
 ];
+
+/// The floor program that makes one helper call (the cost of a call, not of a hook).
+pub const FLOOR_ONE_CALL_PROGRAM: &str = "floor_tracepoint_call";
 
 /// Every program the object must have, each with the hook type it is built for (the read
 /// path's fexit program once, under its preferred function).

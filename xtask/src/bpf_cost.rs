@@ -25,6 +25,9 @@ pub enum Setup {
     FadviseFloorTracepoints,
     /// One empty fexit program on ksys_fadvise64_64.
     FadviseFloorFexit,
+    /// One classic tracepoint program on sys_exit_fadvise64 that makes one helper call
+    /// (bpf_get_current_pid_tgid) and nothing else: less half the empty pair, a call's cost.
+    FadviseFloorOneCall,
     /// The sidecar's fadvise programs, whatever hook it chose.
     FadviseSidecar,
     /// The sidecar's fadvise tracepoint pair (entry keeps the advice per thread), forced by
@@ -66,6 +69,9 @@ impl Setup {
                 "2 empty classic tracepoints (sys_enter/exit_fadvise64)"
             }
             Setup::FadviseFloorFexit => "1 empty fexit (ksys_fadvise64_64)",
+            Setup::FadviseFloorOneCall => {
+                "1 classic tracepoint making one helper call (sys_exit_fadvise64)"
+            }
             Setup::FadviseSidecar => "sidecar",
             Setup::FadviseSidecarPair => "sidecar, tracepoint pair forced",
             Setup::FadviseBpftrace => "bpftrace, same job",
@@ -103,6 +109,7 @@ impl Setup {
         match self {
             Setup::FadviseFloorTracepoints
             | Setup::FadviseFloorFexit
+            | Setup::FadviseFloorOneCall
             | Setup::FadviseSidecar
             | Setup::FadviseSidecarPair
             | Setup::FadviseBpftrace => "fadvise",
@@ -121,6 +128,7 @@ impl Setup {
                 "tracepoint:syscalls:sys_exit_fadvise64",
             ],
             Setup::FadviseFloorFexit => &["fexit:ksys_fadvise64_64"],
+            Setup::FadviseFloorOneCall => &["tracepoint_call:syscalls:sys_exit_fadvise64"],
             Setup::PreadFloorRawTracepoint => &["raw_tracepoint:mm_filemap_get_pages"],
             Setup::PreadFloorBtfTracepoint => &["tp_btf:mm_filemap_get_pages"],
             Setup::PreadFloorFexit => &["fexit:filemap_read"],
@@ -254,6 +262,19 @@ impl Results {
         median(&ratios)
     }
 
+    /// What one helper call costs: the one-call program less an empty one (half the empty
+    /// pair measured in the same round), median over rounds.
+    pub fn call_ns(&self) -> Option<f64> {
+        let one_call = self.ns.get(&Setup::FadviseFloorOneCall)?;
+        let pair = self.ns.get(&Setup::FadviseFloorTracepoints)?;
+        let calls: Vec<f64> = one_call
+            .iter()
+            .zip(pair)
+            .map(|(call, pair)| call - pair / 2.0)
+            .collect();
+        median(&calls)
+    }
+
     /// A markdown table: setup, programs, median BPF ns per call (min-max), wall ns.
     pub fn table(&self, setups: &[Setup]) -> String {
         let mut out = String::from(
@@ -332,6 +353,9 @@ impl Results {
                 },
             );
         }
+        if let Some(call) = self.call_ns() {
+            let _ = write!(line, "; one helper call and its return {call:.0} ns");
+        }
         let _ = write!(
             line,
             "; cached pread {} = {} an empty raw tracepoint ({}), {} an empty tp_btf ({}), {} an empty fexit ({})",
@@ -381,9 +405,10 @@ fn median(values: &[f64]) -> Option<f64> {
 
 /// The floors, in the order each round runs them (the sidecar and bpftrace rounds are run
 /// by the caller, which starts and stops them).
-pub const FLOORS: [Setup; 8] = [
+pub const FLOORS: [Setup; 9] = [
     Setup::FadviseFloorTracepoints,
     Setup::FadviseFloorFexit,
+    Setup::FadviseFloorOneCall,
     Setup::PreadFloorRawTracepoint,
     Setup::PreadFloorBtfTracepoint,
     Setup::PreadFloorFexit,
@@ -402,9 +427,10 @@ pub const SIDECAR: [(Setup, &[Setup]); 4] = [
 ];
 
 /// Every setup, in table order.
-pub const ALL: [Setup; 16] = [
+pub const ALL: [Setup; 17] = [
     Setup::FadviseFloorTracepoints,
     Setup::FadviseFloorFexit,
+    Setup::FadviseFloorOneCall,
     Setup::FadviseBpftrace,
     Setup::FadviseSidecarPair,
     Setup::FadviseSidecar,

@@ -107,7 +107,11 @@ pub fn bench_bpf(root: &Path, args: &BenchBpfArgs) -> Result<()> {
     let _ = writeln!(text, "\nMedians and ratios: {}.", results.summary());
     text.push_str(
         "\nWhich floor each ratio uses: the fadvise target (at most 1.0x) is against two empty \
-         programs on the classic syscall tracepoints, today's fallback hook; the second ratio \
+         programs on the classic syscall tracepoints, the hook the issue measured (where the \
+         kernel refuses trampolines the sidecar now runs one program on the exit tracepoint, \
+         reading the task's registers; the row \"tracepoint pair forced\" is the former hook, \
+         still used without bpf_task_pt_regs, measured in the same rounds from a second \
+         sidecar started with SIDECAR_FAULT_NO_TASK_REGS); the second ratio \
          is against one empty program of the attach type the sidecar uses where the kernel \
          takes it (fexit). The cached-pread target is against one empty program on the \
          page-cache hook of this kernel. Where this host refuses BPF trampolines, the fexit \
@@ -119,7 +123,14 @@ pub fn bench_bpf(root: &Path, args: &BenchBpfArgs) -> Result<()> {
          are told apart by name; their floor is two empty programs on the pread64 syscall \
          tracepoints they attach to. Its pages-dirtied program is against one empty tp_btf \
          on writeback_dirty_folio, the memcg module's add and delete programs against two \
-         empty tp_btf on the page-cache add and delete tracepoints.\n",
+         empty tp_btf on the page-cache add and delete tracepoints. The one-call row is a \
+         classic tracepoint program that makes one helper call (bpf_get_current_pid_tgid) and \
+         nothing else; less half the empty pair, it is what one helper call and its return \
+         cost on this CPU (its `ret` goes through the kernel's return thunk where speculative \
+         return-stack mitigations are on, as on this host's AMD CPU, `spec_rstack_overflow: \
+         Safe RET`). A counting program needs the caller's identity, a hash lookup and, on a \
+         tracepoint, the advice: at least three calls beside an empty program, more than \
+         the 1.0x target leaves.\n",
     );
     let out = args
         .out

@@ -20,7 +20,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::{Ebpf, programs::loaded_programs};
 use clap::ValueEnum;
 use serde_json::json;
-use sidecar_common::programs::{FLOOR_PROGRAMS, Hook, ProgramSpec};
+use sidecar_common::programs::{FLOOR_ONE_CALL_PROGRAM, FLOOR_PROGRAMS, Hook, ProgramSpec};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Op {
@@ -42,6 +42,8 @@ pub enum Op {
 pub struct Floor {
     hook: Hook,
     target: String,
+    /// `tracepoint_call:`: the program that makes one helper call instead of an empty one.
+    one_call: bool,
 }
 
 pub fn parse_floor(text: &str) -> Result<Floor, String> {
@@ -49,19 +51,20 @@ pub fn parse_floor(text: &str) -> Result<Floor, String> {
         .split_once(':')
         .ok_or_else(|| format!("{text:?}: expected KIND:TARGET"))?;
     let hook = match kind {
-        "tracepoint" if target.contains(':') => Hook::Tracepoint,
+        "tracepoint" | "tracepoint_call" if target.contains(':') => Hook::Tracepoint,
         "raw_tracepoint" => Hook::RawTracepoint,
         "tp_btf" => Hook::BtfTracepoint,
         "fexit" => Hook::FExit,
         _ => {
             return Err(format!(
-                "{text:?}: expected tracepoint:CATEGORY:EVENT, raw_tracepoint:EVENT, tp_btf:EVENT or fexit:FUNCTION"
+                "{text:?}: expected tracepoint:CATEGORY:EVENT, tracepoint_call:CATEGORY:EVENT, raw_tracepoint:EVENT, tp_btf:EVENT or fexit:FUNCTION"
             ));
         }
     };
     Ok(Floor {
         hook,
         target: target.to_owned(),
+        one_call: kind == "tracepoint_call",
     })
 }
 
@@ -105,7 +108,9 @@ fn attach_floors(floors: &[Floor]) -> Result<Ebpf> {
         };
         let template = FLOOR_PROGRAMS
             .iter()
-            .filter(|spec| spec.hook == floor.hook)
+            .filter(|spec| {
+                spec.hook == floor.hook && (spec.program == FLOOR_ONE_CALL_PROGRAM) == floor.one_call
+            })
             .nth(nth)
             .context("no (more) floor program for this hook")?;
         // A short-lived tool: the few target names it attaches to may live as long as it.
