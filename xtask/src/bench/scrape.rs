@@ -32,7 +32,14 @@ pub(super) struct ScrapePoint {
     pub(super) page_p99: f64,
     /// `GetStatus` on the same channel: the fixed cost of one RPC.
     pub(super) status: Stats,
+    /// At the target's size: a poller's one-page calls (every 100 ms for 30 s, so about one
+    /// call in ten is the first after a drain), p50 and p99; the bench's own pattern above
+    /// lists every page before each one-page call, which pays for the listing itself.
+    pub(super) poller: Option<(f64, f64)>,
 }
+
+/// Workloads at which the poller runs: the size of the p99 target.
+const POLLER_WORKLOADS: usize = 1_000;
 
 /// The bench's gRPC client, `sidecar/examples/grpc_latency.rs`: it needs the generated
 /// client of the `sidecar` crate, which xtask cannot depend on (the crate's build script
@@ -106,6 +113,23 @@ pub(super) fn scrape_and_query(
         };
         let (grpc, base) = (millis("get_metrics_ms"), millis("get_status_ms"));
         let page = millis("first_page_ms");
+        let poller = if w == POLLER_WORKLOADS {
+            let output = Command::new(&grpc_client)
+                .args([GRPC_ADDR, "300", "500", "100"])
+                .stderr(Stdio::inherit())
+                .output()
+                .with_context(|| format!("running {} as a poller", grpc_client.display()))?;
+            let timings: Value = serde_json::from_slice(&output.stdout)
+                .with_context(|| format!("{} printed no JSON", grpc_client.display()))?;
+            let mut calls: Vec<f64> = timings["first_page_ms"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default();
+            calls.sort_by(f64::total_cmp);
+            Some((quantile(&calls, 0.5), quantile(&calls, 0.99)))
+        } else {
+            None
+        };
         stop_setup(running);
         let sorted = |v: &[f64]| {
             let mut s = v.to_vec();
@@ -125,6 +149,7 @@ pub(super) fn scrape_and_query(
             page: stats(&page),
             page_p99: quantile(&sorted(&page), 0.99),
             status: stats(&base),
+            poller,
         };
         env.note(&format!(
             "scrape {w} workloads: /metrics p50 {:.2} ms p99 {:.2} ms; GetMetrics ({} metrics) p50 {:.2} ms p99 {:.2} ms; GetStatus p50 {:.2} ms",

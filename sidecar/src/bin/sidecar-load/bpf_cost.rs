@@ -109,7 +109,8 @@ fn attach_floors(floors: &[Floor]) -> Result<Ebpf> {
         let template = FLOOR_PROGRAMS
             .iter()
             .filter(|spec| {
-                spec.hook == floor.hook && (spec.program == FLOOR_ONE_CALL_PROGRAM) == floor.one_call
+                spec.hook == floor.hook
+                    && (spec.program == FLOOR_ONE_CALL_PROGRAM) == floor.one_call
             })
             .nth(nth)
             .context("no (more) floor program for this hook")?;
