@@ -52,20 +52,29 @@ fn idle_sockets_cannot_take_the_servers_down() {
             "interval: 1s\n",
         );
         let pid = sidecar.pid().unwrap();
+        // The daemon's timeouts run from each accept, so the limit runs from the first
+        // connection, not from the last.
+        let connecting = Instant::now();
         let held: Vec<TcpStream> = idle_sockets(sidecar.addr, 300)
             .into_iter()
             .chain(idle_sockets(sidecar.grpc, 300))
             .collect();
         let before = cpu_ticks(pid);
         let started = Instant::now();
-        // Within the idle timeout, health answers again.
+        // Health answers again once descriptors come back: the accepted sockets that never
+        // send a request are closed by the handshake timeout (1 s), the waiting ones are
+        // shed with the spare descriptor or accepted in the next wave, and any left by the
+        // idle timeout (3 s). Seen here: 0.2 to 4.3 s after the last socket was made, by
+        // how the waves fell. 10 s bounds all of that with room for a loaded machine; a
+        // daemon that stopped answering would not come back at all.
+        let limit = Duration::from_secs(10);
         let answered = loop {
             if let Ok((200, _)) = http_get(sidecar.addr, "/health/live") {
                 break started.elapsed();
             }
             assert!(
-                started.elapsed() < Duration::from_secs(3),
-                "/health/live unanswered for 3 s (idle_timeout) with {} idle sockets held (max_connections {max_connections}); log:\n{}",
+                connecting.elapsed() < limit,
+                "/health/live unanswered {limit:?} after the first idle socket with {} idle sockets held (max_connections {max_connections}); log:\n{}",
                 held.len(),
                 sidecar.log()
             );
