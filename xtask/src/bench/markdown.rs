@@ -106,8 +106,13 @@ impl Report {
              `filemap:mm_filemap_delete_from_page_cache` (sidecar/src/kernel/modules.rs). \
              bpftrace 0.17 cannot attach raw tracepoints, so the floor uses the classic \
              `mm_filemap_get_pages` tracepoint where the sidecar uses the raw one.\n\
-             - (c) `target/release/sidecar run` with all three modules and the process \
-             tracking programs, interval 1 s, as configured by default (`bpf_stats: false`).\n\
+             - (c) `target/release/sidecar run` with the fadvise, page_cache and vmscan \
+             modules and the process tracking programs, interval 1 s, `bpf_stats: false`: the \
+             job (b) and (d) mirror. The io and memcg modules are off here: they add programs \
+             of their own on the same calls (the read syscalls, the page-cache tracepoints), \
+             which section 7 measures against empty programs on their own hooks. Where the \
+             kernel refuses trampolines (this host) the fadvise module runs one program on \
+             the exit tracepoint; the floor keeps both syscall tracepoints.\n\
              - (c+) the same with `bpf_stats: true`: the kernel's BPF run-time statistics are \
              on, which adds two clock reads to every BPF program run on the host. Figure 5 \
              reads them in these rounds; c+ minus c is what the statistics cost.\n\

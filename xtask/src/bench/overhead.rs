@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result, bail};
 use super::{
     bpf_stats::{bpf_stats, self_programs},
     http::{drains_total, metrics},
-    setups::{Env, METRICS_ADDR, Setup, sidecar_config, start_setup, stop_setup},
+    setups::{Env, METRICS_ADDR, Modules, Setup, sidecar_config_with, start_setup, stop_setup},
     stats::stats,
 };
 
@@ -63,7 +63,14 @@ pub(super) fn overhead(
 ) -> Result<Overhead> {
     let file = env.work.join("overhead-file");
     fs::write(&file, vec![0x5au8; 64 << 10])?;
-    let config = sidecar_config(env, "overhead", "1s", 8192, 0)?;
+    let config = sidecar_config_with(
+        env,
+        "overhead",
+        "1s",
+        8192,
+        0,
+        Modules::ComparedWithBpftrace,
+    )?;
     let mut setups = vec![Setup::None, Setup::Floor, Setup::Sidecar];
     let mut out = Overhead::default();
     if env.bpftrace.is_none() {

@@ -91,6 +91,17 @@ pub(super) struct Running {
 pub(super) const METRICS_ADDR: &str = "127.0.0.1:19464";
 pub(super) const GRPC_ADDR: &str = "127.0.0.1:19465";
 
+/// Which modules a bench's sidecar runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Modules {
+    /// Every module, as configured by default.
+    All,
+    /// fadvise, page_cache and vmscan: the job the overhead figure's bpftrace setups do.
+    /// The io and memcg modules add programs of their own on the same calls (the read
+    /// syscalls, the page-cache tracepoints); section 7 measures them against their floors.
+    ComparedWithBpftrace,
+}
+
 pub(super) fn sidecar_config(
     env: &Env,
     name: &str,
@@ -98,9 +109,22 @@ pub(super) fn sidecar_config(
     max_tracked: u64,
     workloads: usize,
 ) -> Result<PathBuf> {
+    sidecar_config_with(env, name, interval, max_tracked, workloads, Modules::All)
+}
+
+pub(super) fn sidecar_config_with(
+    env: &Env,
+    name: &str,
+    interval: &str,
+    max_tracked: u64,
+    workloads: usize,
+    modules: Modules,
+) -> Result<PathBuf> {
+    let io_memcg = modules == Modules::All;
     let mut text = format!(
         "interval: {interval}\nserver:\n  metrics_addr: {METRICS_ADDR}\n  grpc_addr: {GRPC_ADDR}\n\
          modules:\n  fadvise:\n    enabled: true\n  page_cache:\n    enabled: true\n  vmscan:\n    enabled: true\n\
+         \x20 io:\n    enabled: {io_memcg}\n  memcg:\n    enabled: {io_memcg}\n\
          unmatched: other\nlimits:\n  max_tracked_processes: {max_tracked}\n  max_kernel_memory: 1GiB\n\
          log:\n  level: warn\n"
     );
