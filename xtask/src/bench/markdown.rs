@@ -375,7 +375,11 @@ impl Report {
         let fp = &self.fp;
         let _ = writeln!(w, "## 4. Footprint\n");
         let _ = writeln!(w, "![footprint](bench/footprint.svg)\n");
-        let per = 2.0 * (344.0 + 64.0 * fp.cpus as f64);
+        // docs/workloads.md "Kernel memory sizing" (sidecar::kernel::sizing, which xtask
+        // does not link): per epoch, 744 bytes of hash entries and process record, and 224
+        // bytes of per-CPU counters per CPU.
+        let (fixed_per_epoch, per_cpu_per_epoch) = (744.0, 224.0);
+        let per = 2.0 * (fixed_per_epoch + per_cpu_per_epoch * fp.cpus as f64);
         let _ = writeln!(
             w,
             "Method: a sidecar with 2 workloads, interval 1 s (ten times the default drain \
@@ -420,8 +424,8 @@ impl Report {
             "Kernel map memory: `sidecar_kernel_map_bytes` = {:.0} bytes ({:.1} MiB) for \
              {} tracked processes on {} CPUs, i.e. {:.0} bytes per tracked process including \
              the fixed maps. The per-process part, from docs/workloads.md, is \
-             2 x (344 + 64 x CPUs) = {:.0} bytes per process here ({:.0} bytes per process per \
-             CPU for the per-CPU counters across both epochs, plus 688 bytes of hash entry \
+             2 x (744 + 224 x CPUs) = {:.0} bytes per process here ({:.0} bytes per process per \
+             CPU for the per-CPU counters across both epochs, plus {:.0} bytes of hash entry \
              headers and process records).\n",
             fp.map_bytes,
             fp.map_bytes / 1048576.0,
@@ -429,7 +433,8 @@ impl Report {
             fp.cpus,
             fp.map_bytes / fp.max_tracked as f64,
             per,
-            2.0 * 64.0
+            2.0 * per_cpu_per_epoch,
+            2.0 * fixed_per_epoch,
         );
 
         // ---- self-reported
