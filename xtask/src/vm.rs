@@ -899,25 +899,32 @@ pub fn vm_guest() -> Result<()> {
     Ok(())
 }
 
+/// The fadvise load both fadvise checks make: FADVISE_CALLS from 2 threads and
+/// FADVISE_BAD_FD_CALLS on a bad descriptor, then `extra`.
+fn load_fadvise(extra: &[&str]) -> Result<Value> {
+    let (calls, bad) = (FADVISE_CALLS.to_string(), FADVISE_BAD_FD_CALLS.to_string());
+    let mut args = vec![
+        "fadvise",
+        "--calls",
+        &calls,
+        "--threads",
+        "2",
+        "--bad-fd-calls",
+        &bad,
+    ];
+    args.extend_from_slice(extra);
+    load("vmfadv", &args)
+}
+
 fn check_fadvise(guest: &mut Guest) {
-    let report = match load(
-        "vmfadv",
-        &[
-            "fadvise",
-            "--calls",
-            &FADVISE_CALLS.to_string(),
-            "--threads",
-            "2",
-            "--bad-fd-calls",
-            &FADVISE_BAD_FD_CALLS.to_string(),
-            "--over",
-            "1s",
-            "--io-uring-calls",
-            &FADVISE_IO_URING_CALLS.to_string(),
-            "--io-uring-invalid-calls",
-            &FADVISE_IO_URING_INVALID_CALLS.to_string(),
-        ],
-    ) {
+    let report = match load_fadvise(&[
+        "--over",
+        "1s",
+        "--io-uring-calls",
+        &FADVISE_IO_URING_CALLS.to_string(),
+        "--io-uring-invalid-calls",
+        &FADVISE_IO_URING_INVALID_CALLS.to_string(),
+    ]) {
         Ok(report) => report,
         Err(err) => return guest.record("fadvise", false, format!("{err:#}")),
     };
@@ -1043,18 +1050,7 @@ tracefs:
             .to_owned()
     });
     let outcome = hook.and_then(|hook| {
-        let report = load(
-            "vmfadv",
-            &[
-                "fadvise",
-                "--calls",
-                &FADVISE_CALLS.to_string(),
-                "--threads",
-                "2",
-                "--bad-fd-calls",
-                &FADVISE_BAD_FD_CALLS.to_string(),
-            ],
-        )?;
+        let report = load_fadvise(&[])?;
         let want = (
             report["calls"].as_f64().unwrap_or(-1.0),
             report["successes"].as_f64().unwrap_or(-1.0),
